@@ -1,0 +1,346 @@
+//! Extractors whose rejections are FastAPI's: `422` with `{"detail": [{type, loc, msg, input}]}`.
+//!
+//! [`Path`] and [`Json`] wrap axum's extractors; only the rejections differ.
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::request::Parts;
+use http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::error::json_response;
+use crate::{HttpError, Request};
+
+/// Typed path parameters; a value that does not parse gives FastAPI's 422.
+///
+/// ```
+/// use callnext::extract::Path;
+/// use callnext::{Stack, TestClient};
+/// use axum::{routing::get, Router};
+///
+/// async fn read_item(Path(item_id): Path<i64>) -> String {
+///     item_id.to_string()
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = Router::new().route("/items/{item_id}", get(read_item));
+/// let client = TestClient::new(Stack::new().service(app));
+/// assert_eq!(client.get("/items/7").await.text(), "7");
+///
+/// let res = client.get("/items/abc").await;
+/// assert_eq!(res.status(), 422);
+/// assert_eq!(
+///     res.text(),
+///     r#"{"detail":[{"type":"int_parsing","loc":["path","item_id"],"msg":"Input should be a valid integer, unable to parse string as an integer","input":"abc"}]}"#
+/// );
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path<T>(pub T);
+
+/// The rejection of [`Path`] and [`Json`]: a FastAPI-shaped error response.
+#[derive(Debug)]
+pub struct ValidationError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ValidationError {
+    fn unprocessable(errors: Vec<Value>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "detail": errors }),
+        }
+    }
+
+    fn from_http(err: &HttpError) -> Self {
+        Self {
+            status: err.status(),
+            body: json!({ "detail": err.detail() }),
+        }
+    }
+
+    /// The status code (422, or 413/415/400 for bodies that could not be read).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+}
+
+impl IntoResponse for ValidationError {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = %self.status, detail = %self.body, "request rejected");
+        json_response(self.status, &self.body)
+    }
+}
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ValidationError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let keys: Vec<String> = RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .map(|raw| raw.iter().map(|(k, _)| k.to_owned()).collect())
+                    .unwrap_or_default();
+                Err(path_rejection(rejection, &keys))
+            }
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection, keys: &[String]) -> ValidationError {
+    use axum::extract::path::ErrorKind;
+    let PathRejection::FailedToDeserializePathParams(err) = rejection else {
+        // A route without parameters used `Path`: a programming error, answered as axum does.
+        tracing::error!(error = %rejection, "path extractor used on a route without parameters");
+        return ValidationError::from_http(&HttpError::internal());
+    };
+    let (key, value, expected) = match err.into_kind() {
+        ErrorKind::ParseErrorAtKey {
+            key,
+            value,
+            expected_type,
+        } => (key, value, expected_type),
+        ErrorKind::ParseErrorAtIndex {
+            index,
+            value,
+            expected_type,
+        } => (
+            keys.get(index).cloned().unwrap_or_default(),
+            value,
+            expected_type,
+        ),
+        ErrorKind::ParseError {
+            value,
+            expected_type,
+        } => (
+            keys.first().cloned().unwrap_or_default(),
+            value,
+            expected_type,
+        ),
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            return ValidationError::unprocessable(vec![json!({
+                "type": "string_unicode",
+                "loc": ["path", key],
+                "msg": "Input should be a valid string, unable to parse raw data as a unicode string",
+            })]);
+        }
+        ErrorKind::DeserializeError { key, value, message } => {
+            return ValidationError::unprocessable(vec![json!({
+                "type": "value_error",
+                "loc": ["path", key],
+                "msg": message,
+                "input": value,
+            })]);
+        }
+        other => {
+            tracing::error!(error = %other, "path parameters do not fit the extractor's type");
+            return ValidationError::from_http(&HttpError::internal());
+        }
+    };
+    ValidationError::unprocessable(vec![parse_error(&key, &value, expected)])
+}
+
+/// FastAPI's (pydantic's) error for a path value that is not of the expected primitive type.
+fn parse_error(key: &str, value: &str, expected: &str) -> Value {
+    let loc = json!(["path", key]);
+    if let Some((min, max)) = int_bounds(expected) {
+        // An integer that does not fit is a size error, not a parsing error.
+        if value.parse::<i128>().is_ok()
+            || (value.len() > 1 && value.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()))
+        {
+            return json!({
+                "type": "int_parsing_size",
+                "loc": loc,
+                "msg": format!("Input should be an integer between {min} and {max}"),
+                "input": value,
+            });
+        }
+        return json!({
+            "type": "int_parsing",
+            "loc": loc,
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+            "input": value,
+        });
+    }
+    let (kind, msg) = match expected {
+        "f32" | "f64" => (
+            "float_parsing",
+            "Input should be a valid number, unable to parse string as a number",
+        ),
+        "bool" => (
+            "bool_parsing",
+            "Input should be a valid boolean, unable to interpret input",
+        ),
+        "char" => ("string_too_long", "String should have at most 1 character"),
+        _ => ("value_error", "Input is not valid for this parameter"),
+    };
+    json!({ "type": kind, "loc": loc, "msg": msg, "input": value })
+}
+
+fn int_bounds(ty: &str) -> Option<(i128, u128)> {
+    Some(match ty {
+        "i8" => (i8::MIN.into(), i8::MAX as u128),
+        "i16" => (i16::MIN.into(), i16::MAX as u128),
+        "i32" => (i32::MIN.into(), i32::MAX as u128),
+        "i64" => (i64::MIN.into(), i64::MAX as u128),
+        "i128" => (i128::MIN, i128::MAX as u128),
+        "isize" => (isize::MIN as i128, isize::MAX as u128),
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" => (0, u64::MAX.into()),
+        "u128" => (0, u128::MAX),
+        "usize" => (0, usize::MAX as u128),
+        _ => return None,
+    })
+}
+
+/// A JSON request body; invalid JSON or a body of the wrong shape gives FastAPI's 422.
+///
+/// The body is limited by axum's `DefaultBodyLimit` (2 MB unless configured); past it: 413.
+///
+/// ```
+/// use callnext::extract::Json;
+/// use callnext::{Stack, TestClient};
+/// use axum::{routing::post, Router};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Item { name: String, price: f64 }
+///
+/// async fn create(Json(item): Json<Item>) -> String {
+///     format!("{} {}", item.name, item.price)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = Router::new().route("/items", post(create));
+/// let client = TestClient::new(Stack::new().service(app));
+/// let res = client.post_json("/items", r#"{"name":"pen","price":"x"}"#).await;
+/// assert_eq!(res.status(), 422);
+/// assert_eq!(res.json()["detail"][0]["loc"], serde_json::json!(["body", "price"]));
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ValidationError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_lite::Mime>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(ValidationError::from_http(&HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected request with `Content-Type: application/json`",
+            )));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(err)
+                    if err.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+                {
+                    ValidationError::from_http(&HttpError::payload_too_large())
+                }
+                other => ValidationError::from_http(&HttpError::bad_request(other.body_text())),
+            })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(de) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let mut loc = vec![json!("body")];
+            for segment in err.path().iter() {
+                match segment {
+                    serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
+                    serde_path_to_error::Segment::Map { key } => loc.push(json!(key)),
+                    serde_path_to_error::Segment::Enum { variant } => loc.push(json!(variant)),
+                    serde_path_to_error::Segment::Unknown => {}
+                }
+            }
+            let inner = err.into_inner();
+            let detail = if inner.is_syntax() || inner.is_eof() {
+                json!({
+                    "type": "json_invalid",
+                    "loc": ["body", inner.column().saturating_sub(1)],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": { "error": inner.to_string() },
+                })
+            } else {
+                let message = inner.to_string();
+                // serde says "missing field `name` at line 1 column 10".
+                if let Some(field) = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split('`').next())
+                {
+                    loc.push(json!(field));
+                    json!({ "type": "missing", "loc": loc, "msg": "Field required" })
+                } else {
+                    let msg = message.split(" at line ").next().unwrap_or(&message);
+                    json!({ "type": "value_error", "loc": loc, "msg": msg })
+                }
+            };
+            Err(ValidationError::unprocessable(vec![detail]))
+        }
+    }
+}
+
+/// The few bits of media-type parsing `Json` needs.
+mod mime_lite {
+    pub(super) struct Mime {
+        essence: String,
+    }
+
+    impl std::str::FromStr for Mime {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if essence.contains('/') {
+                Ok(Self { essence })
+            } else {
+                Err(())
+            }
+        }
+    }
+
+    impl Mime {
+        pub(super) fn is_json(&self) -> bool {
+            self.essence == "application/json"
+                || (self.essence.starts_with("application/") && self.essence.ends_with("+json"))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The callnext server: the seed application with its two middlewares.
+//!
+//! run with: cargo run --release -- --help
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use callnext::seed::{self, SeedConfig};
+use callnext::serve::{shutdown_signal, Server};
+use clap::{Parser, ValueEnum};
+
+/// FastAPI-style async middleware, serving the seed application.
+#[derive(Debug, Parser)]
+#[command(name = "callnext", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Runtime worker threads (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Turn off the simulated async I/O (sleeps) of the seed; responses stay the same.
+    #[arg(long)]
+    no_simulated_io: bool,
+    /// The option of the seed's struct middleware.
+    #[arg(long, env = "CALLNEXT_SOME_OPTION", default_value = "default_value")]
+    some_option: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level filter (`info`, `warn`, `callnext=debug`, …); `RUST_LOG` overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 25_000)]
+    max_connections: usize,
+    /// Seconds a client may take to send request headers.
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout: u64,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout: u64,
+    /// Serve HTTP/1.1 only (no h2c).
+    #[arg(long)]
+    http1_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args);
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    let config = SeedConfig {
+        simulated_io: !args.no_simulated_io,
+        some_option: args.some_option.clone(),
+    };
+    let stack = seed::stack(&config);
+    for entry in stack.describe() {
+        tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
+    }
+    let service = stack.service(seed::router(&config));
+
+    let server = Server::new()
+        .max_connections(args.max_connections)
+        .header_read_timeout(Duration::from_secs(args.header_read_timeout))
+        .drain_timeout(Duration::from_secs(args.drain_timeout))
+        .http2(!args.http1_only)
+        .bind(SocketAddr::new(args.host, args.port))
+        .await?;
+    tracing::info!(
+        "listening on http://{} (simulated I/O {})",
+        server.local_addr()?,
+        if config.simulated_io { "on" } else { "off" }
+    );
+    server.serve(service, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_tracing(args: &Args) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,159 @@
+//! The seed application: the FastAPI example callnext started from, served by the `callnext`
+//! binary.
+//!
+//! Routes `GET /` and `GET /items/{item_id}` with their simulated async I/O, the function
+//! middleware that times the request and sets two headers, and the struct middleware with an
+//! option. The order is the one FastAPI really runs the seed in: `add_middleware` prepends, so
+//! the class-based middleware is outermost.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Router;
+use http::HeaderValue;
+use serde_json::{json, Value};
+
+use crate::extract::{Json, Path};
+use crate::{Entry, HttpError, Middleware, Next, Request, Response, Stack, StackService};
+
+/// Settings of the seed application.
+#[derive(Debug, Clone)]
+pub struct SeedConfig {
+    /// Whether the handlers and the function middleware await their simulated I/O (sleeps of
+    /// 100 ms, 50 ms, 10 ms and 5 ms). Turn off for benchmarks; responses stay the same.
+    pub simulated_io: bool,
+    /// The option of [`AnotherAsyncMiddleware`].
+    pub some_option: String,
+}
+
+impl Default for SeedConfig {
+    fn default() -> Self {
+        Self {
+            simulated_io: true,
+            some_option: "default_value".to_owned(),
+        }
+    }
+}
+
+/// Whether simulated I/O is on; shared by the middleware and the handlers.
+#[derive(Debug, Clone, Copy)]
+pub struct SimulatedIo(pub bool);
+
+impl SimulatedIo {
+    async fn sleep(self, duration: Duration) {
+        if self.0 {
+            tokio::time::sleep(duration).await;
+        }
+    }
+}
+
+/// The seed's `@app.middleware("http")` function: logs, awaits 10 ms, calls next, awaits 5 ms,
+/// then sets `X-Process-Time` and `X-Custom-Middleware-Header`.
+pub async fn timing_and_custom_header_middleware(
+    io: &SimulatedIo,
+    req: Request,
+    next: Next<'_>,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    tracing::info!(%path, "Middleware: Request received");
+    let start = Instant::now();
+
+    io.sleep(Duration::from_millis(10)).await;
+    tracing::debug!("Middleware: Simulated async pre-processing complete.");
+
+    let mut res = next.run(req).await;
+
+    io.sleep(Duration::from_millis(5)).await;
+    tracing::debug!("Middleware: Simulated async post-processing complete.");
+
+    let process_time = start.elapsed().as_secs_f64();
+    let headers = res.headers_mut();
+    if let Ok(value) = HeaderValue::try_from(process_time.to_string()) {
+        headers.insert("x-process-time", value);
+    }
+    headers.insert(
+        "x-custom-middleware-header",
+        HeaderValue::from_static("Hello from Async Middleware!"),
+    );
+    tracing::info!(%path, process_time, "Middleware: Response processed");
+    res
+}
+
+/// The seed's class-based middleware with an option.
+#[derive(Debug, Clone)]
+pub struct AnotherAsyncMiddleware {
+    /// Logged on every request. Defaults to `"default_value"`, as in the seed.
+    pub some_option: String,
+}
+
+impl Default for AnotherAsyncMiddleware {
+    fn default() -> Self {
+        Self {
+            some_option: "default_value".to_owned(),
+        }
+    }
+}
+
+impl Middleware for AnotherAsyncMiddleware {
+    async fn call(&self, req: Request, next: Next<'_>) -> Response {
+        let path = req.uri().path().to_owned();
+        tracing::info!(option = %self.some_option, %path, "AnotherAsyncMiddleware: Pre-processing");
+        let mut res = next.run(req).await;
+        tracing::info!(%path, "AnotherAsyncMiddleware: Post-processing");
+        res.headers_mut().insert(
+            "x-another-middleware",
+            HeaderValue::from_static("Processed by class-based middleware"),
+        );
+        res
+    }
+}
+
+async fn read_root(State(io): State<SimulatedIo>) -> Json<Value> {
+    tracing::info!("Endpoint: read_root called.");
+    io.sleep(Duration::from_millis(100)).await;
+    Json(json!({ "message": "Hello World" }))
+}
+
+async fn read_item(
+    State(io): State<SimulatedIo>,
+    Path(item_id): Path<i64>,
+) -> Result<Json<Value>, HttpError> {
+    tracing::info!(item_id, "Endpoint: read_item called.");
+    io.sleep(Duration::from_millis(50)).await;
+    if item_id == 99 {
+        return Err(HttpError::not_found("Item 99 not found"));
+    }
+    Ok(Json(json!({ "item_id": item_id })))
+}
+
+/// The seed's routes.
+pub fn router(config: &SeedConfig) -> Router {
+    Router::new()
+        .route("/", get(read_root))
+        .route("/items/{item_id}", get(read_item))
+        .with_state(SimulatedIo(config.simulated_io))
+}
+
+/// The seed's two middlewares, in the order FastAPI runs them.
+pub fn stack(config: &SeedConfig) -> Stack {
+    Stack::new()
+        .push(
+            Entry::middleware(AnotherAsyncMiddleware {
+                some_option: config.some_option.clone(),
+            })
+            .named("another"),
+        )
+        .push(
+            Entry::func_with_state(
+                SimulatedIo(config.simulated_io),
+                timing_and_custom_header_middleware,
+            )
+            .named("timing"),
+        )
+}
+
+/// The whole seed application: [`stack`] in front of [`router`].
+pub fn app(config: &SeedConfig) -> StackService {
+    stack(config).service(router(config))
+}

@@ -1,0 +1,258 @@
+//! [`Server`]: HTTP/1.1 and HTTP/2 (h2c) on hyper-util, with timeouts, a connection limit and
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Service;
+
+use crate::Response;
+
+/// Server settings. Build with [`Server::new`], then [`Server::bind`].
+///
+/// ```no_run
+/// use callnext::{serve::{shutdown_signal, Server}, Stack};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+/// let service = Stack::new().service(app);
+/// let server = Server::new().bind("127.0.0.1:8000".parse().unwrap()).await?;
+/// server.serve(service, shutdown_signal()).await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Server {
+    max_connections: usize,
+    header_read_timeout: Duration,
+    drain_timeout: Duration,
+    keep_alive: bool,
+    http2: bool,
+    max_header_bytes: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            max_connections: 25_000,
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+            keep_alive: true,
+            http2: true,
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Server {
+    /// Default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most connections served at once; further ones wait in the listen backlog.
+    /// Defaults to 25,000.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a client may take to send a request's headers (HTTP/1) before the connection
+    /// is closed. Defaults to 30 s.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// After a shutdown signal, how long in-flight requests may take to finish before the
+    /// remaining connections are dropped. Defaults to 10 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// HTTP/1 keep-alive. Defaults to on.
+    pub fn keep_alive(mut self, on: bool) -> Self {
+        self.keep_alive = on;
+        self
+    }
+
+    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1. Defaults to on.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    /// The largest request head (request line and headers) accepted on HTTP/1; larger ones get
+    /// `431 Request Header Fields Too Large`. Defaults to 64 KiB.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes.max(8192);
+        self
+    }
+
+    /// Binds the listening socket.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound (in use, not permitted); the error names the address.
+    pub async fn bind(self, addr: SocketAddr) -> io::Result<BoundServer> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))?;
+        Ok(BoundServer {
+            listener,
+            config: self,
+        })
+    }
+}
+
+/// A [`Server`] with its socket bound; [`BoundServer::serve`] runs it.
+pub struct BoundServer {
+    listener: TcpListener,
+    config: Server,
+}
+
+impl fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("local_addr", &self.listener.local_addr().ok())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl BoundServer {
+    /// The bound address (useful after binding port 0).
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `service` until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish for up to the drain timeout, and returns.
+    ///
+    /// # Errors
+    ///
+    /// Never for per-connection failures (those are logged); only if the listener itself fails
+    /// for good.
+    pub async fn serve<S>(self, service: S, shutdown: impl Future<Output = ()>) -> io::Result<()>
+    where
+        S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self { listener, config } = self;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout)
+            .keep_alive(config.keep_alive)
+            .max_buf_size(config.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+        let builder = if config.http2 {
+            builder
+        } else {
+            builder.http1_only()
+        };
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let graceful = GracefulShutdown::new();
+        let service = TowerToHyperService::new(service);
+        let mut shutdown = std::pin::pin!(shutdown);
+
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+
+        drop(listener);
+        let open = graceful.count();
+        tracing::info!(open_connections = open, "shutting down: no longer accepting");
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections closed"),
+            () = tokio::time::sleep(config.drain_timeout) => tracing::warn!(
+                drain_timeout = ?config.drain_timeout,
+                "drain timeout reached; dropping remaining connections"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
