@@ -1,1 +1,174 @@
-fn main(){}
+//! Per-request cost through stacks of 0, 1, 4 and 16 no-op middlewares, in-process.
+//!
+//! run with: cargo bench --bench stack
+//! then: python3 bench/per_layer.py   (ns per request and per added layer, from criterion's data)
+
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::routing::get;
+use axum::Router;
+use callnext::{Body, Middleware, Next, Request, Response, Stack};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use tower::{Layer, Service, ServiceExt};
+
+const SIZES: [usize; 4] = [0, 1, 4, 16];
+
+async fn noop(req: Request, next: Next<'_>) -> Response {
+    next.run(req).await
+}
+
+struct Noop;
+
+impl Middleware for Noop {
+    async fn call(&self, req: Request, next: Next<'_>) -> Response {
+        next.run(req).await
+    }
+}
+
+async fn axum_noop(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    next.run(req).await
+}
+
+/// The static-dispatch floor: a hand-written tower layer that only forwards.
+#[derive(Clone, Copy)]
+struct NoopLayer;
+
+impl<S> Layer<S> for NoopLayer {
+    type Service = NoopService<S>;
+    fn layer(&self, inner: S) -> NoopService<S> {
+        NoopService(inner)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct NoopService<S>(S);
+
+impl<S, R> Service<R> for NoopService<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+    fn call(&mut self, req: R) -> S::Future {
+        self.0.call(req)
+    }
+}
+
+fn endpoint() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+fn request() -> Request {
+    http::Request::get("/").body(Body::empty()).unwrap()
+}
+
+/// `layer` applied `n` times (n in SIZES), keeping static types.
+macro_rules! nest {
+    ($n:expr, $layer:expr, $svc:expr, |$s:ident| $use:expr) => {
+        match $n {
+            0 => {
+                let $s = $svc;
+                $use
+            }
+            1 => {
+                let $s = $layer.layer($svc);
+                $use
+            }
+            4 => {
+                let $s = apply4(&$layer, $svc);
+                $use
+            }
+            16 => {
+                let $s = apply4(
+                    &$layer,
+                    apply4(&$layer, apply4(&$layer, apply4(&$layer, $svc))),
+                );
+                $use
+            }
+            _ => unreachable!(),
+        }
+    };
+}
+
+#[allow(clippy::type_complexity)] // four nested layers, spelled out to keep static dispatch
+fn apply4<L, S>(
+    l: &L,
+    s: S,
+) -> <L as Layer<<L as Layer<<L as Layer<<L as Layer<S>>::Service>>::Service>>::Service>>::Service
+where
+    L: Layer<S>
+        + Layer<<L as Layer<S>>::Service>
+        + Layer<<L as Layer<<L as Layer<S>>::Service>>::Service>
+        + Layer<<L as Layer<<L as Layer<<L as Layer<S>>::Service>>::Service>>::Service>,
+{
+    l.layer(l.layer(l.layer(l.layer(s))))
+}
+
+fn run<S>(c: &mut Criterion, group: &str, n: usize, svc: S)
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group(group);
+    g.bench_function(BenchmarkId::from_parameter(n), |b| {
+        b.to_async(&rt).iter(|| {
+            let svc = svc.clone();
+            async move { svc.oneshot(request()).await.unwrap() }
+        })
+    });
+    g.finish();
+}
+
+fn stacks(c: &mut Criterion) {
+    for n in SIZES {
+        let stack = (0..n).fold(Stack::new(), |s, _| s.func(noop));
+        run(c, "callnext_fn", n, stack.service(endpoint()));
+
+        let stack = (0..n).fold(Stack::new(), |s, _| s.middleware(Noop));
+        run(c, "callnext_struct", n, stack.service(endpoint()));
+
+        let stack = (0..n).fold(Stack::new(), |s, _| s.layer("noop", NoopLayer));
+        run(c, "callnext_tower", n, stack.service(endpoint()));
+
+        let router = (0..n).fold(endpoint(), |r, _| {
+            r.layer(axum::middleware::from_fn(axum_noop))
+        });
+        run(c, "axum_from_fn_router_layer", n, router);
+
+        let layer = axum::middleware::from_fn(axum_noop);
+        nest!(n, layer, endpoint(), |svc| run(
+            c,
+            "axum_from_fn_service_builder",
+            n,
+            svc
+        ));
+
+        nest!(n, NoopLayer, endpoint(), |svc| run(
+            c,
+            "tower_hand_written",
+            n,
+            svc
+        ));
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = stacks
+}
+criterion_main!(benches);

@@ -108,4 +108,3 @@ fn is_stream(res: &Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"))
 }
-

@@ -139,7 +139,11 @@ fn path_rejection(rejection: PathRejection, keys: &[String]) -> ValidationError 
                 "msg": "Input should be a valid string, unable to parse raw data as a unicode string",
             })]);
         }
-        ErrorKind::DeserializeError { key, value, message } => {
+        ErrorKind::DeserializeError {
+            key,
+            value,
+            message,
+        } => {
             return ValidationError::unprocessable(vec![json!({
                 "type": "value_error",
                 "loc": ["path", key],
@@ -161,7 +165,11 @@ fn parse_error(key: &str, value: &str, expected: &str) -> Value {
     if let Some((min, max)) = int_bounds(expected) {
         // An integer that does not fit is a size error, not a parsing error.
         if value.parse::<i128>().is_ok()
-            || (value.len() > 1 && value.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()))
+            || (value.len() > 1
+                && value
+                    .trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()))
         {
             return json!({
                 "type": "int_parsing_size",
@@ -328,7 +336,12 @@ mod mime_lite {
     impl std::str::FromStr for Mime {
         type Err = ();
         fn from_str(s: &str) -> Result<Self, ()> {
-            let essence = s.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if essence.contains('/') {
                 Ok(Self { essence })
             } else {

@@ -17,6 +17,15 @@ use crate::{error, Request, Response};
 /// [`Next::run`] consumes it, so the rest of the stack runs at most once per request. A
 /// middleware that never calls it short-circuits with its own response.
 ///
+/// ```compile_fail
+/// use callnext::{Next, Request, Response};
+///
+/// async fn twice(req: Request, next: Next<'_>) -> Response {
+///     let first = next.run(Request::default()).await;
+///     next.run(req).await // error: `next` was moved by the first `run`
+/// }
+/// ```
+///
 /// A request walks the stack by index: `Next` borrows the stack and moves one step on, so no
 /// middleware or service is cloned or boxed per layer to continue the chain.
 pub struct Next<'a> {

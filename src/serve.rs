@@ -217,7 +217,10 @@ impl BoundServer {
 
         drop(listener);
         let open = graceful.count();
-        tracing::info!(open_connections = open, "shutting down: no longer accepting");
+        tracing::info!(
+            open_connections = open,
+            "shutting down: no longer accepting"
+        );
         tokio::select! {
             () = graceful.shutdown() => tracing::info!("all connections closed"),
             () = tokio::time::sleep(config.drain_timeout) => tracing::warn!(

@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Prints ns per request and ns per added layer from criterion's results of `cargo bench --bench stack`.
+
+run with: python3 bench/per_layer.py [target/criterion]
+"""
+import json
+import pathlib
+import sys
+
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+groups = [
+    "callnext_fn",
+    "callnext_struct",
+    "callnext_tower",
+    "axum_from_fn_service_builder",
+    "axum_from_fn_router_layer",
+    "tower_hand_written",
+]
+sizes = [0, 1, 4, 16]
+
+
+def median_ns(group, n):
+    path = root / group / str(n) / "new" / "estimates.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["median"]["point_estimate"]
+
+
+print("| stack | " + " | ".join(f"N={n} (ns)" for n in sizes) + " | ns per layer (slope 0→16) |")
+print("|---|" + "---|" * (len(sizes) + 1))
+for group in groups:
+    values = [median_ns(group, n) for n in sizes]
+    if all(v is None for v in values):
+        continue
+    cells = ["—" if v is None else f"{v:.0f}" for v in values]
+    slope = "—"
+    if values[0] is not None and values[-1] is not None:
+        slope = f"{(values[-1] - values[0]) / sizes[-1]:.1f}"
+    print(f"| {group} | " + " | ".join(cells) + f" | {slope} |")

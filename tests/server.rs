@@ -1,0 +1,297 @@
+//! The server over real sockets: HTTP/1.1, h2c, bad input, limits, graceful shutdown, and the
+//! binary's start-up and exit.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::{routing::get, Router};
+use bytes::Bytes;
+use callnext::serve::Server;
+use callnext::Stack;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn app() -> Router {
+    Router::new().route("/", get(|| async { "ok" })).route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            "slow done"
+        }),
+    )
+}
+
+async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn http1_and_h2c() {
+    let running = common::spawn(Server::new(), Stack::new().service(app())).await;
+    let res = common::get(&running.url("/")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "ok");
+
+    let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let res = h2.get(running.url("/").parse().unwrap()).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let res = h2
+        .get(running.url("/missing").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"detail":"Not Found"}"#);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_server_lives() {
+    let running = common::spawn(Server::new(), Stack::new().service(app())).await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ] {
+        let reply = raw(running.addr, garbage).await;
+        assert!(
+            reply.is_empty()
+                || reply.starts_with("HTTP/1.1 400")
+                || reply.starts_with("HTTP/1.1 505"),
+            "unexpected reply to {garbage:?}: {reply}"
+        );
+    }
+    assert_eq!(common::get(&running.url("/")).await.status, 200);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let server = Server::new().max_header_bytes(16 * 1024);
+    let running = common::spawn(server, Stack::new().service(app())).await;
+    let big = "a".repeat(64 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let reply = raw(running.addr, request.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    assert_eq!(common::get(&running.url("/")).await.status, 200);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn slow_header_senders_are_cut_off() {
+    let server = Server::new().header_read_timeout(Duration::from_millis(300));
+    let running = common::spawn(server, Stack::new().service(app())).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .expect("connection closed by the header timeout")
+        .ok();
+    assert!(start.elapsed() < Duration::from_secs(4));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_queues_the_rest() {
+    let server = Server::new().max_connections(1);
+    let running = common::spawn(server, Stack::new().service(app())).await;
+    // The first connection holds the only slot.
+    let mut first = TcpStream::connect(running.addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The second is accepted by the kernel but not served while the first stays open.
+    let url = running.url("/");
+    let second = tokio::spawn(async move { common::get(&url).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "second connection was served beyond the limit"
+    );
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let running = common::spawn(
+        Server::new().drain_timeout(Duration::from_secs(5)),
+        Stack::new().service(app()),
+    )
+    .await;
+    let url = running.url("/slow");
+    let in_flight = tokio::spawn(async move { common::get(&url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let addr = running.addr;
+    let start = Instant::now();
+    running.stop().await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "shutdown waited for the request"
+    );
+    let res = in_flight.await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "slow done");
+    // No longer accepting.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn drain_timeout_bounds_shutdown() {
+    let app = Router::new().route(
+        "/forever",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "never"
+        }),
+    );
+    let running = common::spawn(
+        Server::new().drain_timeout(Duration::from_millis(300)),
+        Stack::new().service(app),
+    )
+    .await;
+    let url = running.url("/forever");
+    let _stuck = tokio::spawn(async move { common::get(&url).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    running.stop().await;
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(port: u16) {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server on {port} did not start");
+}
+
+#[tokio::test]
+async fn binary_serves_the_seed_and_exits_cleanly_on_sigint() {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_callnext"))
+        .args([
+            "--port",
+            &port.to_string(),
+            "--drain-timeout",
+            "5",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(port).await;
+    let res = common::get(&format!("http://127.0.0.1:{port}/items/1")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), r#"{"item_id":1}"#);
+    assert_eq!(
+        res.header("x-another-middleware"),
+        Some("Processed by class-based middleware")
+    );
+
+    // A request in flight when SIGINT arrives still completes.
+    let url = format!("http://127.0.0.1:{port}/");
+    let in_flight = tokio::spawn(async move { common::get(&url).await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let start = Instant::now();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let res = in_flight.await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), r#"{"message":"Hello World"}"#);
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.status.success(), "exit status {:?}", exit.status);
+    assert!(start.elapsed() < Duration::from_secs(5));
+
+    let stdout = String::from_utf8_lossy(&exit.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    for expected in [
+        "middleware",
+        "Middleware: Request received",
+        "AnotherAsyncMiddleware: Pre-processing",
+        "Endpoint: read_item called.",
+        "Middleware: Response processed",
+        "AnotherAsyncMiddleware: Post-processing",
+        "received SIGINT",
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "missing log {expected:?} in {messages:?}"
+        );
+    }
+    let option = lines
+        .iter()
+        .find(|l| l["message"] == "AnotherAsyncMiddleware: Pre-processing")
+        .unwrap();
+    assert_eq!(option["option"], "default_value");
+}
+
+#[tokio::test]
+async fn binary_bind_failure_is_one_line_and_nonzero_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_callnext"))
+            .args(["--port", &port.to_string(), "--log-level", "warn"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot bind 127.0.0.1:{port}: ")),
+        "{stderr}"
+    );
+    drop(taken);
+}
