@@ -126,14 +126,18 @@ def concurrency_table(rows):
     out = []
     for row in rows:
         connections = int(row["connections"])
+        requests = int(row["requests"])
         seconds = int(row["duration_us"]) / 1e6
-        rps = int(row["requests"]) / seconds if seconds else float("nan")
+        rps = requests / seconds if seconds else float("nan")
         ideal = connections / SEED_ROOT_SECONDS
+        # wrk has no latency sample when nothing completed within the run.
+        p50 = int(row["p50_us"]) / 1000 if requests else None
+        p99 = int(row["p99_us"]) / 1000 if requests else None
         out.append([
             label(row["contender"]), fmt(connections), fmt(rps), fmt(ideal),
-            fmt(100 * rps / ideal, 1, "%"), fmt(int(row["p50_us"]) / 1000, 1),
-            fmt(int(row["p99_us"]) / 1000, 1), fmt(int(row["non2xx"])),
-            fmt(socket_errors(row)), fmt(int(row["peak_rss_kib"]) / 1024, 1),
+            fmt(100 * rps / ideal, 1, "%"), fmt(p50, 1), fmt(p99, 1),
+            fmt(int(row["non2xx"])), fmt(socket_errors(row)),
+            fmt(int(row["peak_rss_kib"]) / 1024, 1),
         ])
     header = ["contender", "connections", "req/s", "ideal req/s", "% of ideal", "p50 ms",
               "p99 ms", "non-2xx", "socket errors", "peak RSS MiB"]
@@ -150,9 +154,10 @@ def memory_table(rows):
             label(row["contender"]), fmt(int(row["requested"])), fmt(opened),
             fmt(int(row["still_open"])), fmt(int(row["rss_before_kib"]) / 1024, 1),
             fmt(int(row["rss_after_kib"]) / 1024, 1), fmt(per_conn),
+            fmt(int(row["fds_after"]) - int(row["fds_before"])),
         ])
     header = ["contender", "requested", "opened", "still open at RSS read", "RSS before MiB",
-              "RSS after MiB", "bytes / idle connection"]
+              "RSS after MiB", "bytes / idle connection", "server fds added"]
     return table(header, out)
 
 
@@ -183,6 +188,10 @@ def main():
                     f"{SEED_ROOT_SECONDS} s", "", concurrency_table(concurrency), ""]
     if memory:
         summary += ["## Memory per idle keep-alive connection", "", memory_table(memory), ""]
+    if any(int(row["requests"]) == 0 for row in concurrency):
+        notes.append("a concurrency run at 0 req/s completed no request within DURATION: "
+                     "every request was still in flight when wrk stopped (latency n/a); "
+                     "a longer DURATION shows its real latency")
     if notes:
         summary += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     summary_text = "\n".join(summary)

@@ -505,7 +505,7 @@ main() {
   python3 "$HERE/report.py" --runs "$RUNS_TSV" ${optional[@]+"${optional[@]}"} --meta "$META" \
     --notes "$NOTES" --order "${CONTENDERS[*]}" --out "$out"
   echo
-  echo "Raw rounds written to ${out#"$ROOT"/}; logs in $WORK"
+  echo "Raw rounds written to ${out#"$ROOT"/}; logs in $WORK; took $((SECONDS / 60)) min $((SECONDS % 60)) s"
 }
 
 main "$@"
