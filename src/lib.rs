@@ -50,17 +50,22 @@
 pub mod body;
 mod error;
 pub mod extract;
+pub mod instrument;
+pub mod metrics;
 mod middleware;
 mod next;
 pub mod seed;
 pub mod serve;
+mod service;
 mod stack;
 mod test_client;
 
 pub use error::{ConfigError, HttpError};
+pub use instrument::BlockingReport;
 pub use middleware::{Middleware, MiddlewareFn, MiddlewareFnWithState, NextService};
 pub use next::Next;
-pub use stack::{Entry, EntryInfo, MiddlewareKind, ResponseFuture, Stack, StackService};
+pub use service::{ResponseFuture, StackService};
+pub use stack::{Entry, EntryInfo, MiddlewareKind, Stack};
 pub use test_client::{TestClient, TestResponse};
 
 /// The request every middleware and handler sees (axum's).

@@ -47,6 +47,18 @@ struct Args {
     /// Serve HTTP/1.1 only (no h2c).
     #[arg(long)]
     http1_only: bool,
+    /// Add a `Server-Timing` header (per-middleware wall time) to every response.
+    #[arg(long)]
+    server_timing: bool,
+    /// A single poll of a middleware longer than this is logged and counted as blocking.
+    #[arg(long, default_value_t = 10)]
+    blocking_threshold_ms: u64,
+    /// Path of the Prometheus metrics endpoint; `off` turns metrics off.
+    #[arg(long, default_value = "/metrics")]
+    metrics_path: String,
+    /// Serve `GET /demo/block?ms=N`, which blocks the runtime thread on purpose (N ≤ 1000).
+    #[arg(long)]
+    demo_blocking: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,11 +96,25 @@ async fn run(args: Args) -> std::io::Result<()> {
         simulated_io: !args.no_simulated_io,
         some_option: args.some_option.clone(),
     };
-    let stack = seed::stack(&config);
+    let mut stack = seed::stack(&config)
+        .server_timing(args.server_timing)
+        .blocking_threshold(Duration::from_millis(args.blocking_threshold_ms));
+    if args.metrics_path != "off" {
+        stack = stack
+            .metrics_endpoint(args.metrics_path.clone())
+            .map_err(|err| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
+            })?;
+    }
     for entry in stack.describe() {
         tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
     }
-    let service = stack.service(seed::router(&config));
+    let mut router = seed::router(&config);
+    if args.demo_blocking {
+        tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
+        router = router.merge(seed::demo_blocking_router());
+    }
+    let service = stack.service(router);
 
     let server = Server::new()
         .max_connections(args.max_connections)

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::stack::Shared;
+use crate::instrument::RequestCtx;
+use crate::service::Shared;
 use crate::{Next, Request, Response};
 
 /// A middleware written as a struct: one async method, no `Layer`/`Service` boilerplate.
@@ -172,6 +173,7 @@ where
         let service = self.layer.layer(NextService {
             shared: Arc::clone(next.shared),
             index: next.index,
+            ctx: next.ctx.cloned(),
         });
         Box::pin(async move {
             match service.oneshot(req).await {
@@ -193,6 +195,7 @@ where
 pub struct NextService {
     shared: Arc<Shared>,
     index: usize,
+    ctx: Option<Arc<RequestCtx>>,
 }
 
 impl fmt::Debug for NextService {
@@ -219,10 +222,12 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let index = self.index;
+        let ctx = self.ctx.clone();
         Box::pin(async move {
             let next = Next {
                 shared: &shared,
                 index,
+                ctx: ctx.as_ref(),
             };
             Ok(next.run(req.map(Body::new)).await)
         })

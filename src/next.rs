@@ -9,7 +9,8 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 
-use crate::stack::Shared;
+use crate::instrument::{PollTimer, RequestCtx};
+use crate::service::Shared;
 use crate::{error, Request, Response};
 
 /// The rest of the stack: the middlewares after the current one, then the app.
@@ -31,13 +32,10 @@ use crate::{error, Request, Response};
 pub struct Next<'a> {
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) index: usize,
+    pub(crate) ctx: Option<&'a Arc<RequestCtx>>,
 }
 
 impl<'a> Next<'a> {
-    pub(crate) fn new(shared: &'a Arc<Shared>) -> Self {
-        Self { shared, index: 0 }
-    }
-
     /// Runs the rest of the stack with `req` and resolves to its response.
     ///
     /// Errors and panics further in have already become responses when this resolves, so the
@@ -49,12 +47,19 @@ impl<'a> Next<'a> {
                 let next = Next {
                     shared: self.shared,
                     index: self.index + 1,
+                    ctx: self.ctx,
                 };
                 (entry.middleware.call(req, next), &*entry.name)
             }
             None => (shared.endpoint.call(req), "app"),
         };
-        Guarded { future, name }
+        Guarded {
+            future,
+            name,
+            slot: self.index,
+            ctx: self.ctx.map(|ctx| &**ctx),
+            timer: PollTimer::default(),
+        }
     }
 
     /// The name of the middleware or endpoint that runs next (`"app"` for the app).
@@ -76,9 +81,13 @@ impl fmt::Debug for Next<'_> {
 }
 
 /// One boundary of the stack: turns a panic inside it into a 500 response at this point.
+/// With instrumentation on, it also times each poll (see [`crate::instrument`]).
 struct Guarded<'a> {
     future: BoxFuture<'a, Response>,
     name: &'a str,
+    slot: usize,
+    ctx: Option<&'a RequestCtx>,
+    timer: PollTimer,
 }
 
 impl Future for Guarded<'_> {
@@ -86,17 +95,31 @@ impl Future for Guarded<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = self.get_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx))) {
-            Ok(poll) => poll,
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                tracing::error!(
-                    middleware = this.name,
-                    panic = message,
-                    "panic in middleware; answered 500"
-                );
-                Poll::Ready(panic_response())
-            }
+        let Some(ctx) = this.ctx else {
+            return poll_catching(&mut this.future, this.name, cx);
+        };
+        let started = this.timer.enter(ctx);
+        let poll = poll_catching(&mut this.future, this.name, cx);
+        this.timer.exit(ctx, this.slot, started, poll.is_ready());
+        poll
+    }
+}
+
+fn poll_catching(
+    future: &mut BoxFuture<'_, Response>,
+    name: &str,
+    cx: &mut Context<'_>,
+) -> Poll<Response> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        Ok(poll) => poll,
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            tracing::error!(
+                middleware = name,
+                panic = message,
+                "panic in middleware; answered 500"
+            );
+            Poll::Ready(panic_response())
         }
     }
 }

@@ -135,6 +135,34 @@ pub fn router(config: &SeedConfig) -> Router {
         .with_state(SimulatedIo(config.simulated_io))
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct BlockParams {
+    ms: Option<String>,
+}
+
+/// `GET /demo/block?ms=N` blocks the runtime thread for N ms (at most 1000) with
+/// `std::thread::sleep`, so the blocking detector can be watched at work. Never mount it in
+/// production; the server does only behind `--demo-blocking`.
+pub fn demo_blocking_router() -> Router {
+    async fn block(
+        axum::extract::Query(params): axum::extract::Query<BlockParams>,
+    ) -> Result<Json<Value>, HttpError> {
+        let ms = match params.ms.as_deref().map(str::parse::<u64>) {
+            None => 30,
+            Some(Ok(ms)) if ms <= 1000 => ms,
+            Some(_) => {
+                return Err(HttpError::new(
+                    http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "`ms` must be a whole number of milliseconds from 0 to 1000",
+                ))
+            }
+        };
+        std::thread::sleep(Duration::from_millis(ms));
+        Ok(Json(json!({ "blocked_ms": ms })))
+    }
+    Router::new().route("/demo/block", get(block))
+}
+
 /// The seed's two middlewares, in the order FastAPI runs them.
 pub fn stack(config: &SeedConfig) -> Stack {
     Stack::new()

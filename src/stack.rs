@@ -4,26 +4,21 @@
 //! and the response last.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::response::IntoResponse;
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::StatusCode;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
+use crate::instrument::{SharedStats, DEFAULT_BLOCKING_THRESHOLD};
 use crate::middleware::{
     DynMiddleware, FnEntry, FnWithStateEntry, MiddlewareFn, MiddlewareFnWithState, NextService,
     StructEntry, TowerEntry,
 };
-use crate::{error, ConfigError, HttpError, Middleware, Next, Request, Response};
+use crate::service::Shared;
+use crate::{BlockingReport, ConfigError, Middleware, Request, StackService};
 
 /// What kind of middleware an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +50,7 @@ pub struct Entry {
     pub(crate) name: Cow<'static, str>,
     pub(crate) kind: MiddlewareKind,
     pub(crate) middleware: Box<dyn DynMiddleware>,
+    pub(crate) stats: SharedStats,
 }
 
 impl Entry {
@@ -69,6 +65,7 @@ impl Entry {
             name: Cow::Borrowed(short_type_name::<F>()),
             kind: MiddlewareKind::Function,
             middleware: Box::new(FnEntry(f)),
+            stats: SharedStats::default(),
         }
     }
 
@@ -83,6 +80,7 @@ impl Entry {
             name: Cow::Borrowed(short_type_name::<F>()),
             kind: MiddlewareKind::Function,
             middleware: Box::new(FnWithStateEntry { f, state }),
+            stats: SharedStats::default(),
         }
     }
 
@@ -92,6 +90,7 @@ impl Entry {
             name: Cow::Borrowed(short_type_name::<M>()),
             kind: MiddlewareKind::Struct,
             middleware: Box::new(StructEntry(m)),
+            stats: SharedStats::default(),
         }
     }
 
@@ -113,6 +112,7 @@ impl Entry {
                 layer,
                 _body: PhantomData,
             }),
+            stats: SharedStats::default(),
         }
     }
 
@@ -197,12 +197,101 @@ pub struct EntryInfo {
 #[derive(Clone, Default)]
 pub struct Stack {
     entries: Vec<Arc<Entry>>,
+    settings: Settings,
+    app_stats: SharedStats,
+}
+
+/// Per-stack instrumentation settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) instrument: bool,
+    pub(crate) blocking_threshold: Duration,
+    pub(crate) server_timing: bool,
+    pub(crate) record_timings: bool,
+    pub(crate) metrics_path: Option<Arc<str>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            instrument: true,
+            blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
+            server_timing: false,
+            record_timings: false,
+            metrics_path: None,
+        }
+    }
 }
 
 impl Stack {
     /// An empty stack.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Measures each middleware's exclusive poll time and detects blocking (see
+    /// [`instrument`](crate::instrument)). Off, the stack reads no clock at all; Server-Timing,
+    /// timings and blocking reports then stay empty. Defaults to on.
+    #[must_use]
+    pub fn instrument(mut self, on: bool) -> Self {
+        self.settings.instrument = on;
+        self
+    }
+
+    /// A single exclusive poll at least this long is a blocking event: logged (at most once a
+    /// second per middleware), counted in metrics and in [`Stack::blocking_report`].
+    /// Defaults to [`DEFAULT_BLOCKING_THRESHOLD`](crate::instrument::DEFAULT_BLOCKING_THRESHOLD)
+    /// (10 ms; the docs there say why).
+    #[must_use]
+    pub fn blocking_threshold(mut self, threshold: Duration) -> Self {
+        self.settings.blocking_threshold = threshold;
+        self
+    }
+
+    /// Adds a `Server-Timing` header to every response: each middleware's wall time excluding
+    /// the layers inside it, then the app's, in milliseconds
+    /// (`Server-Timing: timing;dur=15.2, another;dur=0.0, app;dur=100.4`). It exposes the stack's
+    /// internals to clients, so it defaults to off.
+    #[must_use]
+    pub fn server_timing(mut self, on: bool) -> Self {
+        self.settings.server_timing = on;
+        self
+    }
+
+    /// Attaches a [`RequestTimings`](crate::instrument::RequestTimings) to every response's
+    /// extensions (for tests and outer code). Defaults to off.
+    #[must_use]
+    pub fn record_timings(mut self, on: bool) -> Self {
+        self.settings.record_timings = on;
+        self
+    }
+
+    /// Records Prometheus metrics (see [`metrics`](crate::metrics)) and answers `GET path` with
+    /// their text exposition, before any middleware runs. Defaults to off.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] when `path` does not start with `/`.
+    pub fn metrics_endpoint(mut self, path: impl Into<String>) -> Result<Self, ConfigError> {
+        let path = path.into();
+        if !path.starts_with('/') {
+            return Err(ConfigError::InvalidSetting {
+                setting: "metrics_endpoint",
+                reason: format!("the path must start with `/`, got `{path}`"),
+            });
+        }
+        self.settings.metrics_path = Some(path.into());
+        Ok(self)
+    }
+
+    /// The blocking events seen by every service built from this stack (or its clones).
+    pub fn blocking_report(&self) -> BlockingReport {
+        BlockingReport::collect(
+            self.entries
+                .iter()
+                .map(|e| (&*e.name, &*e.stats))
+                .chain(std::iter::once(("app", &*self.app_stats))),
+        )
     }
 
     /// Appends an entry (it runs after every entry already in the stack).
@@ -363,7 +452,8 @@ impl Stack {
 
     /// Puts the stack in front of `app` (usually an axum `Router`), giving one tower service.
     ///
-    /// The app's empty-bodied 404 and 405 answers (axum's defaults) become FastAPI's JSON ones,
+    /// An axum `Router` is told to report the route template it matched, for metrics, logs and
+    /// blocking reports. The app's empty-bodied 404 and 405 answers (axum's defaults) become FastAPI's JSON ones,
     /// `{"detail":"Not Found"}` and `{"detail":"Method Not Allowed"}`, keeping `Allow`.
     pub fn service<S, B>(&self, app: S) -> StackService
     where
@@ -374,13 +464,12 @@ impl Stack {
         B::Error: Into<BoxError>,
     {
         StackService {
-            shared: Arc::new(Shared {
-                entries: self.entries.clone().into_boxed_slice(),
-                endpoint: Box::new(ServiceEndpoint {
-                    service: app,
-                    _body: PhantomData,
-                }),
-            }),
+            shared: Arc::new(Shared::build(
+                &self.entries,
+                self.settings.clone(),
+                Arc::clone(&self.app_stats),
+                app,
+            )),
         }
     }
 }
@@ -415,115 +504,5 @@ where
 
     fn layer(&self, inner: S) -> StackService {
         self.service(inner)
-    }
-}
-
-/// What a request walks: the entries, then the endpoint.
-pub(crate) struct Shared {
-    pub(crate) entries: Box<[Arc<Entry>]>,
-    pub(crate) endpoint: Box<dyn Endpoint>,
-}
-
-pub(crate) trait Endpoint: Send + Sync + 'static {
-    fn call(&self, req: Request) -> BoxFuture<'static, Response>;
-}
-
-struct ServiceEndpoint<S, B> {
-    service: S,
-    _body: PhantomData<fn() -> B>,
-}
-
-impl<S, B> Endpoint for ServiceEndpoint<S, B>
-where
-    S: Service<Request, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    fn call(&self, req: Request) -> BoxFuture<'static, Response> {
-        let service = self.service.clone();
-        Box::pin(async move {
-            match service.oneshot(req).await {
-                Ok(res) => fastapi_status_body(res.map(Body::new)),
-                Err(err) => {
-                    let err: BoxError = err.into();
-                    tracing::error!(error = %err, "app service failed; answered 500");
-                    HttpError::internal().into_response()
-                }
-            }
-        })
-    }
-}
-
-/// Gives the router's bare 404/405 answers FastAPI's JSON bodies.
-fn fastapi_status_body(mut res: Response) -> Response {
-    use http_body::Body as _;
-    let detail = match res.status() {
-        StatusCode::NOT_FOUND => "Not Found",
-        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
-        _ => return res,
-    };
-    if res.body().size_hint().exact() != Some(0)
-        || res.headers().contains_key(http::header::CONTENT_TYPE)
-    {
-        return res;
-    }
-    let mut json = error::json_response(res.status(), &serde_json::json!({ "detail": detail }));
-    std::mem::swap(res.body_mut(), json.body_mut());
-    res.headers_mut().extend(json.headers_mut().drain());
-    res.headers_mut().remove(http::header::CONTENT_LENGTH);
-    res
-}
-
-/// A [`Stack`] in front of an app: a tower service for axum, hyper or [`serve`](crate::serve).
-#[derive(Clone)]
-pub struct StackService {
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for StackService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StackService")
-            .field("entries", &self.shared.entries)
-            .finish()
-    }
-}
-
-impl<B> Service<http::Request<B>> for StackService
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture(Box::pin(async move {
-            Ok(Next::new(&shared).run(req.map(Body::new)).await)
-        }))
-    }
-}
-
-/// The future of one request through a [`StackService`].
-pub struct ResponseFuture(BoxFuture<'static, Result<Response, Infallible>>);
-
-impl Future for ResponseFuture {
-    type Output = Result<Response, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
