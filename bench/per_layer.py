@@ -10,6 +10,7 @@ import sys
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
 groups = [
     "callnext_fn",
+    "callnext_fn_uninstrumented",
     "callnext_struct",
     "callnext_tower",
     "axum_from_fn_service_builder",
@@ -37,3 +38,9 @@ for group in groups:
     if values[0] is not None and values[-1] is not None:
         slope = f"{(values[-1] - values[0]) / sizes[-1]:.1f}"
     print(f"| {group} | " + " | ".join(cells) + f" | {slope} |")
+
+on = [median_ns("callnext_fn", n) for n in sizes]
+off = [median_ns("callnext_fn_uninstrumented", n) for n in sizes]
+if None not in (on[0], on[-1], off[0], off[-1]):
+    per_layer = ((on[-1] - on[0]) - (off[-1] - off[0])) / sizes[-1]
+    print(f"\ninstrumentation cost: {per_layer:.1f} ns per layer, {on[0] - off[0]:.0f} ns per request at N=0")

@@ -135,6 +135,14 @@ fn stacks(c: &mut Criterion) {
         let stack = (0..n).fold(Stack::new(), |s, _| s.func(noop));
         run(c, "callnext_fn", n, stack.service(endpoint()));
 
+        let stack = (0..n).fold(Stack::new().instrument(false), |s, _| s.func(noop));
+        run(
+            c,
+            "callnext_fn_uninstrumented",
+            n,
+            stack.service(endpoint()),
+        );
+
         let stack = (0..n).fold(Stack::new(), |s, _| s.middleware(Noop));
         run(c, "callnext_struct", n, stack.service(endpoint()));
 

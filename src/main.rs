@@ -56,6 +56,9 @@ struct Args {
     /// Path of the Prometheus metrics endpoint; `off` turns metrics off.
     #[arg(long, default_value = "/metrics")]
     metrics_path: String,
+    /// Turn off per-middleware poll timing and blocking detection.
+    #[arg(long)]
+    no_instrument: bool,
     /// Serve `GET /demo/block?ms=N`, which blocks the runtime thread on purpose (N ≤ 1000).
     #[arg(long)]
     demo_blocking: bool,
@@ -97,6 +100,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         some_option: args.some_option.clone(),
     };
     let mut stack = seed::stack(&config)
+        .instrument(!args.no_instrument)
         .server_timing(args.server_timing)
         .blocking_threshold(Duration::from_millis(args.blocking_threshold_ms));
     if args.metrics_path != "off" {

@@ -114,7 +114,7 @@ async fn middleware_error_renders_at_its_boundary() {
 
 #[tokio::test]
 async fn handler_panic_is_a_500_that_flows_through_every_middleware() {
-    let (logs, _guard) = common::Logs::capture();
+    let logs = common::Logs::capture();
     let client = TestClient::new(stack().service(app()));
     let res = client.get("/panic").await;
     assert_eq!(res.status(), 500);
@@ -134,7 +134,7 @@ async fn handler_panic_is_a_500_that_flows_through_every_middleware() {
 
 #[tokio::test]
 async fn middleware_panic_is_a_500_at_its_boundary() {
-    let (logs, _guard) = common::Logs::capture();
+    let logs = common::Logs::capture();
     let client = TestClient::new(stack().service(app()));
 
     let res = client.request(req("/", Some("x-panic-before"))).await;

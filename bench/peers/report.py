@@ -50,9 +50,11 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def table(header, rows):
+def table(header, rows, text_columns=1):
+    """A markdown table; the first ``text_columns`` columns are left-aligned."""
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+             "|" + "|".join("---" if i < text_columns else "---:"
+                            for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -119,7 +121,7 @@ def raw_table(runs):
     ] for r in sorted(runs, key=lambda r: r["round"])]
     header = ["round", "contender", "requests", "req/s", "×hyper", "p50 ms", "p99 ms",
               "non-2xx", "socket errors", "CPU µs/req", "×hyper CPU", "server CPU %"]
-    return table(header, rows)
+    return table(header, rows, text_columns=2)
 
 
 def concurrency_table(rows):

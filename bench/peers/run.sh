@@ -445,7 +445,7 @@ write_meta() {
     echo "- throughput: wrk -t1 -c$CONNECTIONS on $THROUGHPUT_PATH, simulated I/O off"
     echo "- tools: $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2), $(rustc --version), $("$VENV/bin/python" --version 2>&1)"
     echo "- python packages: $("$VENV/bin/pip" freeze 2>/dev/null | grep -Ei '^(fastapi|starlette|uvicorn|uvloop|httptools)==' | tr '\n' ' ')"
-    if git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null; then
+    if git -C "$ROOT" rev-parse --verify --quiet HEAD >/dev/null 2>&1; then
       echo "- callnext commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD || echo ' (plus uncommitted changes)')"
     else
       echo "- callnext commit: none yet (working tree)"

@@ -98,25 +98,40 @@ pub async fn get(url: &str) -> Reply {
     }
 }
 
-/// Captured log output of the current thread while the guard lives.
-#[derive(Clone, Default)]
+/// All log output of this test binary, captured by one global subscriber (a thread-local
+/// subscriber races with tracing's callsite cache when tests run in parallel). Tests look for
+/// lines carrying names unique to them.
+#[derive(Clone)]
 pub struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Logs {
-    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Self::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        let guard = tracing::subscriber::set_default(subscriber);
-        (logs, guard)
+    pub fn capture() -> Self {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs(Arc::default());
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+            logs
+        })
+        .clone()
     }
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
