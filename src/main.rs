@@ -20,7 +20,7 @@ struct Args {
     /// Port to listen on.
     #[arg(long, default_value_t = 8000)]
     port: u16,
-    /// Runtime worker threads (default: the number of cores).
+    /// Runtime worker threads (default: the number of cores); 1 runs a current-thread runtime.
     #[arg(long)]
     workers: Option<usize>,
     /// Turn off the simulated async I/O (sleeps) of the seed; responses stay the same.
@@ -74,10 +74,16 @@ fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(&args);
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = args.workers {
-        runtime.worker_threads(workers.max(1));
-    }
+    // One worker needs no work-stealing scheduler: the current-thread runtime is cheaper.
+    let mut runtime = match args.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(workers) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers.max(1));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::response::IntoResponse;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::instrument::RequestCtx;
@@ -124,8 +125,7 @@ where
     F: for<'a> MiddlewareFn<'a>,
 {
     fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response> {
-        let fut = self.0.call(req, next);
-        Box::pin(async move { fut.await.into_response() })
+        Box::pin(self.0.call(req, next).map(IntoResponse::into_response))
     }
 }
 
@@ -140,8 +140,11 @@ where
     F: for<'a> MiddlewareFnWithState<'a, S>,
 {
     fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response> {
-        let fut = self.f.call(&self.state, req, next);
-        Box::pin(async move { fut.await.into_response() })
+        Box::pin(
+            self.f
+                .call(&self.state, req, next)
+                .map(IntoResponse::into_response),
+        )
     }
 }
 

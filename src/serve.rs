@@ -70,7 +70,7 @@ impl Server {
     }
 
     /// How long a client may take to send a request's headers (HTTP/1) before the connection
-    /// is closed. Defaults to 30 s.
+    /// is closed; zero turns the timeout off. Defaults to 30 s.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
@@ -163,7 +163,9 @@ impl BoundServer {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
+            .header_read_timeout(
+                (!config.header_read_timeout.is_zero()).then_some(config.header_read_timeout),
+            )
             .keep_alive(config.keep_alive)
             .max_buf_size(config.max_header_bytes);
         builder

@@ -34,6 +34,7 @@ pub(crate) struct Shared {
     pub(crate) app_stats: SharedStats,
     /// Per boundary (entries, then the app), when metrics are on.
     pub(crate) poll_histograms: Option<Box<[metrics::Histogram]>>,
+    pub(crate) request_metrics: Option<prom::RequestMetrics>,
 }
 
 impl Shared {
@@ -71,9 +72,14 @@ impl Shared {
                 .map(|name| metrics::histogram!(prom::POLL_SECONDS, "middleware" => name))
                 .collect()
         });
+        let request_metrics = settings
+            .metrics_path
+            .is_some()
+            .then(prom::RequestMetrics::new);
         Self {
             entries: entries.into(),
             endpoint,
+            request_metrics,
             threshold_ticks: instrument::ns_to_ticks(
                 u64::try_from(settings.blocking_threshold.as_nanos()).unwrap_or(u64::MAX),
             ),
@@ -110,7 +116,6 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
             return metrics_response(req.method());
         }
     }
-    let metrics_on = settings.metrics_path.is_some();
     let method = req.method().clone();
     // Under axum's `Router::layer`, routing already happened.
     let routed_before = req.extensions().get::<MatchedPath>().cloned();
@@ -128,7 +133,10 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
     {
         span.record("request_id", id);
     }
-    let _in_flight = metrics_on.then(prom::InFlight::start);
+    let _in_flight = shared
+        .request_metrics
+        .as_ref()
+        .map(prom::RequestMetrics::start);
     let start = clock().raw();
     let ctx = settings.instrument.then(|| {
         Arc::new(RequestCtx::new(
@@ -151,9 +159,9 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         let _enter = span.enter();
         report(&shared, ctx, method.as_str(), route, &mut res);
     }
-    if metrics_on {
+    if let Some(metrics) = &shared.request_metrics {
         let elapsed = instrument::ticks_to_duration(clock().raw().saturating_sub(start));
-        prom::record_request(&method, route, res.status(), elapsed);
+        metrics.record(&method, route, res.status(), elapsed);
     }
     res
 }
