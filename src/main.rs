@@ -10,6 +10,11 @@ use callnext::seed::{self, SeedConfig};
 use callnext::serve::{shutdown_signal, Server};
 use clap::{Parser, ValueEnum};
 
+// Each middleware boundary boxes one future per request, and deep stacks hold many same-size
+// boxes at once: glibc's per-thread cache runs out at 7 per size, mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// FastAPI-style async middleware, serving the seed application.
 #[derive(Debug, Parser)]
 #[command(name = "callnext", version)]
