@@ -52,12 +52,17 @@ pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_nanos(clock().delta_as_nanos(1, 1 + ticks))
 }
 
+/// Boundaries whose slots live inline in the request's context (one allocation per request).
+const INLINE_SLOTS: usize = 8;
+
 /// The timing of one request, shared by every boundary it walks through.
 pub(crate) struct RequestCtx {
     /// Ticks the boundaries nested inside the one being polled spent in their polls.
     pub(crate) child: AtomicU64,
     pub(crate) threshold_ticks: u64,
-    pub(crate) slots: Box<[Slot]>,
+    len: usize,
+    inline: [Slot; INLINE_SLOTS],
+    spilled: Box<[Slot]>,
 }
 
 /// One boundary's figures for one request, in clock ticks.
@@ -71,10 +76,26 @@ pub(crate) struct Slot {
 
 impl RequestCtx {
     pub(crate) fn new(boundaries: usize, threshold_ticks: u64) -> Self {
+        let spilled = if boundaries > INLINE_SLOTS {
+            (0..boundaries).map(|_| Slot::default()).collect()
+        } else {
+            Box::default()
+        };
         Self {
             child: AtomicU64::new(0),
             threshold_ticks,
-            slots: (0..boundaries).map(|_| Slot::default()).collect(),
+            len: boundaries,
+            inline: Default::default(),
+            spilled,
+        }
+    }
+
+    /// One slot per boundary: the middlewares in order, then the app.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        if self.len > INLINE_SLOTS {
+            &self.spilled
+        } else {
+            &self.inline[..self.len]
         }
     }
 }
@@ -118,7 +139,7 @@ impl PollTimer {
             self.blocking += 1;
         }
         if done {
-            if let Some(slot) = ctx.slots.get(slot) {
+            if let Some(slot) = ctx.slots().get(slot) {
                 slot.exclusive.store(self.exclusive, Relaxed);
                 slot.worst_poll.store(self.worst, Relaxed);
                 slot.blocking_polls.store(self.blocking, Relaxed);

@@ -33,7 +33,7 @@ pub(crate) struct Shared {
     pub(crate) threshold_ticks: u64,
     pub(crate) app_stats: SharedStats,
     /// Per boundary (entries, then the app), when metrics are on.
-    pub(crate) poll_histograms: Option<Box<[metrics::Histogram]>>,
+    pub(crate) poll_histograms: Option<Box<[Arc<prom::Histogram>]>>,
     pub(crate) request_metrics: Option<prom::RequestMetrics>,
 }
 
@@ -69,7 +69,7 @@ impl Shared {
                 .iter()
                 .map(|e| e.name.to_string())
                 .chain(["app".to_owned()])
-                .map(|name| metrics::histogram!(prom::POLL_SECONDS, "middleware" => name))
+                .map(|name| prom::histogram(prom::POLL_SECONDS, vec![("middleware", name)]))
                 .collect()
         });
         let request_metrics = settings
@@ -167,11 +167,10 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
 }
 
 fn report(shared: &Shared, ctx: &RequestCtx, method: &str, route: &str, res: &mut Response) {
-    let boundaries = shared.names().zip(shared.stats()).zip(ctx.slots.iter());
+    let boundaries = shared.names().zip(shared.stats()).zip(ctx.slots().iter());
     for (i, ((name, stats), slot)) in boundaries.enumerate() {
         if let Some(histograms) = &shared.poll_histograms {
-            let exclusive = instrument::ticks_to_duration(slot.exclusive.load(Relaxed));
-            histograms[i].record(exclusive.as_secs_f64());
+            histograms[i].record(instrument::ticks_to_duration(slot.exclusive.load(Relaxed)));
         }
         let blocking = slot.blocking_polls.load(Relaxed);
         if blocking > 0 {
@@ -185,7 +184,7 @@ fn report(shared: &Shared, ctx: &RequestCtx, method: &str, route: &str, res: &mu
     }
     let settings = &shared.settings;
     if settings.record_timings || tracing::enabled!(tracing::Level::DEBUG) {
-        let timings = instrument::boundary_timings(shared.names(), &ctx.slots);
+        let timings = instrument::boundary_timings(shared.names(), ctx.slots());
         for b in &timings.boundaries {
             tracing::debug!(
                 middleware = %b.name,
@@ -200,7 +199,7 @@ fn report(shared: &Shared, ctx: &RequestCtx, method: &str, route: &str, res: &mu
         }
     }
     if settings.server_timing {
-        let value = instrument::server_timing(shared.names(), &ctx.slots);
+        let value = instrument::server_timing(shared.names(), ctx.slots());
         if let Ok(value) = HeaderValue::try_from(value) {
             res.headers_mut().append("server-timing", value);
         }

@@ -227,3 +227,26 @@ async fn server_timing_header_parses() {
     let res = TestClient::new(seed::app(&config)).get("/items/3").await;
     assert!(res.header("server-timing").is_none());
 }
+
+#[tokio::test]
+async fn deep_stacks_are_timed_too() {
+    async fn pass(req: Request, next: Next<'_>) -> Response {
+        next.run(req).await
+    }
+    let stack = (0..12)
+        .fold(Stack::new(), |s, i| {
+            s.push(Entry::func(pass).named(format!("m{i}")))
+        })
+        .push(Entry::func(c).named("slow_tail"))
+        .record_timings(true);
+    let res = TestClient::new(stack.service(nested_app()))
+        .get("/items/1")
+        .await;
+    let timings = res.extensions().get::<RequestTimings>().unwrap();
+    assert_eq!(timings.boundaries.len(), 14);
+    assert_eq!(timings.boundaries[0].name, "m0");
+    let tail = timings.get("slow_tail").unwrap().exclusive;
+    assert!(within(tail, 5.0, 12.0), "{tail:?}");
+    assert!(within(timings.get("app").unwrap().exclusive, 2.0, 8.0));
+    assert!(within(timings.get("m5").unwrap().exclusive, 0.0, 1.0));
+}
