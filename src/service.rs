@@ -126,12 +126,16 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         status = tracing::field::Empty,
         request_id = tracing::field::Empty,
     );
-    if let Some(id) = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-    {
-        span.record("request_id", id);
+    // With no subscriber interested in request spans, skip everything that only feeds one.
+    let spanned = !span.is_disabled();
+    if spanned {
+        if let Some(id) = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            span.record("request_id", id);
+        }
     }
     let _in_flight = shared
         .request_metrics
@@ -149,14 +153,20 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         index: 0,
         ctx: ctx.as_ref(),
     };
-    let mut res = next.run(req).instrument(span.clone()).await;
+    let mut res = if spanned {
+        next.run(req).instrument(span.clone()).await
+    } else {
+        next.run(req).await
+    };
 
     let route = routed_before.or_else(|| res.extensions().get::<MatchedPath>().cloned());
     let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    span.record("route", route);
-    span.record("status", res.status().as_u16());
+    if spanned {
+        span.record("route", route);
+        span.record("status", res.status().as_u16());
+    }
     if let Some(ctx) = &ctx {
-        let _enter = span.enter();
+        let _enter = spanned.then(|| span.enter());
         report(&shared, ctx, method.as_str(), route, &mut res);
     }
     if let Some(metrics) = &shared.request_metrics {
