@@ -253,13 +253,7 @@ where
     type Rejection = ValidationError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<mime_lite::Mime>().ok())
-            .is_some_and(|m| m.is_json());
-        if !is_json {
+        if !is_json_content_type(req.headers()) {
             return Err(ValidationError::from_http(&HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Expected request with `Content-Type: application/json`",
@@ -327,33 +321,21 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
     }
 }
 
-/// The few bits of media-type parsing `Json` needs.
-mod mime_lite {
-    pub(super) struct Mime {
-        essence: String,
-    }
-
-    impl std::str::FromStr for Mime {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let essence = s
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            if essence.contains('/') {
-                Ok(Self { essence })
-            } else {
-                Err(())
-            }
-        }
-    }
-
-    impl Mime {
-        pub(super) fn is_json(&self) -> bool {
-            self.essence == "application/json"
-                || (self.essence.starts_with("application/") && self.essence.ends_with("+json"))
-        }
-    }
+/// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
+fn is_json_content_type(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .get(subtype.len().saturating_sub(5)..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
 }

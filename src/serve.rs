@@ -63,7 +63,7 @@ impl Server {
     }
 
     /// The most connections served at once; further ones wait in the listen backlog.
-    /// Defaults to 25,000.
+    /// Zero is taken as 1. Defaults to 25,000.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
@@ -96,7 +96,8 @@ impl Server {
     }
 
     /// The largest request head (request line and headers) accepted on HTTP/1; larger ones get
-    /// `431 Request Header Fields Too Large`. Defaults to 64 KiB.
+    /// `431 Request Header Fields Too Large`. Values below 8 KiB (hyper's smallest read buffer)
+    /// are raised to 8 KiB. Defaults to 64 KiB.
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.max_header_bytes = bytes.max(8192);
         self

@@ -202,3 +202,44 @@ fn async_stream(
         }
     })
 }
+
+#[tokio::test]
+async fn json_extractor_content_types() {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        name: String,
+    }
+    let app = Router::new().route(
+        "/items",
+        post(
+            |callnext::extract::Json(item): callnext::extract::Json<Item>| async move { item.name },
+        ),
+    );
+    let client = TestClient::new(Stack::new().service(app));
+    for (ct, status) in [
+        ("application/json", 200),
+        ("Application/JSON; charset=utf-8", 200),
+        ("application/problem+json", 200),
+        ("text/plain", 415),
+        ("application/jsonx", 415),
+        ("json", 415),
+    ] {
+        let res = client
+            .send(
+                http::Method::POST,
+                "/items",
+                Some(ct),
+                Body::from(r#"{"name":"pen"}"#),
+            )
+            .await;
+        assert_eq!(res.status(), status, "{ct}: {}", res.text());
+    }
+    let res = client
+        .send(http::Method::POST, "/items", None, Body::from("{}"))
+        .await;
+    assert_eq!(res.status(), 415);
+    assert_eq!(
+        res.text(),
+        r#"{"detail":"Expected request with `Content-Type: application/json`"}"#
+    );
+}
