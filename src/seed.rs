@@ -6,12 +6,13 @@
 //! option. The order is the one FastAPI really runs the seed in: `add_middleware` prepends, so
 //! the class-based middleware is outermost.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use crate::extract::{Json, Path};
@@ -48,6 +49,12 @@ impl SimulatedIo {
     }
 }
 
+// Header names built once: inserting by `&str` would parse and allocate each name per request.
+static X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+static X_CUSTOM_MIDDLEWARE_HEADER: HeaderName =
+    HeaderName::from_static("x-custom-middleware-header");
+static X_ANOTHER_MIDDLEWARE: HeaderName = HeaderName::from_static("x-another-middleware");
+
 /// The seed's `@app.middleware("http")` function: logs, awaits 10 ms, calls next, awaits 5 ms,
 /// then sets `X-Process-Time` and `X-Custom-Middleware-Header`.
 pub async fn timing_and_custom_header_middleware(
@@ -73,13 +80,17 @@ pub async fn timing_and_custom_header_middleware(
     let process_time = elapsed.as_secs_f64();
     let headers = res.headers_mut();
     // Seconds as a plain decimal with nanosecond precision (integer formatting is far cheaper
-    // than shortest-round-trip float formatting, and never switches to an exponent).
-    let value = format!("{}.{:09}", elapsed.as_secs(), elapsed.subsec_nanos());
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert("x-process-time", value);
+    // than shortest-round-trip float formatting, and never switches to an exponent), written
+    // on the stack so the header value is the only allocation.
+    let mut buf = [0u8; 32];
+    let mut rest = &mut buf[..];
+    let written = write!(rest, "{}.{:09}", elapsed.as_secs(), elapsed.subsec_nanos());
+    let len = 32 - rest.len();
+    if let (Ok(()), Ok(value)) = (written, HeaderValue::from_bytes(&buf[..len])) {
+        headers.insert(X_PROCESS_TIME.clone(), value);
     }
     headers.insert(
-        "x-custom-middleware-header",
+        X_CUSTOM_MIDDLEWARE_HEADER.clone(),
         HeaderValue::from_static("Hello from Async Middleware!"),
     );
     tracing::info!(%path, process_time, "Middleware: Response processed");
@@ -109,7 +120,7 @@ impl Middleware for AnotherAsyncMiddleware {
         let mut res = next.run(req).await;
         tracing::info!(%path, "AnotherAsyncMiddleware: Post-processing");
         res.headers_mut().insert(
-            "x-another-middleware",
+            X_ANOTHER_MIDDLEWARE.clone(),
             HeaderValue::from_static("Processed by class-based middleware"),
         );
         res
