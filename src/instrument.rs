@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use axum::extract::MatchedPath;
+
 /// The default blocking threshold: 10 ms.
 ///
 /// Tokio's guidance is that a task should spend no more than 10 to 100 microseconds between
@@ -52,17 +54,45 @@ pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_nanos(clock().delta_as_nanos(1, 1 + ticks))
 }
 
-/// Boundaries whose slots live inline in the request's context (one allocation per request).
-const INLINE_SLOTS: usize = 8;
+/// Boundaries whose slots live inline in the request's context, itself inside the request's
+/// future: five middlewares and the app. Deeper stacks allocate their slots. More inline slots
+/// would push the request's future past the sizes the allocator's per-thread cache serves
+/// (see the `request_future_fits_the_allocator_cache` test).
+const INLINE_SLOTS: usize = 6;
 
-/// The timing of one request, shared by every boundary it walks through.
+/// What one request carries through its stack: the timing shared by every boundary it walks
+/// through (when instrumentation is on) and the route template the app's router matched.
 pub(crate) struct RequestCtx {
+    /// Whether the boundaries time their polls.
+    pub(crate) timed: bool,
     /// Ticks the boundaries nested inside the one being polled spent in their polls.
     pub(crate) child: AtomicU64,
     pub(crate) threshold_ticks: u64,
     len: usize,
     inline: [Slot; INLINE_SLOTS],
     spilled: Box<[Slot]>,
+    route: OnceLock<MatchedPath>,
+}
+
+/// Where a request's [`RequestCtx`] lives: inside the request's own future (no allocation), or
+/// behind an `Arc` when a tower layer in the stack needs an owned, `'static` handle to it.
+// Inline on purpose: boxing it is the allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Ctx {
+    Inline(RequestCtx),
+    Shared(Arc<RequestCtx>),
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = RequestCtx;
+
+    #[inline]
+    fn deref(&self) -> &RequestCtx {
+        match self {
+            Ctx::Inline(ctx) => ctx,
+            Ctx::Shared(ctx) => ctx,
+        }
+    }
 }
 
 /// One boundary's figures for one request, in clock ticks.
@@ -75,19 +105,33 @@ pub(crate) struct Slot {
 }
 
 impl RequestCtx {
-    pub(crate) fn new(boundaries: usize, threshold_ticks: u64) -> Self {
+    /// A context for `boundaries` boundaries; untimed ones keep no slots.
+    pub(crate) fn new(timed: bool, boundaries: usize, threshold_ticks: u64) -> Self {
+        let boundaries = if timed { boundaries } else { 0 };
         let spilled = if boundaries > INLINE_SLOTS {
             (0..boundaries).map(|_| Slot::default()).collect()
         } else {
             Box::default()
         };
         Self {
+            timed,
             child: AtomicU64::new(0),
             threshold_ticks,
             len: boundaries,
             inline: Default::default(),
             spilled,
+            route: OnceLock::new(),
         }
+    }
+
+    /// Records the route template the app's router matched (the first one wins).
+    pub(crate) fn set_route(&self, route: MatchedPath) {
+        let _ = self.route.set(route);
+    }
+
+    /// The route template the app's router matched, if it reported one.
+    pub(crate) fn route(&self) -> Option<&MatchedPath> {
+        self.route.get()
     }
 
     /// One slot per boundary: the middlewares in order, then the app.

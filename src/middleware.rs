@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use crate::instrument::RequestCtx;
+use crate::instrument::{Ctx, RequestCtx};
 use crate::service::Shared;
 use crate::{Next, Request, Response};
 
@@ -173,10 +173,15 @@ where
     B::Error: Into<BoxError>,
 {
     fn call<'a>(&'a self, req: Request, next: Next<'a>) -> BoxFuture<'a, Response> {
+        let ctx = match next.ctx {
+            Ctx::Shared(ctx) => Arc::clone(ctx),
+            // Stacks with tower entries keep their contexts behind an `Arc` (see `Shared::build`).
+            Ctx::Inline(ctx) => Arc::new(RequestCtx::new(false, 0, ctx.threshold_ticks)),
+        };
         let service = self.layer.layer(NextService {
             shared: Arc::clone(next.shared),
             index: next.index,
-            ctx: next.ctx.cloned(),
+            ctx,
         });
         Box::pin(async move {
             match service.oneshot(req).await {
@@ -198,7 +203,7 @@ where
 pub struct NextService {
     shared: Arc<Shared>,
     index: usize,
-    ctx: Option<Arc<RequestCtx>>,
+    ctx: Arc<RequestCtx>,
 }
 
 impl fmt::Debug for NextService {
@@ -225,12 +230,12 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let index = self.index;
-        let ctx = self.ctx.clone();
+        let ctx = Ctx::Shared(Arc::clone(&self.ctx));
         Box::pin(async move {
             let next = Next {
                 shared: &shared,
                 index,
-                ctx: ctx.as_ref(),
+                ctx: &ctx,
             };
             Ok(next.run(req.map(Body::new)).await)
         })

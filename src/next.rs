@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 
-use crate::instrument::{PollTimer, RequestCtx};
+use crate::instrument::{Ctx, PollTimer, RequestCtx};
 use crate::service::Shared;
 use crate::{error, Request, Response};
 
@@ -32,7 +32,7 @@ use crate::{error, Request, Response};
 pub struct Next<'a> {
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) index: usize,
-    pub(crate) ctx: Option<&'a Arc<RequestCtx>>,
+    pub(crate) ctx: &'a Ctx,
 }
 
 impl<'a> Next<'a> {
@@ -51,13 +51,13 @@ impl<'a> Next<'a> {
                 };
                 (entry.middleware.call(req, next), &*entry.name)
             }
-            None => (shared.endpoint.call(req), "app"),
+            None => (shared.endpoint.call(req, self.ctx), "app"),
         };
         Guarded {
             future,
             name,
             slot: self.index,
-            ctx: self.ctx.map(|ctx| &**ctx),
+            ctx: self.ctx,
             timer: PollTimer::default(),
         }
     }
@@ -86,7 +86,7 @@ struct Guarded<'a> {
     future: BoxFuture<'a, Response>,
     name: &'a str,
     slot: usize,
-    ctx: Option<&'a RequestCtx>,
+    ctx: &'a RequestCtx,
     timer: PollTimer,
 }
 
@@ -95,9 +95,10 @@ impl Future for Guarded<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = self.get_mut();
-        let Some(ctx) = this.ctx else {
+        let ctx = this.ctx;
+        if !ctx.timed {
             return poll_catching(&mut this.future, this.name, cx);
-        };
+        }
         let started = this.timer.enter(ctx);
         let poll = poll_catching(&mut this.future, this.name, cx);
         this.timer.exit(ctx, this.slot, started, poll.is_ready());

@@ -2,6 +2,7 @@
 //! instrumentation, Server-Timing, metrics and span are set up and reported here.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -20,7 +21,7 @@ use http::{HeaderValue, StatusCode};
 use tower::{BoxError, Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::instrument::{self, clock, RequestCtx, SharedStats};
+use crate::instrument::{self, clock, Ctx, RequestCtx, SharedStats};
 use crate::metrics::{self as prom, UNMATCHED_ROUTE};
 use crate::stack::{Entry, Settings};
 use crate::{error, BlockingReport, HttpError, Next, Request, Response};
@@ -35,6 +36,9 @@ pub(crate) struct Shared {
     /// Per boundary (entries, then the app), when metrics are on.
     pub(crate) poll_histograms: Option<Box<[Arc<prom::Histogram>]>>,
     pub(crate) request_metrics: Option<prom::RequestMetrics>,
+    /// Whether a request's context must be shareable (`Arc`): a tower layer in the stack holds
+    /// the rest of the stack as an owned service.
+    pub(crate) shared_ctx: bool,
 }
 
 impl Shared {
@@ -55,11 +59,11 @@ impl Shared {
         let app: Box<dyn Any> = Box::new(app);
         let endpoint: Box<dyn Endpoint> = match app.downcast::<axum::Router>() {
             Ok(router) if router.has_routes() => {
-                Box::new(ServiceEndpoint::new(router.route_layer(RouteCapture)))
+                Box::new(ServiceEndpoint::new(router.route_layer(RouteCapture), true))
             }
-            Ok(router) => Box::new(ServiceEndpoint::new(*router)),
+            Ok(router) => Box::new(ServiceEndpoint::new(*router, false)),
             Err(app) => match app.downcast::<S>() {
-                Ok(app) => Box::new(ServiceEndpoint::new(*app)),
+                Ok(app) => Box::new(ServiceEndpoint::new(*app, false)),
                 Err(_) => unreachable!("the app is an S"),
             },
         };
@@ -76,9 +80,13 @@ impl Shared {
             .metrics_path
             .is_some()
             .then(prom::RequestMetrics::new);
+        let shared_ctx = entries
+            .iter()
+            .any(|e| e.kind == crate::MiddlewareKind::Tower);
         Self {
             entries: entries.into(),
             endpoint,
+            shared_ctx,
             request_metrics,
             threshold_ticks: instrument::ns_to_ticks(
                 u64::try_from(settings.blocking_threshold.as_nanos()).unwrap_or(u64::MAX),
@@ -142,16 +150,20 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         .as_ref()
         .map(prom::RequestMetrics::start);
     let start = clock().raw();
-    let ctx = settings.instrument.then(|| {
-        Arc::new(RequestCtx::new(
-            shared.entries.len() + 1,
-            shared.threshold_ticks,
-        ))
-    });
+    let ctx = RequestCtx::new(
+        settings.instrument,
+        shared.entries.len() + 1,
+        shared.threshold_ticks,
+    );
+    let ctx = if shared.shared_ctx {
+        Ctx::Shared(Arc::new(ctx))
+    } else {
+        Ctx::Inline(ctx)
+    };
     let next = Next {
         shared: &shared,
         index: 0,
-        ctx: ctx.as_ref(),
+        ctx: &ctx,
     };
     let mut res = if spanned {
         next.run(req).instrument(span.clone()).await
@@ -159,15 +171,17 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         next.run(req).await
     };
 
-    let route = routed_before.or_else(|| res.extensions().get::<MatchedPath>().cloned());
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    // The stack's own router knows best; a stack under `Router::layer` (or a route of an
+    // enclosing router) has only the route matched before it.
+    let route = ctx.route().or(routed_before.as_ref());
+    let route = route.map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     if spanned {
         span.record("route", route);
         span.record("status", res.status().as_u16());
     }
-    if let Some(ctx) = &ctx {
+    if ctx.timed {
         let _enter = spanned.then(|| span.enter());
-        report(&shared, ctx, method.as_str(), route, &mut res);
+        report(&shared, &ctx, method.as_str(), route, &mut res);
     }
     if let Some(metrics) = &shared.request_metrics {
         let elapsed = instrument::ticks_to_duration(clock().raw().saturating_sub(start));
@@ -233,18 +247,22 @@ fn metrics_response(method: &http::Method) -> Response {
 }
 
 pub(crate) trait Endpoint: Send + Sync + 'static {
-    fn call(&self, req: Request) -> BoxFuture<'static, Response>;
+    /// Runs the app; the route template it matched, if it reports one, goes into `ctx`.
+    fn call<'a>(&'a self, req: Request, ctx: &'a RequestCtx) -> BoxFuture<'a, Response>;
 }
 
 struct ServiceEndpoint<S, B> {
     service: S,
+    /// Whether the service is a router with [`RouteCapture`] on its routes.
+    captures_route: bool,
     _body: PhantomData<fn() -> B>,
 }
 
 impl<S, B> ServiceEndpoint<S, B> {
-    fn new(service: S) -> Self {
+    fn new(service: S, captures_route: bool) -> Self {
         Self {
             service,
+            captures_route,
             _body: PhantomData,
         }
     }
@@ -258,10 +276,22 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    fn call(&self, req: Request) -> BoxFuture<'static, Response> {
+    fn call<'a>(&'a self, req: Request, ctx: &'a RequestCtx) -> BoxFuture<'a, Response> {
         let service = self.service.clone();
+        let captures = self.captures_route.then_some(ctx);
         Box::pin(async move {
-            match service.oneshot(req).await {
+            let app = service.oneshot(req);
+            let result = match captures {
+                Some(ctx) => {
+                    CaptureRoute {
+                        inner: app,
+                        ctx: Some(ctx),
+                    }
+                    .await
+                }
+                None => app.await,
+            };
+            match result {
                 Ok(res) => fastapi_status_body(res.map(Body::new)),
                 Err(err) => {
                     let err: BoxError = err.into();
@@ -293,8 +323,14 @@ fn fastapi_status_body(mut res: Response) -> Response {
     res
 }
 
-/// Copies the matched route template into the response's extensions, so the stack (outside
-/// the router) can label metrics, logs and blocking reports with it.
+thread_local! {
+    /// The route template [`RouteCaptureService`] saw during the current poll of an endpoint.
+    static MATCHED_ROUTE: Cell<Option<MatchedPath>> = const { Cell::new(None) };
+}
+
+/// On each route of the app's router: passes the matched route template to the stack
+/// (outside the router) through a thread-local that [`CaptureRoute`] empties around each poll,
+/// so metrics, logs and blocking reports carry it without an allocation per request.
 #[derive(Clone, Copy)]
 struct RouteCapture;
 
@@ -311,46 +347,59 @@ struct RouteCaptureService<S>(S);
 impl<S> Service<Request> for RouteCaptureService<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        RouteFuture {
-            route: req.extensions().get::<MatchedPath>().cloned(),
-            inner: self.0.call(req),
+        if let Some(route) = req.extensions().get::<MatchedPath>() {
+            MATCHED_ROUTE.set(Some(route.clone()));
         }
+        self.0.call(req)
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The router's future, then the route template put on its response.
-    struct RouteFuture<F> {
-        route: Option<MatchedPath>,
+    /// The router's future; the route its [`RouteCaptureService`] reports during a poll goes
+    /// into the request's context.
+    struct CaptureRoute<'a, F> {
         #[pin]
         inner: F,
+        ctx: Option<&'a RequestCtx>,
     }
 }
 
-impl<F> Future for RouteFuture<F>
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    type Output = Result<Response, Infallible>;
+impl<F: Future> Future for CaptureRoute<'_, F> {
+    type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Ok(mut res) = std::task::ready!(this.inner.poll(cx));
-        if let Some(route) = this.route.take() {
-            res.extensions_mut().insert(route);
+        let Some(ctx) = *this.ctx else {
+            return this.inner.poll(cx);
+        };
+        // Whatever an enclosing endpoint's router reported is put back afterwards, even if the
+        // poll unwinds, so nested stacks each see their own route.
+        let outer = RestoreRoute(MATCHED_ROUTE.take());
+        let poll = this.inner.poll(cx);
+        if let Some(route) = MATCHED_ROUTE.take() {
+            ctx.set_route(route);
+            *this.ctx = None;
         }
-        Poll::Ready(Ok(res))
+        drop(outer);
+        poll
+    }
+}
+
+struct RestoreRoute(Option<MatchedPath>);
+
+impl Drop for RestoreRoute {
+    fn drop(&mut self) {
+        MATCHED_ROUTE.set(self.0.take());
     }
 }
 
@@ -392,25 +441,38 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
         let shared = Arc::clone(&self.shared);
-        ResponseFuture(Box::pin(async move {
-            Ok(handle(shared, req.map(Body::new)).await)
-        }))
+        ResponseFuture(Box::pin(handle(shared, req.map(Body::new))))
     }
 }
 
 /// The future of one request through a [`StackService`].
-pub struct ResponseFuture(BoxFuture<'static, Result<Response, Infallible>>);
+pub struct ResponseFuture(BoxFuture<'static, Response>);
 
 impl Future for ResponseFuture {
     type Output = Result<Response, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+        self.0.as_mut().poll(cx).map(Ok)
     }
 }
 
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one allocation every request makes for its future stays within the sizes glibc's
+    /// per-thread cache serves (up to 1032 bytes); past it each request takes malloc's slow path.
+    #[test]
+    fn request_future_fits_the_allocator_cache() {
+        let service = crate::Stack::new().service(axum::Router::new());
+        let future = handle(Arc::clone(&service.shared), Request::default());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1032, "a request's future is {size} bytes");
     }
 }

@@ -250,3 +250,72 @@ async fn deep_stacks_are_timed_too() {
     assert!(within(timings.get("app").unwrap().exclusive, 2.0, 8.0));
     assert!(within(timings.get("m5").unwrap().exclusive, 0.0, 1.0));
 }
+
+/// The route a blocking report names comes from the stack's own router: with a tower layer in
+/// the stack (whose requests' contexts are shared), and for a stack nested inside a route of
+/// another stack's router, each names its own route template.
+#[tokio::test]
+async fn routes_are_reported_per_stack_with_tower_layers_and_nesting() {
+    async fn slow(req: Request, next: Next<'_>) -> Response {
+        std::thread::sleep(20 * MS);
+        next.run(req).await
+    }
+    async fn inner_handler() -> &'static str {
+        // Yield once, so the outer endpoint is polled again after its route was reported.
+        tokio::task::yield_now().await;
+        "inner"
+    }
+    let inner = Stack::new().push(Entry::func(slow).named("inner_slow"));
+    let inner_app = Router::new().route("/svc/{other}", get(inner_handler));
+    let outer = Stack::new()
+        .layer(
+            "set_header",
+            tower_http::set_header::SetResponseHeaderLayer::overriding(
+                http::header::HeaderName::from_static("x-outer"),
+                http::HeaderValue::from_static("1"),
+            ),
+        )
+        .push(Entry::func(slow).named("outer_slow"));
+    let outer_app = Router::new()
+        .route_service("/svc/{name}", inner.service(inner_app))
+        .route("/plain", get(|| async { "plain" }));
+    let client = TestClient::new(outer.service(outer_app));
+
+    let res = client.get("/svc/abc").await;
+    assert_eq!(res.status(), 200, "{}", res.text());
+    assert_eq!(res.text(), "inner");
+    assert_eq!(res.header("x-outer"), Some("1"));
+    let outer_report = outer.blocking_report();
+    let inner_report = inner.blocking_report();
+    assert_eq!(
+        outer_report.get("outer_slow").unwrap().last_route,
+        "/svc/{name}"
+    );
+    // axum prefixes a template with the one an enclosing router matched, as its `MatchedPath`
+    // extractor shows handlers.
+    assert_eq!(
+        inner_report.get("inner_slow").unwrap().last_route,
+        "/svc/{name}/svc/{other}"
+    );
+
+    // The next request on the same thread does not inherit a route it did not match.
+    let res = client.get("/nowhere").await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        outer
+            .blocking_report()
+            .get("outer_slow")
+            .unwrap()
+            .last_route,
+        "unmatched"
+    );
+    assert_eq!(client.get("/plain").await.text(), "plain");
+    assert_eq!(
+        outer
+            .blocking_report()
+            .get("outer_slow")
+            .unwrap()
+            .last_route,
+        "/plain"
+    );
+}
