@@ -212,7 +212,9 @@ fn seconds(ns: u64) -> String {
 pub(crate) struct RequestMetrics {
     in_flight: metrics::Gauge,
     /// route template -> handles per (method, status)
-    by_route: RwLock<HashMap<String, Vec<RouteHandles>>>,
+    /// Keyed by route template (a bounded set: unmatched paths share one label), so a fast
+    /// unkeyed hash is safe here.
+    by_route: RwLock<HashMap<String, Vec<RouteHandles>, foldhash::fast::FixedState>>,
 }
 
 struct RouteHandles {
