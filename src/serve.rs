@@ -6,9 +6,14 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -69,8 +74,16 @@ impl Server {
         self
     }
 
-    /// How long a client may take to send a request's headers (HTTP/1) before the connection
-    /// is closed; zero turns the timeout off. Defaults to 30 s.
+    /// How long a connection may go without sending a complete request head while no request
+    /// of its is being answered, before it is closed; zero turns the timeout off. Defaults to
+    /// 30 s.
+    ///
+    /// This cuts off clients that send headers slowly (slowloris) and idle keep-alive
+    /// connections. A per-connection watchdog checks twice per timeout, so such a connection
+    /// is closed between one and one and a half timeouts after its last activity; a request
+    /// being answered (however long its handler or streamed body takes) keeps it open. HTTP/2
+    /// connections are exempt once their first request arrives. The watchdog costs a few
+    /// atomic operations per request instead of a timer per request head.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
@@ -161,12 +174,11 @@ impl BoundServer {
     {
         let Self { listener, config } = self;
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The header-read timeout is the per-connection watchdog below, not hyper's, which arms a
+        // fresh timer for every request head.
         builder
             .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(
-                (!config.header_read_timeout.is_zero()).then_some(config.header_read_timeout),
-            )
+            .header_read_timeout(None)
             .keep_alive(config.keep_alive)
             .max_buf_size(config.max_header_bytes);
         builder
@@ -180,7 +192,6 @@ impl BoundServer {
         };
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let graceful = GracefulShutdown::new();
-        let service = TowerToHyperService::new(service);
         let mut shutdown = std::pin::pin!(shutdown);
 
         loop {
@@ -206,12 +217,29 @@ impl BoundServer {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(error = %err, "cannot set TCP_NODELAY");
             }
+            let activity = Arc::new(ConnActivity::default());
+            let watched = TowerToHyperService::new(Watched {
+                inner: service.clone(),
+                activity: Arc::clone(&activity),
+            });
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                .serve_connection_with_upgrades(TokioIo::new(stream), watched)
                 .into_owned();
             let conn = graceful.watch(conn);
+            let header_timeout = config.header_read_timeout;
             tokio::spawn(async move {
-                if let Err(err) = conn.await {
+                let result = if header_timeout.is_zero() {
+                    conn.await
+                } else {
+                    tokio::select! {
+                        result = conn => result,
+                        () = activity.stalled(header_timeout) => {
+                            tracing::debug!(%peer, "no request head within the header-read timeout; closing");
+                            Ok(())
+                        }
+                    }
+                };
+                if let Err(err) = result {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
                 drop(permit);
@@ -232,6 +260,147 @@ impl BoundServer {
             ),
         }
         Ok(())
+    }
+}
+
+/// What one connection's header-read watchdog looks at.
+#[derive(Default)]
+struct ConnActivity {
+    /// Requests whose response has not finished (or been dropped) yet.
+    in_flight: AtomicUsize,
+    /// Bumped when a request head arrives and when a response finishes.
+    events: AtomicU64,
+    /// Set by the first HTTP/2 request: hyper's HTTP/2 keeps its own idle rules.
+    http2: AtomicBool,
+}
+
+impl ConnActivity {
+    /// Resolves once the connection has gone a whole `timeout` (checked every half) without a
+    /// request head while no request of its was being answered.
+    async fn stalled(&self, timeout: Duration) {
+        let half = timeout / 2;
+        let mut seen = self.events.load(Relaxed);
+        let mut quiet_checks = 0;
+        loop {
+            tokio::time::sleep(half).await;
+            if self.http2.load(Relaxed) {
+                return std::future::pending().await;
+            }
+            let events = self.events.load(Relaxed);
+            if self.in_flight.load(Relaxed) > 0 || events != seen {
+                seen = events;
+                quiet_checks = 0;
+                continue;
+            }
+            quiet_checks += 1;
+            if quiet_checks >= 2 {
+                return;
+            }
+        }
+    }
+}
+
+/// Counts a request in flight until its response body is done or dropped.
+struct InFlight(Arc<ConnActivity>);
+
+impl InFlight {
+    fn start(activity: &Arc<ConnActivity>) -> Self {
+        activity.in_flight.fetch_add(1, Relaxed);
+        activity.events.fetch_add(1, Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.events.fetch_add(1, Relaxed);
+    }
+}
+
+/// The app's service on one connection, reporting its requests to the watchdog.
+#[derive(Clone)]
+struct Watched<S> {
+    inner: S,
+    activity: Arc<ConnActivity>,
+}
+
+impl<S> Service<http::Request<Incoming>> for Watched<S>
+where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    type Response = http::Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = WatchedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
+        if req.version() == http::Version::HTTP_2 {
+            self.activity.http2.store(true, Relaxed);
+        }
+        let in_flight = InFlight::start(&self.activity);
+        WatchedFuture {
+            inner: self.inner.call(req),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The app's future; its response body carries the request's [`InFlight`] on.
+    struct WatchedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> Future for WatchedFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<http::Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(res) = std::task::ready!(this.inner.poll(cx));
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(res.map(|body| TrackedBody {
+            body,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted in flight until hyper is done with it.
+    struct TrackedBody {
+        #[pin]
+        body: Body,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

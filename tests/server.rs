@@ -108,6 +108,112 @@ async fn slow_header_senders_are_cut_off() {
     running.stop().await;
 }
 
+/// Reads one whole HTTP/1.1 response (head and `Content-Length` body) from a kept-alive stream.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed mid-response: {out:?}");
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .expect("content-length");
+            if out.len() >= head_end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+    let server = Server::new().header_read_timeout(Duration::from_millis(300));
+    let running = common::spawn(server, Stack::new().service(app())).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("idle connection closed")
+        .ok();
+    let idle = idle_from.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
+    // Between one and one and a half timeouts, with slack for a loaded machine.
+    assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
+    assert!(idle < Duration::from_secs(3), "closed after {idle:?}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn requests_being_answered_outlive_the_header_timeout() {
+    let app = app().route(
+        "/stream",
+        get(|| async {
+            let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                if i == 4 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'a' + i])),
+                    i + 1,
+                ))
+            });
+            axum::body::Body::from_stream(chunks)
+        }),
+    );
+    let server = Server::new().header_read_timeout(Duration::from_millis(200));
+    let running = common::spawn(server, Stack::new().service(app)).await;
+
+    // A handler that takes 2.5 timeouts to answer.
+    let res = common::get(&running.url("/slow")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, "slow done".as_bytes());
+
+    // A body streamed over 1 s (5 timeouts), chunk by chunk.
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("1\r\nd\r\n0\r\n\r\n"), "{text}");
+
+    // A keep-alive connection that sends a request every 0.6 timeouts stays open past 4 of them.
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    for _ in 0..7 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn max_connections_queues_the_rest() {
     let server = Server::new().max_connections(1);
