@@ -44,7 +44,8 @@ struct Args {
     /// Most connections served at once.
     #[arg(long, default_value_t = 25_000)]
     max_connections: usize,
-    /// Seconds a client may take to send request headers.
+    /// Seconds a connection may go without a complete request head while none of its requests
+    /// is being answered (slow or idle clients are closed after 1 to 1.5 times this); 0 = off.
     #[arg(long, default_value_t = 30)]
     header_read_timeout: u64,
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
