@@ -278,20 +278,12 @@ where
 {
     fn call<'a>(&'a self, req: Request, ctx: &'a RequestCtx) -> BoxFuture<'a, Response> {
         let service = self.service.clone();
-        let captures = self.captures_route.then_some(ctx);
+        let app = CaptureRoute {
+            inner: service.oneshot(req),
+            ctx: self.captures_route.then_some(ctx),
+        };
         Box::pin(async move {
-            let app = service.oneshot(req);
-            let result = match captures {
-                Some(ctx) => {
-                    CaptureRoute {
-                        inner: app,
-                        ctx: Some(ctx),
-                    }
-                    .await
-                }
-                None => app.await,
-            };
-            match result {
+            match app.await {
                 Ok(res) => fastapi_status_body(res.map(Body::new)),
                 Err(err) => {
                     let err: BoxError = err.into();
