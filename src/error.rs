@@ -1,10 +1,12 @@
-//! Errors that are responses: [`HttpError`] and the configuration [`ConfigError`].
+//! Errors that are responses ([`HttpError`]), the configuration error ([`ConfigError`]), and the
+//! one function that builds the 500 response ([`internal_error`]).
 
 use std::fmt;
 
 use axum::response::IntoResponse;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::Response;
 
@@ -24,6 +26,7 @@ use crate::Response;
 /// assert_eq!(err.detail(), "Item 99 not found");
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "an HttpError does nothing until it is returned"]
 pub struct HttpError {
     status: StatusCode,
     detail: Value,
@@ -76,7 +79,6 @@ impl HttpError {
     ///
     /// If `name` or `value` is not a valid header name or value: these are programmer errors,
     /// like an invalid literal.
-    #[must_use]
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         let name = HeaderName::try_from(name).expect("invalid header name");
         let value = HeaderValue::try_from(value).expect("invalid header value");
@@ -111,16 +113,39 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+/// FastAPI's error body: `{"detail": ...}`.
+#[derive(Serialize)]
+pub(crate) struct Detail<T> {
+    pub(crate) detail: T,
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let mut res = json_response(self.status, &json!({ "detail": self.detail }));
+        let mut res = json_response(
+            self.status,
+            &Detail {
+                detail: self.detail,
+            },
+        );
         res.headers_mut().extend(self.headers);
         res
     }
 }
 
-/// A JSON response with `status`; serialising a `Value` cannot fail.
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+/// The one 500 response: `{"detail":"Internal Server Error"}`. Panics, failing tower layers
+/// and failing apps all answer with it.
+pub(crate) fn internal_error() -> Response {
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &Detail {
+            detail: "Internal Server Error",
+        },
+    )
+}
+
+/// A JSON response with `status`. The body types callnext serialises cannot fail; if one ever
+/// did, the body would be empty rather than the request failing.
+pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut res = Response::new(axum::body::Body::from(bytes));
     *res.status_mut() = status;
@@ -131,51 +156,75 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     res
 }
 
-/// A stack that was configured wrongly; returned when it is built, never at request time.
+/// A stack (or a setting) that was configured wrongly; returned when it is built, never at
+/// request time.
+///
+/// Opaque: [`ConfigError::kind`] says what went wrong, `Display` says it in one line.
+///
+/// ```
+/// use callnext::{ConfigErrorKind, Stack};
+///
+/// async fn auth(req: callnext::Request, next: callnext::Next<'_>) -> callnext::Response {
+///     next.run(req).await
+/// }
+///
+/// let err = Stack::new().func(auth).func(auth).validate().unwrap_err();
+/// assert_eq!(err.kind(), ConfigErrorKind::DuplicateName);
+/// assert_eq!(
+///     err.to_string(),
+///     "two middlewares are named `auth`; give one another name with `Entry::named`"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    kind: ConfigErrorKind,
+    message: String,
+}
+
+/// What kind of [`ConfigError`] it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ConfigError {
-    /// `insert_before`/`insert_after` named a middleware the stack does not have.
-    UnknownMiddleware {
-        /// The name that was looked up.
-        name: String,
-        /// The names the stack does have, in order.
-        known: Vec<String>,
-    },
-    /// A name given to `insert_before`/`insert_after` matches more than one middleware.
-    AmbiguousMiddleware {
-        /// The name that was looked up.
-        name: String,
-        /// How many entries carry it.
-        count: usize,
-    },
+pub enum ConfigErrorKind {
+    /// A middleware was looked up by a name the stack does not have.
+    UnknownMiddleware,
+    /// A name that was looked up matches more than one middleware.
+    AmbiguousMiddleware,
+    /// Two entries of a stack have the same name.
+    DuplicateName,
+    /// An entry has a name callnext keeps for its own boundaries (`app`, `body`) or an empty one.
+    ReservedName,
     /// A setting has a value it cannot take.
-    InvalidSetting {
-        /// The setting.
-        setting: &'static str,
-        /// Why the value is refused.
-        reason: String,
-    },
+    InvalidSetting,
+    /// A tower layer failed (panicked) while its service was built.
+    LayerFailed,
+    /// Two different stacks record into one metrics registry under the same stack name.
+    MetricsConflict,
+}
+
+impl ConfigError {
+    pub(crate) fn new(kind: ConfigErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid(setting: &str, reason: impl fmt::Display) -> Self {
+        Self::new(
+            ConfigErrorKind::InvalidSetting,
+            format!("invalid `{setting}`: {reason}"),
+        )
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ConfigErrorKind {
+        self.kind
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::UnknownMiddleware { name, known } => write!(
-                f,
-                "no middleware named `{name}` in the stack (it has: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            ),
-            Self::AmbiguousMiddleware { name, count } => write!(
-                f,
-                "middleware name `{name}` is ambiguous: {count} entries carry it; give them distinct names"
-            ),
-            Self::InvalidSetting { setting, reason } => write!(f, "invalid `{setting}`: {reason}"),
-        }
+        f.write_str(&self.message)
     }
 }
 

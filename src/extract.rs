@@ -9,9 +9,10 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::StatusCode;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::error::json_response;
+use crate::error::{json_response, Detail};
 use crate::{HttpError, Request};
 
 /// Typed path parameters; a value that does not parse gives FastAPI's 422.
@@ -42,24 +43,77 @@ use crate::{HttpError, Request};
 pub struct Path<T>(pub T);
 
 /// The rejection of [`Path`] and [`Json`]: a FastAPI-shaped error response.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ValidationError {
     status: StatusCode,
-    body: Value,
+    detail: ValidationDetail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum ValidationDetail {
+    Issues(Vec<ValidationIssue>),
+    Message(Value),
+}
+
+/// One entry of a 422's `detail` list, as pydantic writes it: `type`, `loc`, `msg`, `input`
+/// (and `ctx` for some types), in that order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationIssue {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    loc: Vec<Value>,
+    msg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctx: Option<Value>,
+}
+
+impl ValidationIssue {
+    fn new(kind: &'static str, loc: Vec<Value>, msg: impl Into<String>) -> Self {
+        Self {
+            kind,
+            loc,
+            msg: msg.into(),
+            input: None,
+            ctx: None,
+        }
+    }
+
+    fn input(mut self, input: impl Into<Value>) -> Self {
+        self.input = Some(input.into());
+        self
+    }
+
+    /// The error type (`int_parsing`, `missing`, `json_invalid`, …).
+    pub fn kind(&self) -> &str {
+        self.kind
+    }
+
+    /// Where the error is: `["path", "item_id"]`, `["body", "price"]`.
+    pub fn loc(&self) -> &[Value] {
+        &self.loc
+    }
+
+    /// The message.
+    pub fn msg(&self) -> &str {
+        &self.msg
+    }
 }
 
 impl ValidationError {
-    fn unprocessable(errors: Vec<Value>) -> Self {
+    fn unprocessable(issues: Vec<ValidationIssue>) -> Self {
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: json!({ "detail": errors }),
+            detail: ValidationDetail::Issues(issues),
         }
     }
 
     fn from_http(err: &HttpError) -> Self {
         Self {
             status: err.status(),
-            body: json!({ "detail": err.detail() }),
+            detail: ValidationDetail::Message(err.detail().clone()),
         }
     }
 
@@ -68,16 +122,24 @@ impl ValidationError {
         self.status
     }
 
-    /// The JSON body.
-    pub fn body(&self) -> &Value {
-        &self.body
+    /// The validation issues of a 422 (empty for the other statuses).
+    pub fn issues(&self) -> &[ValidationIssue] {
+        match &self.detail {
+            ValidationDetail::Issues(issues) => issues,
+            ValidationDetail::Message(_) => &[],
+        }
     }
 }
 
 impl IntoResponse for ValidationError {
     fn into_response(self) -> Response {
-        tracing::debug!(status = %self.status, detail = %self.body, "request rejected");
-        json_response(self.status, &self.body)
+        tracing::debug!(status = %self.status, "request rejected");
+        json_response(
+            self.status,
+            &Detail {
+                detail: self.detail,
+            },
+        )
     }
 }
 
@@ -133,23 +195,23 @@ fn path_rejection(rejection: PathRejection, keys: &[String]) -> ValidationError 
             expected_type,
         ),
         ErrorKind::InvalidUtf8InPathParam { key } => {
-            return ValidationError::unprocessable(vec![json!({
-                "type": "string_unicode",
-                "loc": ["path", key],
-                "msg": "Input should be a valid string, unable to parse raw data as a unicode string",
-            })]);
+            return ValidationError::unprocessable(vec![ValidationIssue::new(
+                "string_unicode",
+                vec![json!("path"), json!(key)],
+                "Input should be a valid string, unable to parse raw data as a unicode string",
+            )]);
         }
         ErrorKind::DeserializeError {
             key,
             value,
             message,
         } => {
-            return ValidationError::unprocessable(vec![json!({
-                "type": "value_error",
-                "loc": ["path", key],
-                "msg": message,
-                "input": value,
-            })]);
+            return ValidationError::unprocessable(vec![ValidationIssue::new(
+                "value_error",
+                vec![json!("path"), json!(key)],
+                message,
+            )
+            .input(value)]);
         }
         other => {
             tracing::error!(error = %other, "path parameters do not fit the extractor's type");
@@ -160,8 +222,8 @@ fn path_rejection(rejection: PathRejection, keys: &[String]) -> ValidationError 
 }
 
 /// FastAPI's (pydantic's) error for a path value that is not of the expected primitive type.
-fn parse_error(key: &str, value: &str, expected: &str) -> Value {
-    let loc = json!(["path", key]);
+fn parse_error(key: &str, value: &str, expected: &str) -> ValidationIssue {
+    let loc = vec![json!("path"), json!(key)];
     if let Some((min, max)) = int_bounds(expected) {
         // An integer that does not fit is a size error, not a parsing error.
         if value.parse::<i128>().is_ok()
@@ -171,19 +233,19 @@ fn parse_error(key: &str, value: &str, expected: &str) -> Value {
                     .bytes()
                     .all(|b| b.is_ascii_digit()))
         {
-            return json!({
-                "type": "int_parsing_size",
-                "loc": loc,
-                "msg": format!("Input should be an integer between {min} and {max}"),
-                "input": value,
-            });
+            return ValidationIssue::new(
+                "int_parsing_size",
+                loc,
+                format!("Input should be an integer between {min} and {max}"),
+            )
+            .input(value);
         }
-        return json!({
-            "type": "int_parsing",
-            "loc": loc,
-            "msg": "Input should be a valid integer, unable to parse string as an integer",
-            "input": value,
-        });
+        return ValidationIssue::new(
+            "int_parsing",
+            loc,
+            "Input should be a valid integer, unable to parse string as an integer",
+        )
+        .input(value);
     }
     let (kind, msg) = match expected {
         "f32" | "f64" => (
@@ -197,7 +259,7 @@ fn parse_error(key: &str, value: &str, expected: &str) -> Value {
         "char" => ("string_too_long", "String should have at most 1 character"),
         _ => ("value_error", "Input is not valid for this parameter"),
     };
-    json!({ "type": kind, "loc": loc, "msg": msg, "input": value })
+    ValidationIssue::new(kind, loc, msg).input(value)
 }
 
 fn int_bounds(ty: &str) -> Option<(i128, u128)> {
@@ -237,9 +299,9 @@ fn int_bounds(ty: &str) -> Option<(i128, u128)> {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let app = Router::new().route("/items", post(create));
 /// let client = TestClient::new(Stack::new().service(app));
-/// let res = client.post_json("/items", r#"{"name":"pen","price":"x"}"#).await;
+/// let res = client.post("/items").json(&serde_json::json!({"name": "pen", "price": "x"})).await;
 /// assert_eq!(res.status(), 422);
-/// assert_eq!(res.json()["detail"][0]["loc"], serde_json::json!(["body", "price"]));
+/// assert_eq!(res.json::<serde_json::Value>()["detail"][0]["loc"], serde_json::json!(["body", "price"]));
 /// # });
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,13 +357,15 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
             }
             let inner = err.into_inner();
             let detail = if inner.is_syntax() || inner.is_eof() {
-                json!({
-                    "type": "json_invalid",
-                    "loc": ["body", inner.column().saturating_sub(1)],
-                    "msg": "JSON decode error",
-                    "input": {},
-                    "ctx": { "error": inner.to_string() },
-                })
+                ValidationIssue {
+                    ctx: Some(json!({ "error": inner.to_string() })),
+                    ..ValidationIssue::new(
+                        "json_invalid",
+                        vec![json!("body"), json!(inner.column().saturating_sub(1))],
+                        "JSON decode error",
+                    )
+                    .input(json!({}))
+                }
             } else {
                 let message = inner.to_string();
                 // serde says "missing field `name` at line 1 column 10".
@@ -310,10 +374,10 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
                     .and_then(|rest| rest.split('`').next())
                 {
                     loc.push(json!(field));
-                    json!({ "type": "missing", "loc": loc, "msg": "Field required" })
+                    ValidationIssue::new("missing", loc, "Field required")
                 } else {
                     let msg = message.split(" at line ").next().unwrap_or(&message);
-                    json!({ "type": "value_error", "loc": loc, "msg": msg })
+                    ValidationIssue::new("value_error", loc, msg)
                 }
             };
             Err(ValidationError::unprocessable(vec![detail]))

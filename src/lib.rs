@@ -1,8 +1,9 @@
 //! FastAPI-style async middleware for Rust.
 //!
-//! Write middleware as an `async fn(Request, Next)` or as a struct with options, put it in one
-//! ordered [`Stack`] that can print itself, and serve it on tokio and hyper. Routing, extractors
-//! and handlers are axum's.
+//! Write middleware as an `async fn(Request, Next)`, as a struct with options, or as a
+//! [`Hook`] that works before and after the rest of the stack; put them in one ordered
+//! [`Stack`] that can print itself, and serve it on tokio and hyper. Routing, extractors and
+//! handlers are axum's.
 //!
 //! ```
 //! use callnext::{HttpError, Middleware, Next, Request, Response, Stack, TestClient};
@@ -15,19 +16,17 @@
 //!     res
 //! }
 //!
-//! // A struct middleware with an option, like a class with `__call__`.
+//! // A struct middleware with an option, like a class with `__call__`; `?` and `Err` work.
 //! struct RequireHeader {
 //!     name: &'static str,
 //! }
 //!
-//! impl Middleware for RequireHeader {
-//!     async fn call(&self, req: Request, next: Next<'_>) -> Response {
+//! impl Middleware<Result<Response, HttpError>> for RequireHeader {
+//!     async fn call(&self, req: Request, next: Next<'_>) -> Result<Response, HttpError> {
 //!         if !req.headers().contains_key(self.name) {
-//!             return axum::response::IntoResponse::into_response(
-//!                 HttpError::bad_request(format!("missing {}", self.name)),
-//!             );
+//!             return Err(HttpError::bad_request(format!("missing {}", self.name)));
 //!         }
-//!         next.run(req).await
+//!         Ok(next.run(req).await)
 //!     }
 //! }
 //!
@@ -44,29 +43,42 @@
 //! assert_eq!(res.status(), 400);
 //! assert_eq!(res.header("x-custom"), Some("hello"));
 //! assert_eq!(res.text(), r#"{"detail":"missing x-token"}"#);
+//! assert_eq!(client.get("/").header("x-token", "t").await.text(), "Hello World");
 //! # });
 //! ```
+//!
+//! | coming from | callnext |
+//! |---|---|
+//! | FastAPI `@app.middleware("http")` | [`Stack::func`] with an `async fn(Request, Next)` |
+//! | a middleware class with options | [`Stack::middleware`] with an `impl` [`Middleware`] |
+//! | `request.state.x = ...` | `req.extensions_mut().insert(x)`, read with axum's `Extension<X>` |
+//! | `raise HTTPException(...)` | `Err(HttpError::...)` |
+//! | Starlette's `TestClient` | [`TestClient`] |
+//! | axum `map_request` / `map_response` | [`Stack::on_request`], [`Stack::on_response`], [`Hook`] |
+//! | axum `Router::layer(tower_layer)` | [`Stack::layer`] (or put the whole stack in `Router::layer`) |
+//!
+//! The README has the whole picture: serving, state, errors, the blocking detector, metrics.
 
 pub mod body;
 mod error;
 pub mod extract;
 pub mod instrument;
+#[cfg(feature = "prometheus")]
 pub mod metrics;
-mod middleware;
-mod next;
-pub mod seed;
+pub mod middleware;
+#[cfg(feature = "server")]
 pub mod serve;
-mod service;
 mod stack;
 mod test_client;
 
-pub use error::{ConfigError, HttpError};
+pub use error::{ConfigError, ConfigErrorKind, HttpError};
 pub use instrument::BlockingReport;
-pub use middleware::{Middleware, MiddlewareFn, MiddlewareFnWithState, NextService};
-pub use next::Next;
-pub use service::{ResponseFuture, StackService};
-pub use stack::{Entry, EntryInfo, MiddlewareKind, Stack};
-pub use test_client::{TestClient, TestResponse};
+pub use stack::{
+    Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,
+    MiddlewareFnWithState, MiddlewareKind, Next, NextService, ResponseBody, ResponseFuture, Stack,
+    StackService, Waiting,
+};
+pub use test_client::{TestClient, TestRequest, TestResponse, TestStream};
 
 /// The request every middleware and handler sees (axum's).
 pub type Request<B = axum::body::Body> = http::Request<B>;
@@ -75,3 +87,8 @@ pub type Request<B = axum::body::Body> = http::Request<B>;
 pub type Response<B = axum::body::Body> = http::Response<B>;
 
 pub use axum::body::Body;
+
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -2,11 +2,16 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 
 use axum::body::Body;
 use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tower::{Service, ServiceExt};
 
 use crate::{Request, Response};
@@ -15,14 +20,23 @@ use crate::{Request, Response};
 ///
 /// ```
 /// use callnext::{Stack, TestClient};
+/// use axum::{routing::{get, post}, Json, Router};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+/// let app = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .route("/echo", post(|Json(v): Json<serde_json::Value>| async move { Json(v) }));
 /// let client = TestClient::new(Stack::new().service(app));
-/// let res = client.get("/").await;
+///
+/// let res = client.get("/").header("x-trace", "1").bearer("token").await;
 /// assert_eq!(res.status(), 200);
 /// assert_eq!(res.text(), "hello");
 /// assert_eq!(client.get("/nope").await.text(), r#"{"detail":"Not Found"}"#);
+///
+/// let res = client.post("/echo").json(&serde_json::json!({"n": 1})).await;
+/// #[derive(serde::Deserialize)]
+/// struct Echo { n: u32 }
+/// assert_eq!(res.json::<Echo>().n, 1);
 /// # });
 /// ```
 #[derive(Clone)]
@@ -38,7 +52,7 @@ impl<S> fmt::Debug for TestClient<S> {
 
 impl<S> TestClient<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
     /// A client for `service` (a [`StackService`](crate::StackService), a `Router`, …).
@@ -47,57 +61,230 @@ where
     }
 
     /// Sends `req` and buffers the whole response.
-    pub async fn request(&self, req: Request) -> TestResponse {
-        let res = match self.service.clone().oneshot(req).await {
-            Ok(res) => res,
-            Err(never) => match never {},
-        };
-        let (parts, body) = res.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_else(|err| panic!("response body failed: {err}"));
-        TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            extensions: parts.extensions,
-            body,
+    pub fn request(&self, req: Request) -> impl Future<Output = TestResponse> + Send {
+        let call = self.call(req);
+        async move { TestResponse::buffer(call.await).await }
+    }
+
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
+        let service = self.service.clone();
+        async move {
+            match service.oneshot(req).await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            }
+        }
+    }
+
+    /// A request with `method` to `path`; add headers and a body, then `.await` it.
+    pub fn method(&self, method: Method, path: &str) -> TestRequest<S> {
+        TestRequest {
+            client: self.clone(),
+            builder: http::Request::builder().method(method).uri(path),
+            body: Body::empty(),
         }
     }
 
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> TestResponse {
-        self.send(Method::GET, path, None, Body::empty()).await
+    pub fn get(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::GET, path)
     }
 
-    /// `POST path` with a JSON body (sent as given, so invalid JSON can be tested).
-    pub async fn post_json(&self, path: &str, json: impl Into<String>) -> TestResponse {
-        self.send(
-            Method::POST,
-            path,
-            Some("application/json"),
-            Body::from(json.into()),
-        )
-        .await
+    /// `POST path`.
+    pub fn post(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::POST, path)
     }
 
-    /// `method path` with an optional content type and a body.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Body,
-    ) -> TestResponse {
-        let mut req = http::Request::builder().method(method).uri(path);
-        if let Some(ct) = content_type {
-            req = req.header(http::header::CONTENT_TYPE, ct);
+    /// `PUT path`.
+    pub fn put(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::PUT, path)
+    }
+
+    /// `PATCH path`.
+    pub fn patch(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::PATCH, path)
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::DELETE, path)
+    }
+
+    /// `HEAD path`.
+    pub fn head(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::HEAD, path)
+    }
+
+    /// `OPTIONS path`.
+    pub fn options(&self, path: &str) -> TestRequest<S> {
+        self.method(Method::OPTIONS, path)
+    }
+}
+
+/// A request being built by a [`TestClient`]; `.await` it for a [`TestResponse`], or call
+/// [`TestRequest::stream`] to read the response body as it comes.
+///
+/// # Panics
+///
+/// Awaiting panics (failing the test) when a header name or value given to it was invalid.
+#[must_use = "a test request does nothing until it is awaited"]
+pub struct TestRequest<S> {
+    client: TestClient<S>,
+    builder: http::request::Builder,
+    body: Body,
+}
+
+impl<S> fmt::Debug for TestRequest<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestRequest")
+            .field("method", &self.builder.method_ref())
+            .field("uri", &self.builder.uri_ref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> TestRequest<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    /// Adds a header (repeated names are all sent).
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    where
+        K: TryInto<HeaderName>,
+        K::Error: Into<http::Error>,
+        V: TryInto<HeaderValue>,
+        V::Error: Into<http::Error>,
+    {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    /// Adds `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header(header::AUTHORIZATION, format!("Bearer {token}"))
+    }
+
+    /// Sends `value` as a JSON body, with `Content-Type: application/json`.
+    ///
+    /// # Panics
+    ///
+    /// When `value` cannot be serialised (a map with non-string keys).
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        let bytes = serde_json::to_vec(value)
+            .unwrap_or_else(|err| panic!("test request body is not JSON: {err}"));
+        self.builder = self
+            .builder
+            .header(header::CONTENT_TYPE, "application/json");
+        self.body = Body::from(bytes);
+        self
+    }
+
+    /// Sends `body` as it is (add a content type with [`TestRequest::header`]); for malformed
+    /// input, say.
+    pub fn body(mut self, body: impl Into<Body>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    fn build(self) -> (TestClient<S>, Request) {
+        let uri = format!("{:?}", self.builder.uri_ref());
+        let req = self
+            .builder
+            .body(self.body)
+            .unwrap_or_else(|err| panic!("invalid test request for {uri}: {err}"));
+        (self.client, req)
+    }
+
+    /// Sends the request and buffers the whole response.
+    pub fn send(self) -> impl Future<Output = TestResponse> + Send {
+        let (client, req) = self.build();
+        client.request(req)
+    }
+
+    /// Sends the request and returns as soon as the response head arrives; the body is read
+    /// chunk by chunk with [`TestStream::next_chunk`], so an endless stream (server-sent events)
+    /// can be tested.
+    pub async fn stream(self) -> TestStream {
+        let (client, req) = self.build();
+        let call = client.call(req);
+        let (parts, body) = call.await.into_parts();
+        TestStream {
+            status: parts.status,
+            headers: parts.headers,
+            body,
         }
-        let req = req
-            .body(body)
-            .unwrap_or_else(|err| panic!("invalid test request for {path}: {err}"));
-        self.request(req).await
+    }
+}
+
+impl<S> IntoFuture for TestRequest<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Output = TestResponse;
+    type IntoFuture = Pin<Box<dyn Future<Output = TestResponse> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A response from [`TestRequest::stream`], its body read as it arrives.
+///
+/// ```
+/// use callnext::{Stack, TestClient};
+/// use axum::{response::sse::{Event, Sse}, routing::get, Router};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // An endless event stream.
+/// let app = Router::new().route("/events", get(|| async {
+///     let events = futures_util::stream::repeat_with(|| Ok::<_, std::convert::Infallible>(Event::default().data("tick")));
+///     Sse::new(events)
+/// }));
+/// let client = TestClient::new(Stack::new().service(app));
+/// let mut stream = client.get("/events").stream().await;
+/// assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+/// assert_eq!(stream.next_chunk().await.unwrap(), "data: tick\n\n");
+/// assert_eq!(stream.next_chunk().await.unwrap(), "data: tick\n\n");
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct TestStream {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Body,
+}
+
+impl TestStream {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// One header as text (the first value), if present and valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next chunk of the body; `None` once it ended. Trailers are skipped.
+    ///
+    /// # Panics
+    ///
+    /// When the body fails: the test fails with the error.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.unwrap_or_else(|err| panic!("response body failed: {err}"));
+            if let Ok(data) = frame.into_data() {
+                return Some(data);
+            }
+        }
+        None
     }
 }
 
@@ -111,6 +298,21 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    async fn buffer(res: Response) -> Self {
+        let (parts, body) = res.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_else(|err| panic!("response body failed: {err}"));
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            extensions: parts.extensions,
+            body,
+        }
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -141,13 +343,13 @@ impl TestResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The body as JSON.
+    /// The body as JSON, into `T` (`serde_json::Value` for any JSON).
     ///
     /// # Panics
     ///
-    /// When the body is not JSON: the test fails with the body in the message.
-    pub fn json(&self) -> serde_json::Value {
+    /// When the body is not JSON of that shape: the test fails with the body in the message.
+    pub fn json<T: DeserializeOwned>(&self) -> T {
         serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("body is not JSON ({err}): {}", self.text()))
+            .unwrap_or_else(|err| panic!("body is not the expected JSON ({err}): {}", self.text()))
     }
 }

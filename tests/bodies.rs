@@ -12,7 +12,7 @@ use axum::{
 use bytes::Bytes;
 use callnext::body::{read_body, transform_response_body};
 use callnext::serve::Server;
-use callnext::{Body, HttpError, Next, Request, Response, Stack, TestClient};
+use callnext::{Body, Entry, HttpError, Next, Request, Response, Stack, TestClient};
 use http_body_util::BodyExt;
 
 const LIMIT: usize = 1024;
@@ -38,9 +38,7 @@ fn echo_app() -> Router {
 #[tokio::test]
 async fn middleware_reads_body_and_handler_still_gets_it() {
     let client = TestClient::new(Stack::new().func(audit).service(echo_app()));
-    let res = client
-        .send(http::Method::POST, "/echo", None, Body::from("hello world"))
-        .await;
+    let res = client.post("/echo").body("hello world").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.text(), "hello world");
     assert_eq!(res.header("x-seen-bytes"), Some("11"));
@@ -49,14 +47,7 @@ async fn middleware_reads_body_and_handler_still_gets_it() {
 #[tokio::test]
 async fn oversized_body_is_413_json() {
     let client = TestClient::new(Stack::new().func(audit).service(echo_app()));
-    let res = client
-        .send(
-            http::Method::POST,
-            "/echo",
-            None,
-            Body::from(vec![b'x'; LIMIT + 1]),
-        )
-        .await;
+    let res = client.post("/echo").body(vec![b'x'; LIMIT + 1]).await;
     assert_eq!(res.status(), 413);
     assert_eq!(res.text(), r#"{"detail":"Request body too large"}"#);
 
@@ -64,9 +55,7 @@ async fn oversized_body_is_413_json() {
     let chunks = futures_util::stream::iter(
         (0..20).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'y'; 100]))),
     );
-    let res = client
-        .send(http::Method::POST, "/echo", None, Body::from_stream(chunks))
-        .await;
+    let res = client.post("/echo").body(Body::from_stream(chunks)).await;
     assert_eq!(res.status(), 413);
 }
 
@@ -161,7 +150,10 @@ async fn streaming_passes_three_middlewares_unbuffered() {
             }
         }),
     );
-    let stack = Stack::new().func(passthrough).func(shout).func(passthrough);
+    let stack = Stack::new()
+        .func(passthrough)
+        .func(shout)
+        .push(Entry::func(passthrough).named("passthrough_inner"));
     let running = common::spawn(Server::new(), stack.service(app)).await;
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -225,18 +217,13 @@ async fn json_extractor_content_types() {
         ("json", 415),
     ] {
         let res = client
-            .send(
-                http::Method::POST,
-                "/items",
-                Some(ct),
-                Body::from(r#"{"name":"pen"}"#),
-            )
+            .post("/items")
+            .header("content-type", ct)
+            .body(r#"{"name":"pen"}"#)
             .await;
         assert_eq!(res.status(), status, "{ct}: {}", res.text());
     }
-    let res = client
-        .send(http::Method::POST, "/items", None, Body::from("{}"))
-        .await;
+    let res = client.post("/items").body("{}").await;
     assert_eq!(res.status(), 415);
     assert_eq!(
         res.text(),

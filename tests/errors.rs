@@ -2,10 +2,17 @@
 
 mod common;
 
+use std::future::Future;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use axum::{routing::get, Router};
 use callnext::serve::Server;
-use callnext::{HttpError, Next, Request, Response, Stack, TestClient};
+use callnext::{
+    Entry, Flow, Hook, HttpError, Middleware, Next, Request, Response, Stack, TestClient,
+};
 use http::HeaderValue;
+use hyper_util::rt::TokioExecutor;
 
 async fn outer(req: Request, next: Next<'_>) -> Response {
     let mut res = next.run(req).await;
@@ -77,14 +84,6 @@ fn stack() -> Stack {
         .func(guard)
 }
 
-fn req(path: &str, header: Option<&str>) -> Request {
-    let mut b = http::Request::get(path);
-    if let Some(h) = header {
-        b = b.header(h, "1");
-    }
-    b.body(Default::default()).unwrap()
-}
-
 #[tokio::test]
 async fn handler_error_is_json_and_outer_middlewares_decorate_it() {
     let client = TestClient::new(stack().service(app()));
@@ -102,7 +101,7 @@ async fn handler_error_is_json_and_outer_middlewares_decorate_it() {
 #[tokio::test]
 async fn middleware_error_renders_at_its_boundary() {
     let client = TestClient::new(stack().service(app()));
-    let res = client.request(req("/", Some("x-deny"))).await;
+    let res = client.get("/").header("x-deny", "1").await;
     assert_eq!(res.status(), 403);
     assert_eq!(res.text(), r#"{"detail":"Denied by guard"}"#);
     assert_eq!(res.header("x-guard"), Some("denied"));
@@ -137,14 +136,14 @@ async fn middleware_panic_is_a_500_at_its_boundary() {
     let logs = common::Logs::capture();
     let client = TestClient::new(stack().service(app()));
 
-    let res = client.request(req("/", Some("x-panic-before"))).await;
+    let res = client.get("/").header("x-panic-before", "1").await;
     assert_eq!(res.status(), 500);
     assert_eq!(res.text(), r#"{"detail":"Internal Server Error"}"#);
     assert_eq!(res.header("x-outer"), Some("1"), "outer sees the 500");
     assert_eq!(res.header("x-middle"), None);
     assert_eq!(res.header("x-inner"), None, "inner never ran");
 
-    let res = client.request(req("/", Some("x-panic-after"))).await;
+    let res = client.get("/").header("x-panic-after", "1").await;
     assert_eq!(res.status(), 500);
     assert_eq!(res.header("x-outer"), Some("1"));
     assert_eq!(
@@ -176,4 +175,205 @@ async fn server_keeps_serving_after_panics() {
         assert_eq!(res.text(), "ok");
     }
     running.stop().await;
+}
+
+/// A struct middleware whose `call` does work before making its future, and panics there when
+/// asked to.
+struct SyncPanic;
+
+impl Middleware for SyncPanic {
+    #[allow(clippy::manual_async_fn)]
+    fn call(&self, req: Request, next: Next<'_>) -> impl Future<Output = Response> + Send {
+        if req.headers().contains_key("x-sync-panic") {
+            panic!("the synchronous part of SyncPanic exploded");
+        }
+        async move { next.run(req).await }
+    }
+}
+
+/// A tower layer whose service's `call` panics when asked to.
+#[derive(Clone)]
+struct PanicLayer;
+
+impl<S> tower::Layer<S> for PanicLayer {
+    type Service = PanicService<S>;
+    fn layer(&self, inner: S) -> PanicService<S> {
+        PanicService(inner)
+    }
+}
+
+#[derive(Clone)]
+struct PanicService<S>(S);
+
+impl<S: tower::Service<Request>> tower::Service<Request> for PanicService<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> S::Future {
+        if req.headers().contains_key("x-sync-panic") {
+            panic!("the tower layer's call exploded");
+        }
+        self.0.call(req)
+    }
+}
+
+fn marks(stack: Stack, names: &[&'static str]) -> Stack {
+    names.iter().fold(stack, |s, n| {
+        s.push(Entry::middleware(common::Mark(n)).named(*n))
+    })
+}
+
+fn sync_panic_stacks() -> Vec<(&'static str, Stack)> {
+    vec![
+        (
+            "SyncPanic",
+            marks(Stack::new().middleware(SyncPanic), &["x-in1", "x-in2"]),
+        ),
+        (
+            "SyncPanic",
+            marks(Stack::new(), &["x-out1", "x-out2"]).middleware(SyncPanic),
+        ),
+        (
+            "panicky_layer",
+            marks(Stack::new().layer("panicky_layer", PanicLayer), &["x-in1"]),
+        ),
+        (
+            "panicky_layer",
+            marks(Stack::new(), &["x-out1", "x-out2"]).layer("panicky_layer", PanicLayer),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn a_panic_in_the_synchronous_part_of_call_is_caught_at_that_boundary() {
+    let logs = common::Logs::capture();
+    for (index, (name, stack)) in sync_panic_stacks().into_iter().enumerate() {
+        let client = TestClient::new(stack.service(app()));
+        let res = client.get("/").header("x-sync-panic", "1").await;
+        assert_eq!(res.status(), 500, "stack {index}");
+        assert_eq!(res.text(), r#"{"detail":"Internal Server Error"}"#);
+        // The middlewares outside it still decorate the 500; those inside never ran.
+        let outer = index % 2 == 1;
+        assert_eq!(res.header("x-out1").is_some(), outer, "stack {index}");
+        assert_eq!(res.header("x-out2").is_some(), outer, "stack {index}");
+        assert_eq!(res.header("x-in1"), None, "stack {index}");
+        // The request after it is served.
+        let res = client.get("/").await;
+        assert_eq!(res.status(), 200, "stack {index}");
+        let marked = if outer { "x-out2" } else { "x-in1" };
+        assert_eq!(res.header(marked), Some("1"), "stack {index}");
+        let panic_lines: Vec<_> = logs
+            .lines_with("exploded")
+            .into_iter()
+            .filter(|l| {
+                l.contains("synchronous part of SyncPanic") || l.contains("tower layer's call")
+            })
+            .collect();
+        assert!(
+            panic_lines
+                .iter()
+                .any(|l| common::names_middleware(l, name)),
+            "no log line names {name}: {panic_lines:?}"
+        );
+        for l in &panic_lines {
+            assert!(
+                !common::names_middleware(l, "x-out2"),
+                "the panic is blamed on the middleware outside it: {l}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_synchronous_panic_at_index_0_does_not_kill_the_connection() {
+    for (index, (_, stack)) in sync_panic_stacks().into_iter().enumerate().step_by(2) {
+        let running = common::spawn(Server::new(), stack.service(app())).await;
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let req = http::Request::get(running.url("/"))
+            .header("x-sync-panic", "1")
+            .body(Default::default())
+            .unwrap();
+        let res = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .expect("answered")
+            .expect("the connection survived");
+        assert_eq!(res.status(), 500, "stack {index}");
+        assert_eq!(common::get(&running.url("/")).await.status, 200);
+        running.stop().await;
+    }
+}
+
+/// A hook that panics in `on_request` or `on_response` when asked to.
+struct PanicHook;
+
+impl Hook for PanicHook {
+    type State = bool;
+
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, bool> {
+        if req.headers().contains_key("x-hook-panic-request") {
+            panic!("PanicHook's on_request exploded");
+        }
+        Flow::Continue(req.headers().contains_key("x-hook-panic-response"))
+    }
+
+    fn on_response<'a>(&'a self, panic: bool, res: &'a mut Response) -> Flow<'a> {
+        if panic {
+            panic!("PanicHook's on_response exploded");
+        }
+        res.headers_mut()
+            .insert("x-panic-hook", HeaderValue::from_static("1"));
+        Flow::Continue(())
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_hook_is_a_500_at_its_boundary_and_the_hooks_before_it_see_it() {
+    let logs = common::Logs::capture();
+    let stack = Stack::new()
+        .func(outer)
+        .on_response("before_hook", |res| {
+            res.headers_mut()
+                .insert("x-before-hook", HeaderValue::from_static("1"));
+        })
+        .hook(PanicHook)
+        .on_response("after_hook", |res| {
+            res.headers_mut()
+                .insert("x-after-hook", HeaderValue::from_static("1"));
+        });
+    let client = TestClient::new(stack.service(app()));
+
+    let res = client.get("/").header("x-hook-panic-request", "1").await;
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.text(), r#"{"detail":"Internal Server Error"}"#);
+    assert_eq!(res.header("x-outer"), Some("1"));
+    assert_eq!(res.header("x-before-hook"), Some("1"));
+    assert_eq!(res.header("x-after-hook"), None, "the rest never ran");
+
+    let res = client.get("/").header("x-hook-panic-response", "1").await;
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.header("x-before-hook"), Some("1"));
+    assert_eq!(
+        res.header("x-after-hook"),
+        None,
+        "lost with the replaced response"
+    );
+
+    let res = client.get("/").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.header("x-panic-hook"), Some("1"));
+    for phase in ["on_request", "on_response"] {
+        let lines = logs.lines_with(&format!("PanicHook's {phase} exploded"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| common::names_middleware(l, "PanicHook")),
+            "{phase}: {lines:?}"
+        );
+    }
 }

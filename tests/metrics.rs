@@ -1,12 +1,14 @@
-//! The Prometheus endpoint, scraped over HTTP and parsed.
+//! The Prometheus metrics, scraped over HTTP and parsed; registries the application owns.
 
 mod common;
 
 use std::collections::BTreeMap;
 
-use callnext::seed::{self, SeedConfig};
+use axum::{routing::get, Router};
+use callnext::extract::Path;
+use callnext::metrics::Metrics;
 use callnext::serve::Server;
-use callnext::{ConfigError, Entry, Next, Request, Response, Stack};
+use callnext::{ConfigErrorKind, Entry, HttpError, Next, Request, Response, Stack, TestClient};
 
 #[derive(Debug)]
 struct Sample {
@@ -86,17 +88,32 @@ async fn blocks(req: Request, next: Next<'_>) -> Response {
     next.run(req).await
 }
 
+async fn pass(req: Request, next: Next<'_>) -> Response {
+    next.run(req).await
+}
+
+/// The seed's routes, without its sleeps, and `/metrics` from `metrics`.
+fn app(metrics: &Metrics) -> Router {
+    async fn read_item(Path(item_id): Path<i64>) -> Result<String, HttpError> {
+        if item_id == 99 {
+            return Err(HttpError::not_found("Item 99 not found"));
+        }
+        Ok(item_id.to_string())
+    }
+    Router::new()
+        .route("/items/{item_id}", get(read_item))
+        .route("/metrics", metrics.route())
+}
+
 #[tokio::test]
 async fn scrape_over_http() {
-    let config = SeedConfig {
-        simulated_io: false,
-        ..SeedConfig::default()
-    };
-    let stack = seed::stack(&config)
+    let metrics = Metrics::new();
+    let stack = Stack::new()
+        .push(Entry::func(pass).named("another"))
+        .push(Entry::func(pass).named("timing"))
         .push(Entry::func(blocks).named("metrics_blocker"))
-        .metrics_endpoint("/metrics")
-        .unwrap();
-    let running = common::spawn(Server::new(), stack.service(seed::router(&config))).await;
+        .metrics(&metrics);
+    let running = common::spawn(Server::new(), stack.service(app(&metrics))).await;
     for path in [
         "/items/1",
         "/items/2",
@@ -114,29 +131,22 @@ async fn scrape_over_http() {
         .starts_with("text/plain; version=0.0.4"));
     let (samples, types) = parse(&res.text());
 
-    let ok = find(
-        &samples,
-        "http_requests_total",
-        &[
-            ("method", "GET"),
-            ("route", "/items/{item_id}"),
-            ("status", "200"),
-        ],
-    )
-    .expect("requests total for the template");
-    assert!(ok.value >= 3.0, "{ok:?}");
-    assert!(find(
-        &samples,
-        "http_requests_total",
-        &[("route", "/items/{item_id}"), ("status", "404")]
-    )
-    .is_some());
-    assert!(find(
-        &samples,
-        "http_requests_total",
-        &[("route", "/items/{item_id}"), ("status", "422")]
-    )
-    .is_some());
+    let requests = |status: &str| {
+        find(
+            &samples,
+            "http_requests_total",
+            &[
+                ("stack", "main"),
+                ("method", "GET"),
+                ("route", "/items/{item_id}"),
+                ("status", status),
+            ],
+        )
+        .map(|s| s.value)
+    };
+    assert_eq!(requests("200"), Some(3.0));
+    assert_eq!(requests("404"), Some(1.0));
+    assert_eq!(requests("422"), Some(1.0));
     assert!(
         samples.iter().all(|s| s
             .labels
@@ -154,47 +164,43 @@ async fn scrape_over_http() {
         &[("route", "/items/{item_id}")],
     )
     .unwrap();
-    assert!(count.value >= 5.0);
+    assert_eq!(count.value, 5.0);
     assert!(find(
         &samples,
         "http_request_duration_seconds_bucket",
         &[("route", "/items/{item_id}"), ("le", "+Inf")]
     )
     .is_some());
-    assert!(find(&samples, "http_requests_in_flight", &[]).is_some());
-    for middleware in ["another", "timing", "metrics_blocker", "app"] {
+    // The scrape itself is in flight while it renders.
+    let in_flight = find(&samples, "http_requests_in_flight", &[("stack", "main")]).unwrap();
+    assert_eq!(in_flight.value, 1.0);
+    for middleware in ["another", "timing", "metrics_blocker", "app", "body"] {
         let c = find(
             &samples,
             "callnext_middleware_poll_seconds_count",
-            &[("middleware", middleware)],
+            &[("stack", "main"), ("middleware", middleware)],
         )
         .unwrap_or_else(|| panic!("no poll histogram for {middleware}"));
-        assert!(c.value >= 5.0);
+        assert!(c.value >= 5.0, "{middleware}: {c:?}");
     }
-    let blocked = find(
-        &samples,
-        "callnext_blocking_events_total",
-        &[("middleware", "metrics_blocker")],
-    )
-    .expect("blocking counter");
-    assert!(blocked.value >= 1.0);
-    assert!(find(
-        &samples,
-        "callnext_blocking_events_total",
-        &[("middleware", "timing")]
-    )
-    .is_none());
+    let blocked = |middleware: &str| {
+        find(
+            &samples,
+            "callnext_blocking_events_total",
+            &[("middleware", middleware)],
+        )
+        .map(|s| s.value)
+    };
+    assert_eq!(blocked("metrics_blocker"), Some(1.0));
+    assert!(blocked("timing").is_none_or(|v| v == 0.0));
     running.stop().await;
 }
 
 #[tokio::test]
 async fn random_404_paths_share_one_label() {
-    let config = SeedConfig {
-        simulated_io: false,
-        ..SeedConfig::default()
-    };
-    let stack = seed::stack(&config).metrics_endpoint("/metrics").unwrap();
-    let running = common::spawn(Server::new(), stack.service(seed::router(&config))).await;
+    let metrics = Metrics::new();
+    let stack = Stack::new().func(pass).metrics(&metrics);
+    let running = common::spawn(Server::new(), stack.service(app(&metrics))).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -210,16 +216,11 @@ async fn random_404_paths_share_one_label() {
     let (samples, _) = parse(&res.text());
     let not_found: Vec<_> = samples
         .iter()
-        // The other test in this binary shares the global recorder; its 404s are on a template.
-        .filter(|s| {
-            s.name == "http_requests_total"
-                && s.labels["status"] == "404"
-                && s.labels["route"] != "/items/{item_id}"
-        })
+        .filter(|s| s.name == "http_requests_total" && s.labels["status"] == "404")
         .collect();
     assert_eq!(not_found.len(), 1, "{not_found:?}");
     assert_eq!(not_found[0].labels["route"], "unmatched");
-    assert!(not_found[0].value >= 1000.0);
+    assert_eq!(not_found[0].value, 1000.0);
     let series = samples
         .iter()
         .filter(|s| s.name.starts_with("http_"))
@@ -228,12 +229,111 @@ async fn random_404_paths_share_one_label() {
     running.stop().await;
 }
 
-#[test]
-fn metrics_path_must_be_absolute() {
-    let err = Stack::new().metrics_endpoint("metrics").unwrap_err();
-    assert!(matches!(err, ConfigError::InvalidSetting { .. }));
+#[tokio::test]
+async fn an_application_recorder_installed_first_does_not_hide_callnexts_series() {
+    // The application owns the process-global recorder; callnext never touches it.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("nothing installed a recorder before");
+    metrics::counter!("app_own_counter").increment(1);
+
+    let metrics = Metrics::new();
+    let client = TestClient::new(
+        Stack::new()
+            .func(pass)
+            .metrics(&metrics)
+            .service(app(&metrics)),
+    );
+    assert_eq!(client.get("/items/1").await.status(), 200);
+    let (samples, _) = parse(&client.get("/metrics").await.text());
+    let ok = find(
+        &samples,
+        "http_requests_total",
+        &[("route", "/items/{item_id}"), ("status", "200")],
+    )
+    .expect("callnext's series are scraped");
+    assert_eq!(ok.value, 1.0);
+    assert!(find(
+        &samples,
+        "callnext_middleware_poll_seconds_count",
+        &[("middleware", "pass")]
+    )
+    .is_some());
+
+    let global: Vec<String> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, ..)| key.key().name().to_owned())
+        .collect();
+    assert_eq!(
+        global,
+        ["app_own_counter"],
+        "callnext wrote into the global recorder"
+    );
+}
+
+#[tokio::test]
+async fn two_stacks_in_one_registry_keep_their_series_apart() {
+    async fn slow(req: Request, next: Next<'_>) -> Response {
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        next.run(req).await
+    }
+    let metrics = Metrics::new();
+    let public = Stack::new()
+        .name("public")
+        .push(Entry::func(slow).named("auth"))
+        .metrics(&metrics);
+    let admin = Stack::new()
+        .name("admin")
+        .push(Entry::func(pass).named("auth"))
+        .metrics(&metrics);
+    let public_client = TestClient::new(public.service(app(&metrics)));
+    let admin_client = TestClient::new(admin.service(app(&metrics)));
+    public_client.get("/items/1").await;
+    for _ in 0..3 {
+        admin_client.get("/items/2").await;
+    }
+    let (samples, _) = parse(&metrics.render());
+    let value = |name: &str, stack: &str| {
+        find(&samples, name, &[("stack", stack), ("middleware", "auth")]).map(|s| s.value)
+    };
+    assert_eq!(
+        value("callnext_middleware_poll_seconds_count", "public"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("callnext_middleware_poll_seconds_count", "admin"),
+        Some(3.0)
+    );
+    assert_eq!(value("callnext_blocking_events_total", "public"), Some(1.0));
+    assert!(value("callnext_blocking_events_total", "admin").is_none_or(|v| v == 0.0));
+    let requests = |stack: &str| {
+        find(
+            &samples,
+            "http_requests_total",
+            &[("stack", stack), ("status", "200")],
+        )
+        .map(|s| s.value)
+    };
+    assert_eq!(requests("public"), Some(1.0));
+    assert_eq!(requests("admin"), Some(3.0));
+    assert_eq!(public.blocking_report().get("auth").unwrap().events, 1);
+    admin.blocking_report().assert_clean();
+
+    // The same stack can be built again (one service per route, say); another stack cannot
+    // take its name.
+    assert!(public.try_service(app(&metrics)).is_ok());
+    let err = Stack::new()
+        .name("public")
+        .metrics(&metrics)
+        .try_service(app(&metrics))
+        .unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::MetricsConflict);
     assert_eq!(
         err.to_string(),
-        "invalid `metrics_endpoint`: the path must start with `/`, got `metrics`"
+        "another stack named `public` already records into this metrics registry; give each stack its own name with `Stack::name`"
     );
 }

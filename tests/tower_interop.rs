@@ -2,11 +2,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{routing::get, Router};
 use bytes::Bytes;
-use callnext::{Next, Request, Response, Stack, TestClient};
+use callnext::{ConfigErrorKind, Next, Request, Response, Stack, TestClient};
 use http::{header, HeaderValue, Method};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -33,11 +34,10 @@ async fn tower_http_cors_inside_a_stack() {
     assert_eq!(stack.to_string(), "0 cors (tower)\n1 mark (function)\n");
     let client = TestClient::new(stack.service(app()));
 
-    let req = http::Request::get("/")
+    let res = client
+        .get("/")
         .header(header::ORIGIN, "https://example.com")
-        .body(Default::default())
-        .unwrap();
-    let res = client.request(req).await;
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         res.header("access-control-allow-origin"),
@@ -46,14 +46,11 @@ async fn tower_http_cors_inside_a_stack() {
     assert_eq!(res.header("x-callnext"), Some("1"));
 
     // A preflight is answered by the CORS layer itself: the rest of the stack never runs.
-    let req = http::Request::builder()
-        .method(Method::OPTIONS)
-        .uri("/")
+    let res = client
+        .options("/")
         .header(header::ORIGIN, "https://example.com")
         .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
-        .body(Default::default())
-        .unwrap();
-    let res = client.request(req).await;
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.header("access-control-allow-methods"), Some("GET"));
     assert_eq!(res.header("x-callnext"), None);
@@ -125,5 +122,129 @@ async fn stack_directly_under_hyper() {
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"ok");
     drop(client);
+    server.abort();
+}
+
+/// A handler that reports each entry and then waits until it is released.
+fn gated_app() -> (
+    Router,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler_gate = Arc::clone(&gate);
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let entered = entered_tx.clone();
+            let gate = Arc::clone(&handler_gate);
+            async move {
+                entered.send(()).unwrap();
+                gate.acquire().await.unwrap().forget();
+                "done"
+            }
+        }),
+    );
+    (app, entered, gate)
+}
+
+/// A stateful tower layer keeps its state across requests: its service is built once.
+#[tokio::test(start_paused = true)]
+async fn concurrency_limit_layer_limits_inside_a_stack() {
+    let (app, mut entered, gate) = gated_app();
+    let stack = Stack::new()
+        .func(mark)
+        .layer("limit", tower::limit::ConcurrencyLimitLayer::new(1));
+    let client = TestClient::new(stack.service(app));
+
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/").await }
+    });
+    entered.recv().await.unwrap();
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/").await }
+    });
+    // Time is paused and only moves when every task is idle, so a second request able to
+    // reach the handler would have done so before this timeout fires.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), entered.recv())
+            .await
+            .is_err(),
+        "the second request ran beside the first"
+    );
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap().text(), "done");
+    entered.recv().await.unwrap();
+    gate.add_permits(1);
+    let res = second.await.unwrap();
+    assert_eq!(res.text(), "done");
+    assert_eq!(res.header("x-callnext"), Some("1"));
+}
+
+#[test]
+fn an_invalid_tower_http_cors_config_fails_when_the_service_is_built() {
+    // tower-http refuses credentials with a wildcard header list.
+    let cors = CorsLayer::new()
+        .allow_credentials(true)
+        .allow_headers(tower_http::cors::Any);
+    let stack = Stack::new().func(mark).layer("cors", cors);
+    let err = stack.try_service(app()).unwrap_err();
+    assert_eq!(err.kind(), ConfigErrorKind::LayerFailed);
+    let message = err.to_string();
+    assert!(
+        message.starts_with("tower layer `cors` failed while its service was built: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("Access-Control-Allow-Credentials"),
+        "{message}"
+    );
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stack.service(app())))
+        .unwrap_err();
+    let panic = panic.downcast_ref::<String>().unwrap();
+    assert!(panic.contains("tower layer `cors` failed"), "{panic}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn tower_timeouts_are_504s() {
+    let slow = Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            "late"
+        }),
+    );
+    let stack = Stack::new().func(mark).layer(
+        "timeout",
+        tower::timeout::TimeoutLayer::new(Duration::from_secs(1)),
+    );
+    let res = TestClient::new(stack.service(slow)).get("/").await;
+    assert_eq!(res.status(), 504);
+    assert_eq!(res.text(), r#"{"detail":"Gateway Timeout"}"#);
+    assert_eq!(res.header("x-callnext"), Some("1"));
+}
+
+#[tokio::test]
+async fn axum_serve_takes_a_stack_service_and_requests_carry_connect_info() {
+    let app =
+        Router::new().route(
+            "/peer",
+            get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >| async move { peer.ip().to_string() },
+            ),
+        );
+    let service = Stack::new().func(mark).service(app);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, service).await });
+    let res = common::get(&format!("http://{addr}/peer")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), "127.0.0.1");
+    assert_eq!(res.header("x-callnext"), Some("1"));
     server.abort();
 }

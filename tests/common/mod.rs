@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use callnext::serve::Server;
-use callnext::Response;
+use callnext::{Middleware, Next, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -143,4 +143,25 @@ impl Write for Logs {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A struct middleware that sets `header: 1` on every response it sees.
+pub struct Mark(pub &'static str);
+
+impl Middleware for Mark {
+    async fn call(&self, req: Request, next: Next<'_>) -> Response {
+        let mut res = next.run(req).await;
+        res.headers_mut().insert(
+            http::HeaderName::from_static(self.0),
+            http::HeaderValue::from_static("1"),
+        );
+        res
+    }
+}
+
+/// Whether the log has a line with `needle` that names `middleware` (text or JSON format).
+pub fn names_middleware(line: &str, middleware: &str) -> bool {
+    line.contains(&format!("middleware=\"{middleware}\""))
+        || line.contains(&format!("middleware={middleware} "))
+        || line.ends_with(&format!("middleware={middleware}"))
 }

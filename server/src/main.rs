@@ -2,12 +2,15 @@
 //!
 //! run with: cargo run --release -- --help
 
+#![allow(missing_docs)] // clap documents the arguments
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use callnext::seed::{self, SeedConfig};
+use callnext::metrics::Metrics;
 use callnext::serve::{shutdown_signal, Server};
+use callnext_server::seed::{self, SeedConfig};
 use clap::{Parser, ValueEnum};
 
 // Opt-in (`--features mimalloc`): cheaper allocation per request, but a longer latency tail and
@@ -60,8 +63,9 @@ struct Args {
     /// A single poll of a middleware longer than this is logged and counted as blocking.
     #[arg(long, default_value_t = 10)]
     blocking_threshold_ms: u64,
-    /// Path of the Prometheus metrics endpoint; `off` turns metrics off.
-    #[arg(long, default_value = "/metrics")]
+    /// Path of the Prometheus metrics endpoint, a route of the app behind the stack; `off`
+    /// turns metrics off.
+    #[arg(long, default_value = "/metrics", value_parser = parse_metrics_path)]
     metrics_path: String,
     /// Turn off per-middleware poll timing and blocking detection.
     #[arg(long)]
@@ -116,22 +120,23 @@ async fn run(args: Args) -> std::io::Result<()> {
         .instrument(!args.no_instrument)
         .server_timing(args.server_timing)
         .blocking_threshold(Duration::from_millis(args.blocking_threshold_ms));
+    let mut router = seed::router(&config);
     if args.metrics_path != "off" {
-        stack = stack
-            .metrics_endpoint(args.metrics_path.clone())
-            .map_err(|err| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
-            })?;
+        // The binary owns the registry and mounts it as a route, behind the stack.
+        let metrics = Metrics::new();
+        stack = stack.metrics(&metrics);
+        router = router.route(&args.metrics_path, metrics.route());
     }
     for entry in stack.describe() {
         tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
     }
-    let mut router = seed::router(&config);
     if args.demo_blocking {
         tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
         router = router.merge(seed::demo_blocking_router());
     }
-    let service = stack.service(router);
+    let service = stack
+        .try_service(router)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
 
     let server = Server::new()
         .max_connections(args.max_connections)
@@ -148,6 +153,14 @@ async fn run(args: Args) -> std::io::Result<()> {
     server.serve(service, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn parse_metrics_path(path: &str) -> Result<String, String> {
+    if path == "off" || path.starts_with('/') {
+        Ok(path.to_owned())
+    } else {
+        Err(format!("must start with `/` or be `off`, got `{path}`"))
+    }
 }
 
 fn init_tracing(args: &Args) {

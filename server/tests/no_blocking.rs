@@ -3,8 +3,8 @@
 //! Alone in its binary: the other instrumentation tests capture every log line into one shared
 //! buffer, and contention on it is noise this test must not measure.
 
-use callnext::seed::{self, SeedConfig};
 use callnext::TestClient;
+use callnext_server::seed::{self, SeedConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_stack_under_concurrent_load_does_not_block() {

@@ -1,5 +1,5 @@
 //! The seed application: the FastAPI example callnext started from, served by the `callnext`
-//! binary.
+//! binary. It is the binary's, not the library's: an application of callnext like any other.
 //!
 //! Routes `GET /` and `GET /items/{item_id}` with their simulated async I/O, the function
 //! middleware that times the request and sets two headers, and the struct middleware with an
@@ -15,8 +15,8 @@ use axum::Router;
 use http::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
-use crate::extract::{Json, Path};
-use crate::{Entry, HttpError, Middleware, Next, Request, Response, Stack, StackService};
+use callnext::extract::{Json, Path};
+use callnext::{Entry, HttpError, Middleware, Next, Request, Response, Stack, StackService};
 
 /// Settings of the seed application.
 #[derive(Debug, Clone)]

@@ -1,0 +1,221 @@
+//! The `callnext` binary: start-up, the seed over real sockets, metrics behind the stack, and
+//! a clean exit on SIGINT.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+/// The binary, started on port 0 with JSON logs; its log lines arrive on the channel.
+struct Server {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<serde_json::Value>,
+    seen: Vec<serde_json::Value>,
+    addr: String,
+}
+
+impl Server {
+    async fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callnext"))
+            .args(["--port", "0", "--log-format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let line = line.unwrap();
+                let json = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                if tx.send(json).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            addr: String::new(),
+        };
+        let listening = server
+            .wait_for(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("listening on http://"))
+            })
+            .await;
+        let message = listening["message"].as_str().unwrap();
+        server.addr = message["listening on http://".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        server
+    }
+
+    /// Waits for the first log line (seen before or later) that `pred` accepts.
+    async fn wait_for(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        if let Some(line) = self.seen.iter().find(|l| pred(l)) {
+            return line.clone();
+        }
+        let found = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = self.lines.recv().await {
+                self.seen.push(line.clone());
+                if pred(&line) {
+                    return line;
+                }
+            }
+            panic!("the server's output ended; seen: {:?}", self.seen);
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("log line never came; seen: {:?}", self.seen))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+async fn get(url: &str) -> (http::response::Parts, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let res = tokio::time::timeout(Duration::from_secs(30), client.get(url.parse().unwrap()))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = res.into_parts();
+    (parts, body.collect().await.unwrap().to_bytes())
+}
+
+fn message_is(line: &serde_json::Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+#[tokio::test]
+async fn binary_serves_the_seed_and_exits_cleanly_on_sigint() {
+    let mut server = Server::start(&["--drain-timeout", "5"]).await;
+    let (parts, body) = get(&server.url("/items/1")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(&body[..], br#"{"item_id":1}"#);
+    assert_eq!(
+        parts.headers["x-another-middleware"],
+        "Processed by class-based middleware"
+    );
+
+    // A request in flight when SIGINT arrives still completes.
+    let url = server.url("/");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    server
+        .wait_for(|l| message_is(l, "Endpoint: read_root called."))
+        .await;
+    let status = Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (parts, body) = in_flight.await.unwrap();
+    assert_eq!(parts.status, 200);
+    assert_eq!(&body[..], br#"{"message":"Hello World"}"#);
+    server.wait_for(|l| message_is(l, "stopped")).await;
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (status, server)
+    });
+    let (status, mut server) = exit.await.unwrap();
+    assert!(status.unwrap().success());
+
+    for expected in [
+        "middleware",
+        "Middleware: Request received",
+        "AnotherAsyncMiddleware: Pre-processing",
+        "Endpoint: read_item called.",
+        "Middleware: Response processed",
+        "AnotherAsyncMiddleware: Post-processing",
+        "received SIGINT",
+    ] {
+        server.wait_for(|l| message_is(l, expected)).await;
+    }
+    let option = server
+        .wait_for(|l| message_is(l, "AnotherAsyncMiddleware: Pre-processing"))
+        .await;
+    assert_eq!(option["option"], "default_value");
+}
+
+#[tokio::test]
+async fn metrics_are_a_route_behind_the_stack() {
+    let server = Server::start(&["--no-simulated-io"]).await;
+    get(&server.url("/items/1")).await;
+    let (parts, body) = get(&server.url("/metrics")).await;
+    assert_eq!(parts.status, 200);
+    // The seed's middlewares ran on the scrape: an auth middleware could protect it.
+    assert_eq!(
+        parts.headers["x-another-middleware"],
+        "Processed by class-based middleware"
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains(r#"http_requests_total{stack="main",method="GET",route="/items/{item_id}",status="200"} 1"#),
+        "{text}"
+    );
+    let (parts, _) = get(&server.url("/metrics?x=1")).await;
+    assert_eq!(parts.status, 200);
+
+    let off = Server::start(&["--no-simulated-io", "--metrics-path", "off"]).await;
+    let (parts, body) = get(&off.url("/metrics")).await;
+    assert_eq!(parts.status, 404);
+    assert_eq!(&body[..], br#"{"detail":"Not Found"}"#);
+}
+
+#[tokio::test]
+async fn binary_bind_failure_is_one_line_and_nonzero_exit() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_callnext"))
+            .args(["--port", &port.to_string(), "--log-level", "warn"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot bind 127.0.0.1:{port}: ")),
+        "{stderr}"
+    );
+    drop(taken);
+}
+
+#[tokio::test]
+async fn a_metrics_path_that_is_not_a_path_is_refused() {
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_callnext"))
+            .args(["--metrics-path", "metrics"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must start with `/` or be `off`, got `metrics`"),
+        "{stderr}"
+    );
+}

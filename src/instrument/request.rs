@@ -1,0 +1,294 @@
+//! One request's timing: which boundary the runtime thread is in, and each boundary's figures.
+//!
+//! Time is charged by transitions: whenever control passes from one boundary to another (a
+//! middleware polls the rest of the stack, the rest returns, one hook hands over to the next),
+//! the clock is read once and the time since the previous transition goes to the boundary that
+//! was running. A boundary's exclusive time is the sum of its portions; no subtraction of inner
+//! times is needed, and consecutive hooks share their reads.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::MatchedPath;
+
+use super::clock::now;
+
+/// "No boundary": time charged here is dropped (the stack's own glue between boundaries).
+pub(crate) const NONE: usize = usize::MAX;
+
+/// Boundaries whose slots live inline in the request's context, itself inside the request's
+/// future; deeper stacks allocate their slots once per request. More inline slots would push
+/// the request's future past the sizes the allocator's per-thread cache serves (see the
+/// `request_future_fits_the_allocator_cache` test).
+const INLINE_SLOTS: usize = 4;
+
+/// One boundary's figures for one request, in clock ticks.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Time in this boundary's own code.
+    pub(crate) exclusive: AtomicU64,
+    /// Exclusive time of the poll in progress.
+    poll: AtomicU64,
+    /// The longest single poll.
+    pub(crate) worst: AtomicU64,
+    /// Polls at or over the blocking threshold (low half) and how many of those have been
+    /// published to the stack's statistics (high half), in one word to keep the slot small.
+    blocking: AtomicU64,
+    /// First entry and last exit (for a hook group: the group's, kept in its first hook's slot).
+    pub(crate) first: AtomicU64,
+    pub(crate) last: AtomicU64,
+    /// Hooks: wall time spent waiting in their async work.
+    pub(crate) waited: AtomicU64,
+}
+
+impl Slot {
+    /// Blocking polls not published yet; marks them published.
+    pub(crate) fn take_unpublished(&self) -> u64 {
+        let word = self.blocking.load(Relaxed);
+        let (crossed, published) = (word & 0xffff_ffff, word >> 32);
+        self.blocking.store(crossed | (crossed << 32), Relaxed);
+        crossed.saturating_sub(published)
+    }
+}
+
+/// What one request carries through its stack: timing slots (when instrumentation is on), the
+/// route template the app's router matched, and the method, for reports.
+pub(crate) struct RequestCtx {
+    /// Whether the boundaries time their polls.
+    pub(crate) timed: bool,
+    threshold: u64,
+    /// Time of the last transition.
+    mark: AtomicU64,
+    /// The boundary being charged.
+    current: AtomicUsize,
+    len: usize,
+    inline: [Slot; INLINE_SLOTS],
+    spilled: Box<[Slot]>,
+    route: OnceLock<MatchedPath>,
+    /// The route an enclosing router matched before the stack ran (under `Router::layer`).
+    before: Option<MatchedPath>,
+    pub(crate) method: http::Method,
+}
+
+impl RequestCtx {
+    /// A context for `boundaries` boundaries; untimed ones keep no slots.
+    pub(crate) fn new(
+        timed: bool,
+        boundaries: usize,
+        threshold: u64,
+        method: http::Method,
+        before: Option<MatchedPath>,
+    ) -> Self {
+        let len = if timed { boundaries } else { 0 };
+        let spilled = if len > INLINE_SLOTS {
+            (0..len).map(|_| Slot::default()).collect()
+        } else {
+            Box::default()
+        };
+        Self {
+            timed,
+            threshold,
+            mark: AtomicU64::new(0),
+            current: AtomicUsize::new(NONE),
+            len,
+            inline: Default::default(),
+            spilled,
+            route: OnceLock::new(),
+            before,
+            method,
+        }
+    }
+
+    /// Records the route template the app's router matched (the first one wins).
+    pub(crate) fn set_route(&self, route: MatchedPath) {
+        let _ = self.route.set(route);
+    }
+
+    /// The route template the app's router matched, if it reported one.
+    pub(crate) fn route(&self) -> Option<&MatchedPath> {
+        self.route.get()
+    }
+
+    /// The route label of reports: the stack's own router knows best; a stack under
+    /// `Router::layer` (or a route of an enclosing router) has only the route matched before it.
+    pub(crate) fn route_label(&self) -> &str {
+        self.route()
+            .or(self.before.as_ref())
+            .map_or(super::UNMATCHED, MatchedPath::as_str)
+    }
+
+    /// One slot per boundary: the entries (each hook its own) in order, then the app.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        if self.len > INLINE_SLOTS {
+            &self.spilled
+        } else {
+            &self.inline[..self.len]
+        }
+    }
+
+    #[inline]
+    fn slot(&self, index: usize) -> Option<&Slot> {
+        self.slots().get(index)
+    }
+
+    /// Charges the time since the last transition to the current boundary; returns now.
+    #[inline]
+    fn charge_current(&self) -> (u64, usize) {
+        let now = now();
+        let current = self.current.load(Relaxed);
+        if let Some(slot) = self.slot(current) {
+            let ticks = now.saturating_sub(self.mark.load(Relaxed));
+            slot.exclusive
+                .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
+            slot.poll.store(slot.poll.load(Relaxed) + ticks, Relaxed);
+        }
+        (now, current)
+    }
+
+    /// Ends the poll of `slot`: its worst poll and blocking count. True when it crossed the
+    /// threshold.
+    #[inline]
+    fn finish_poll(&self, slot: &Slot, now: u64) -> bool {
+        let poll = slot.poll.load(Relaxed);
+        if poll > slot.worst.load(Relaxed) {
+            slot.worst.store(poll, Relaxed);
+        }
+        slot.last.store(now, Relaxed);
+        let crossed = poll >= self.threshold;
+        if crossed {
+            slot.blocking
+                .store(slot.blocking.load(Relaxed) + 1, Relaxed);
+        }
+        crossed
+    }
+
+    #[inline]
+    fn start_poll(&self, index: usize, now: u64) {
+        self.current.store(index, Relaxed);
+        self.mark.store(now, Relaxed);
+        if let Some(slot) = self.slot(index) {
+            slot.poll.store(0, Relaxed);
+            if slot.first.load(Relaxed) == 0 {
+                slot.first.store(now, Relaxed);
+            }
+        }
+    }
+
+    /// A boundary's poll begins: the boundary running until now (its parent) is interrupted,
+    /// not finished. Returns the parent, to hand back to [`RequestCtx::exit`].
+    #[inline]
+    pub(crate) fn enter(&self, index: usize) -> usize {
+        let (now, parent) = self.charge_current();
+        self.start_poll(index, now);
+        parent
+    }
+
+    /// A boundary's poll ends and control returns to `parent`. True when the poll crossed the
+    /// blocking threshold.
+    #[inline]
+    pub(crate) fn exit(&self, index: usize, parent: usize) -> bool {
+        let (now, _) = self.charge_current();
+        let crossed = self.slot(index).is_some_and(|s| self.finish_poll(s, now));
+        self.current.store(parent, Relaxed);
+        self.mark.store(now, Relaxed);
+        crossed
+    }
+
+    /// Control passes from the current boundary (a hook finishing one call, or `NONE`) to
+    /// `index` (a hook starting one, or `NONE`), with one clock read. Returns the slot that
+    /// finished a poll over the threshold, if any.
+    #[inline]
+    pub(crate) fn switch(&self, index: usize) -> Option<usize> {
+        let (now, previous) = self.charge_current();
+        let crossed = self
+            .slot(previous)
+            .is_some_and(|s| self.finish_poll(s, now));
+        self.start_poll(index, now);
+        crossed.then_some(previous)
+    }
+
+    /// Hands the thread back to `parent` right after a [`RequestCtx::switch`] to `NONE` (which
+    /// already read the clock).
+    #[inline]
+    pub(crate) fn resume(&self, parent: usize) {
+        self.current.store(parent, Relaxed);
+    }
+
+    /// Records that hook `index` waited `ticks` of wall time in its async work.
+    pub(crate) fn add_waited(&self, index: usize, ticks: u64) {
+        if let Some(slot) = self.slot(index) {
+            slot.waited.fetch_add(ticks, Relaxed);
+        }
+    }
+
+    /// Marks the first and last time of a hook group, kept in its first hook's slot.
+    #[inline]
+    pub(crate) fn group_span(&self, first_hook: usize, start: u64, end: u64) {
+        if let Some(slot) = self.slot(first_hook) {
+            if slot.first.load(Relaxed) == 0 {
+                slot.first.store(start, Relaxed);
+            }
+            slot.last.store(end, Relaxed);
+        }
+    }
+
+    /// The mark of the last transition (the end of the poll that just finished).
+    #[inline]
+    pub(crate) fn mark(&self) -> u64 {
+        self.mark.load(Relaxed)
+    }
+}
+
+/// Where a request's [`RequestCtx`] lives: inside the request's own future (no allocation), or
+/// behind an `Arc` when a tower layer in the stack needs an owned, `'static` handle to it.
+// Inline on purpose: boxing it is the allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Ctx {
+    Inline(RequestCtx),
+    Shared(Arc<RequestCtx>),
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = RequestCtx;
+
+    #[inline]
+    fn deref(&self) -> &RequestCtx {
+        match self {
+            Ctx::Inline(ctx) => ctx,
+            Ctx::Shared(ctx) => ctx,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_charge_the_running_boundary_only() {
+        let ctx = RequestCtx::new(true, 3, u64::MAX, http::Method::GET, None);
+        let outer = ctx.enter(0);
+        assert_eq!(outer, NONE);
+        let p = ctx.enter(1);
+        assert_eq!(p, 0);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        ctx.exit(1, p);
+        ctx.exit(0, outer);
+        let slots = ctx.slots();
+        let inner = slots[1].exclusive.load(Relaxed);
+        let outer = slots[0].exclusive.load(Relaxed);
+        assert!(inner >= super::super::clock::ns_to_ticks(2_000_000));
+        assert!(
+            outer < inner,
+            "the outer boundary is not charged its child's sleep"
+        );
+        assert_eq!(slots[2].exclusive.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn untimed_contexts_keep_no_slots() {
+        let ctx = RequestCtx::new(false, 3, 0, http::Method::GET, None);
+        assert!(ctx.slots().is_empty());
+        assert!(!ctx.exit(0, ctx.enter(0)));
+    }
+}

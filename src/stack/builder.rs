@@ -1,0 +1,577 @@
+//! [`Stack`]: an ordered, named list of entries. Ordering happens here.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use tower::Layer;
+
+use super::entry::{Entry, EntryInfo};
+use super::hook::{Hook, HookOutcome};
+use super::middleware::{Middleware, MiddlewareFn, MiddlewareFnWithState};
+use super::tower::NextService;
+use super::{HttpService, StackService};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::instrument::{BlockingReport, BlockingStats, DEFAULT_BLOCKING_THRESHOLD};
+use crate::{Request, Response};
+
+/// Names callnext gives its own boundaries.
+const RESERVED: [&str; 2] = ["app", "body"];
+
+/// An ordered, named list of middlewares in front of an app.
+///
+/// Registration order is execution order: the first middleware added sees the request first and
+/// the response last. Unlike FastAPI/Starlette, where every `add_middleware` prepends, and axum,
+/// where `Router::layer` wraps outside what came before, there is one rule here.
+///
+/// ```
+/// use callnext::{Next, Request, Response, Stack, TestClient};
+///
+/// async fn first(req: Request, next: Next<'_>) -> Response {
+///     let mut res = next.run(req).await;
+///     res.headers_mut().append("x-order", "first".parse().unwrap());
+///     res
+/// }
+///
+/// async fn second(req: Request, next: Next<'_>) -> Response {
+///     let mut res = next.run(req).await;
+///     res.headers_mut().append("x-order", "second".parse().unwrap());
+///     res
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+/// let stack = Stack::new().func(first).func(second);
+/// assert_eq!(stack.to_string(), "0 first (function)\n1 second (function)\n");
+///
+/// let res = TestClient::new(stack.service(app)).get("/").await;
+/// // `second` is inner, so it touched the response first.
+/// let order: Vec<_> = res.headers().get_all("x-order").iter().collect();
+/// assert_eq!(order, ["second", "first"]);
+/// # });
+/// ```
+///
+/// A stack is a configuration value: clones, and every service built from it, share its
+/// blocking statistics ([`Stack::blocking_report`]). Mistakes (two entries with one name, a
+/// zero threshold) are kept and reported when the stack is built: [`Stack::try_service`]
+/// returns them, [`Stack::service`] panics with them, at start-up, never at request time.
+#[derive(Clone)]
+pub struct Stack {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) settings: Settings,
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) app_stats: Arc<BlockingStats>,
+    pub(crate) body_stats: Arc<BlockingStats>,
+    error: Option<ConfigError>,
+    #[cfg(feature = "prometheus")]
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
+}
+
+/// Per-stack settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) instrument: bool,
+    pub(crate) blocking_threshold: Duration,
+    pub(crate) server_timing: bool,
+    pub(crate) record_timings: bool,
+    pub(crate) fastapi_bodies: bool,
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            settings: Settings {
+                instrument: true,
+                blocking_threshold: DEFAULT_BLOCKING_THRESHOLD,
+                server_timing: false,
+                record_timings: false,
+                fastapi_bodies: true,
+            },
+            name: Cow::Borrowed("main"),
+            app_stats: Arc::default(),
+            body_stats: Arc::default(),
+            error: None,
+            #[cfg(feature = "prometheus")]
+            metrics: None,
+        }
+    }
+}
+
+impl Stack {
+    /// An empty stack.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stack's name: the `stack` label of its metrics, so several stacks can record into
+    /// one registry. Defaults to `main`.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = name.into();
+        if self.name.is_empty() {
+            self.fail(ConfigError::invalid(
+                "name",
+                "a stack's name cannot be empty",
+            ));
+        }
+        self
+    }
+
+    /// Measures each middleware's exclusive poll time and detects blocking (see
+    /// [`instrument`](crate::instrument)). Off, the stack reads no clock at all; Server-Timing,
+    /// timings and blocking reports then stay empty. Defaults to on.
+    #[must_use]
+    pub fn instrument(mut self, on: bool) -> Self {
+        self.settings.instrument = on;
+        self
+    }
+
+    /// A single exclusive poll at least this long is a blocking event: logged (at most once a
+    /// second per middleware), counted in metrics and in [`Stack::blocking_report`]. Must be
+    /// greater than zero. Defaults to
+    /// [`DEFAULT_BLOCKING_THRESHOLD`](crate::instrument::DEFAULT_BLOCKING_THRESHOLD) (10 ms;
+    /// the docs there say why).
+    #[must_use]
+    pub fn blocking_threshold(mut self, threshold: Duration) -> Self {
+        if threshold.is_zero() {
+            self.fail(ConfigError::invalid(
+                "blocking_threshold",
+                "must be greater than zero (every poll would be blocking)",
+            ));
+        }
+        self.settings.blocking_threshold = threshold;
+        self
+    }
+
+    /// Adds a `Server-Timing` header to every response: each middleware's wall time excluding
+    /// the layers inside it, then the app's, in milliseconds
+    /// (`Server-Timing: timing;dur=15.2, another;dur=0.0, app;dur=100.4`). It exposes the stack's
+    /// internals to clients, so it defaults to off.
+    #[must_use]
+    pub fn server_timing(mut self, on: bool) -> Self {
+        self.settings.server_timing = on;
+        self
+    }
+
+    /// Attaches a [`RequestTimings`](crate::instrument::RequestTimings) to every response's
+    /// extensions (for tests and outer code). Defaults to off.
+    #[must_use]
+    pub fn record_timings(mut self, on: bool) -> Self {
+        self.settings.record_timings = on;
+        self
+    }
+
+    /// Gives the app's empty-bodied 404 and 405 answers (axum's defaults) FastAPI's JSON bodies,
+    /// `{"detail":"Not Found"}` and `{"detail":"Method Not Allowed"}`, keeping `Allow`.
+    /// Defaults to on.
+    #[must_use]
+    pub fn fastapi_status_bodies(mut self, on: bool) -> Self {
+        self.settings.fastapi_bodies = on;
+        self
+    }
+
+    /// Records the stack's requests and middlewares into `metrics` (see
+    /// [`metrics`](crate::metrics)). Defaults to no metrics.
+    #[cfg(feature = "prometheus")]
+    #[must_use]
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// The blocking events seen by every service built from this stack (or its clones): each
+    /// entry (each hook its own), then `app` and `body`.
+    ///
+    /// ```
+    /// use callnext::{Next, Request, Response, Stack, TestClient};
+    ///
+    /// async fn blocks(req: Request, next: Next<'_>) -> Response {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5)); // a synchronous call
+    ///     next.run(req).await
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    /// let stack = Stack::new()
+    ///     .func(blocks)
+    ///     .blocking_threshold(std::time::Duration::from_millis(1));
+    /// TestClient::new(stack.service(app)).get("/").await;
+    ///
+    /// let report = stack.blocking_report();
+    /// assert_eq!(report.get("blocks").unwrap().events, 1);
+    /// assert_eq!(report.get("blocks").unwrap().last_route, "/");
+    /// assert!(std::panic::catch_unwind(|| report.assert_clean()).is_err());
+    /// # });
+    /// ```
+    pub fn blocking_report(&self) -> BlockingReport {
+        BlockingReport::collect(
+            self.entries
+                .iter()
+                .map(|e| (&*e.name, &*e.stats))
+                .chain([("app", &*self.app_stats), ("body", &*self.body_stats)]),
+        )
+    }
+
+    fn fail(&mut self, err: ConfigError) {
+        self.error.get_or_insert(err);
+    }
+
+    /// Why `name` cannot be added, if it cannot.
+    fn check_name(&self, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty() || RESERVED.contains(&name) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::ReservedName,
+                format!(
+                    "a middleware cannot be named `{name}`: callnext names its own boundaries `app` and `body`, and names cannot be empty"
+                ),
+            ));
+        }
+        if self.entries.iter().any(|e| e.name == name) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::DuplicateName,
+                format!(
+                    "two middlewares are named `{name}`; give one another name with `Entry::named`"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends an entry (it runs after every entry already in the stack). A name the stack
+    /// already has is an error when the stack is built.
+    #[must_use]
+    pub fn push(mut self, entry: Entry) -> Self {
+        if let Err(err) = self.check_name(&entry.name) {
+            self.fail(err);
+        }
+        self.entries.push(entry);
+        self
+    }
+
+    /// Appends a function middleware: `async fn(Request, Next) -> impl IntoResponse`.
+    ///
+    /// ```
+    /// use callnext::{HttpError, Next, Request, Response, Stack, TestClient};
+    ///
+    /// async fn require_key(req: Request, next: Next<'_>) -> Result<Response, HttpError> {
+    ///     if !req.headers().contains_key("x-api-key") {
+    ///         return Err(HttpError::unauthorized("Missing API key"));
+    ///     }
+    ///     Ok(next.run(req).await)
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    /// let client = TestClient::new(Stack::new().func(require_key).service(app));
+    ///
+    /// let res = client.get("/").await;
+    /// assert_eq!(res.status(), 401);
+    /// assert_eq!(res.text(), r#"{"detail":"Missing API key"}"#);
+    /// assert_eq!(client.get("/").header("x-api-key", "k").await.status(), 200);
+    /// # });
+    /// ```
+    ///
+    /// # Closures
+    ///
+    /// A closure cannot be a function middleware: its future borrows the [`Next`] it is given
+    /// (`Next<'a>` → a future that lives for `'a`), and Rust cannot yet infer that lifetime
+    /// for a closure's return type (`lifetime may not live long enough`). Use one of these
+    /// instead, each as cheap as the other:
+    ///
+    /// - an `async fn` item, as above;
+    /// - [`Stack::func_with_state`] for what a closure would capture (configuration, a client);
+    /// - a struct implementing [`Middleware`], when the options deserve a type;
+    /// - [`Stack::on_request`] / [`Stack::on_response`], which do take closures, for work that
+    ///   does not need to wrap the rest of the stack.
+    ///
+    /// [`Next`]: crate::Next
+    #[must_use]
+    pub fn func<F>(self, f: F) -> Self
+    where
+        F: for<'a> MiddlewareFn<'a>,
+    {
+        self.push(Entry::func(f))
+    }
+
+    /// Appends a function middleware that borrows `state`:
+    /// `async fn(&S, Request, Next) -> impl IntoResponse`.
+    ///
+    /// ```
+    /// use callnext::{Next, Request, Response, Stack, TestClient};
+    ///
+    /// struct Greeting(&'static str);
+    ///
+    /// async fn greet(state: &Greeting, req: Request, next: Next<'_>) -> Response {
+    ///     let mut res = next.run(req).await;
+    ///     res.headers_mut().insert("x-greeting", state.0.parse().unwrap());
+    ///     res
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    /// let client = TestClient::new(Stack::new().func_with_state(Greeting("hi"), greet).service(app));
+    /// assert_eq!(client.get("/").await.header("x-greeting"), Some("hi"));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn func_with_state<F, S>(self, state: S, f: F) -> Self
+    where
+        S: Send + Sync + 'static,
+        F: for<'a> MiddlewareFnWithState<'a, S>,
+    {
+        self.push(Entry::func_with_state(state, f))
+    }
+
+    /// Appends a struct middleware (see [`Middleware`]).
+    #[must_use]
+    pub fn middleware<M, R>(self, m: M) -> Self
+    where
+        M: Middleware<R>,
+        R: IntoResponse + 'static,
+    {
+        self.push(Entry::middleware(m))
+    }
+
+    /// Appends a hook (see [`Hook`]).
+    #[must_use]
+    pub fn hook<H: Hook>(self, hook: H) -> Self {
+        self.push(Entry::hook(hook))
+    }
+
+    /// Appends a synchronous hook on the request, from a closure, under `name`.
+    ///
+    /// ```
+    /// use callnext::{HttpError, Stack, TestClient};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    /// let stack = Stack::new()
+    ///     .on_response("powered_by", |res| {
+    ///         res.headers_mut().insert("x-powered-by", "callnext".parse().unwrap());
+    ///     })
+    ///     .on_request("maintenance", |req| {
+    ///         if req.uri().path() != "/health" {
+    ///             return Err(HttpError::new(http::StatusCode::SERVICE_UNAVAILABLE, "Down for maintenance"));
+    ///         }
+    ///         Ok(())
+    ///     });
+    /// let res = TestClient::new(stack.service(app)).get("/").await;
+    /// assert_eq!(res.status(), 503);
+    /// // The hook before the one that answered still saw the response.
+    /// assert_eq!(res.header("x-powered-by"), Some("callnext"));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn on_request<F, R>(self, name: impl Into<Cow<'static, str>>, f: F) -> Self
+    where
+        F: Fn(&mut Request) -> R + Send + Sync + 'static,
+        R: HookOutcome,
+    {
+        self.push(Entry::on_request(name, f))
+    }
+
+    /// Appends a synchronous hook on the response, from a closure, under `name`; see
+    /// [`Stack::on_request`].
+    #[must_use]
+    pub fn on_response<F, R>(self, name: impl Into<Cow<'static, str>>, f: F) -> Self
+    where
+        F: Fn(&mut Response) -> R + Send + Sync + 'static,
+        R: HookOutcome,
+    {
+        self.push(Entry::on_response(name, f))
+    }
+
+    /// Appends a tower layer under `name`, e.g. tower-http's `CorsLayer`; see [`Entry::layer`].
+    ///
+    /// ```
+    /// use callnext::{Stack, TestClient};
+    /// use http::{header, HeaderValue, Method};
+    /// use tower_http::cors::CorsLayer;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let cors = CorsLayer::new()
+    ///     .allow_origin(HeaderValue::from_static("https://app.example"))
+    ///     .allow_methods([Method::GET]);
+    /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    /// let client = TestClient::new(Stack::new().layer("cors", cors).service(app));
+    ///
+    /// let res = client.get("/").header(header::ORIGIN, "https://app.example").await;
+    /// assert_eq!(res.header("access-control-allow-origin"), Some("https://app.example"));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn layer<L>(self, name: impl Into<Cow<'static, str>>, layer: L) -> Self
+    where
+        L: Layer<NextService> + Send + Sync + 'static,
+        L::Service: HttpService,
+    {
+        self.push(Entry::layer(name, layer))
+    }
+
+    /// Inserts `entry` just before the entry named `anchor` (so it runs before it).
+    ///
+    /// ```
+    /// use callnext::{Entry, Next, Request, Response, Stack};
+    ///
+    /// async fn auth(req: Request, next: Next<'_>) -> Response { next.run(req).await }
+    /// async fn request_id(req: Request, next: Next<'_>) -> Response { next.run(req).await }
+    ///
+    /// let stack = Stack::new().func(auth).insert_before("auth", Entry::func(request_id)).unwrap();
+    /// assert_eq!(stack.to_string(), "0 request_id (function)\n1 auth (function)\n");
+    ///
+    /// let err = Stack::new().insert_before("nope", Entry::func(auth)).unwrap_err();
+    /// assert_eq!(err.to_string(), "no middleware named `nope` in the stack (it has: none)");
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::UnknownMiddleware`] when no entry is named `anchor`, and
+    /// [`ConfigErrorKind::DuplicateName`] (or [`ConfigErrorKind::ReservedName`]) when `entry`'s
+    /// name cannot be added.
+    pub fn insert_before(self, anchor: &str, entry: Entry) -> Result<Self, ConfigError> {
+        let at = self.position(anchor)?;
+        self.insert_at(at, entry)
+    }
+
+    /// Inserts `entry` just after the entry named `anchor` (so it runs after it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Stack::insert_before`].
+    pub fn insert_after(self, anchor: &str, entry: Entry) -> Result<Self, ConfigError> {
+        let at = self.position(anchor)? + 1;
+        self.insert_at(at, entry)
+    }
+
+    fn insert_at(mut self, at: usize, entry: Entry) -> Result<Self, ConfigError> {
+        self.check_name(&entry.name)?;
+        self.entries.insert(at, entry);
+        Ok(self)
+    }
+
+    fn position(&self, name: &str) -> Result<usize, ConfigError> {
+        let mut found = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.name == name);
+        match (found.next(), found.count()) {
+            (Some((i, _)), 0) => Ok(i),
+            (Some(_), more) => Err(ConfigError::new(
+                ConfigErrorKind::AmbiguousMiddleware,
+                format!(
+                    "middleware name `{name}` is ambiguous: {} entries carry it; give them distinct names",
+                    more + 1
+                ),
+            )),
+            (None, _) => {
+                let known: Vec<_> = self.entries.iter().map(|e| &*e.name).collect();
+                Err(ConfigError::new(
+                    ConfigErrorKind::UnknownMiddleware,
+                    format!(
+                        "no middleware named `{name}` in the stack (it has: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The entries in execution order.
+    pub fn describe(&self) -> Vec<EntryInfo> {
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(index, e)| EntryInfo {
+                index,
+                name: e.name.to_string(),
+                kind: e.kind,
+            })
+            .collect()
+    }
+
+    /// How many entries the stack has.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the stack has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first configuration mistake made while building this stack, if any.
+    ///
+    /// # Errors
+    ///
+    /// The [`ConfigError`] [`Stack::try_service`] would return before building anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.error.clone().map_or(Ok(()), Err)
+    }
+
+    /// Puts the stack in front of `app` (usually an axum `Router`), giving one tower service.
+    ///
+    /// An axum `Router` is told to report the route template it matched, for metrics, logs and
+    /// blocking reports. Each tower layer's service is built here, once.
+    ///
+    /// # Errors
+    ///
+    /// Any mistake [`Stack::validate`] reports, a tower layer that panics while its service is
+    /// built ([`ConfigErrorKind::LayerFailed`]: tower-http's `CorsLayer` does on an invalid
+    /// configuration), and a metrics registry that already has another stack of this name
+    /// ([`ConfigErrorKind::MetricsConflict`]).
+    pub fn try_service<S: HttpService>(&self, app: S) -> Result<StackService, ConfigError> {
+        self.validate()?;
+        super::compile::compile(self, app)
+    }
+
+    /// As [`Stack::try_service`], for start-up code where a configuration mistake should stop
+    /// the program.
+    ///
+    /// # Panics
+    ///
+    /// With the [`ConfigError`]'s message, when [`Stack::try_service`] fails.
+    #[track_caller]
+    pub fn service<S: HttpService>(&self, app: S) -> StackService {
+        self.try_service(app)
+            .unwrap_or_else(|err| panic!("invalid callnext stack: {err}"))
+    }
+}
+
+impl fmt::Display for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for info in self.describe() {
+            writeln!(f, "{} {} ({})", info.index, info.name, info.kind)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("name", &self.name)
+            .field("entries", &self.entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stack is a tower layer: use it in axum's `Router::layer`, a `ServiceBuilder` or under hyper.
+///
+/// # Panics
+///
+/// As [`Stack::service`].
+impl<S: HttpService> Layer<S> for Stack {
+    type Service = StackService;
+
+    fn layer(&self, inner: S) -> StackService {
+        self.service(inner)
+    }
+}

@@ -1,0 +1,170 @@
+//! Compiling a [`Stack`] into a [`StackService`]: boundaries numbered, consecutive hooks
+//! grouped, each tower layer's service built once around the rest, metrics registered.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use super::boundary::panic_message;
+use super::builder::Stack;
+use super::chain::{Chain, Compiled};
+use super::endpoint::endpoint;
+use super::entry::EntryDef;
+use super::hook::{GroupHook, HookGroup, MAX_GROUP};
+use super::service::StackInner;
+use super::tower::NextService;
+use super::{HttpService, StackService};
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::instrument::clock::duration_to_ticks;
+use crate::instrument::report::StackReport;
+use crate::instrument::timings::Span;
+
+/// A run of the compiled chain: one entry, or several consecutive hooks.
+enum Unit {
+    Single(usize),
+    Hooks(std::ops::Range<usize>),
+}
+
+pub(crate) fn compile<S: HttpService>(stack: &Stack, app: S) -> Result<StackService, ConfigError> {
+    let entries = &stack.entries;
+    let app_slot = entries.len();
+
+    // Boundaries are numbered in stack order, one per entry (each hook its own), then the app.
+    let mut units = Vec::new();
+    let mut spans = Vec::with_capacity(entries.len() + 1);
+    for (i, entry) in entries.iter().enumerate() {
+        match (&entry.def, units.last_mut()) {
+            (EntryDef::Hook(_), Some(Unit::Hooks(run))) if run.len() < MAX_GROUP => {
+                run.end = i + 1;
+            }
+            (EntryDef::Hook(_), _) => units.push(Unit::Hooks(i..i + 1)),
+            _ => units.push(Unit::Single(i)),
+        }
+        spans.push(match units.last() {
+            Some(Unit::Hooks(run)) => Span::Hook {
+                group_first: run.start,
+            },
+            _ => Span::Around,
+        });
+    }
+    spans.push(Span::Around);
+
+    let names: Box<[Box<str>]> = entries
+        .iter()
+        .map(|e| Box::from(&*e.name))
+        .chain(["app".into(), "body".into()])
+        .collect();
+    let stats = entries
+        .iter()
+        .map(|e| Arc::clone(&e.stats))
+        .chain([Arc::clone(&stack.app_stats), Arc::clone(&stack.body_stats)])
+        .collect();
+    let settings = &stack.settings;
+    let report = Arc::new(StackReport {
+        #[cfg(feature = "prometheus")]
+        metrics: stack_metrics(stack, &names)?,
+        names,
+        spans: spans.into(),
+        stats,
+        timed: settings.instrument,
+        threshold: duration_to_ticks(settings.blocking_threshold),
+        server_timing: settings.server_timing,
+        record_timings: settings.record_timings,
+    });
+
+    // Built from the inside out: a tower layer wraps the segment after it.
+    let mut endpoint = Some(endpoint(app, app_slot, settings.fastapi_bodies));
+    let mut segment: Vec<Compiled> = Vec::new();
+    for unit in units.iter().rev() {
+        match *unit {
+            Unit::Hooks(ref run) => {
+                let hooks = run
+                    .clone()
+                    .map(|i| GroupHook {
+                        hook: match &entries[i].def {
+                            EntryDef::Hook(hook) => Arc::clone(hook),
+                            _ => unreachable!("a run of hooks holds hooks"),
+                        },
+                        name: Box::from(&*entries[i].name),
+                        slot: i,
+                    })
+                    .collect();
+                segment.push(Compiled {
+                    entry: Arc::new(HookGroup { hooks }),
+                    name: Box::from(&*entries[run.start].name),
+                    slot: run.start,
+                });
+            }
+            Unit::Single(i) => {
+                let entry = &entries[i];
+                let built = match &entry.def {
+                    EntryDef::Around(around) => Arc::clone(around),
+                    EntryDef::Hook(_) => unreachable!("hooks are grouped"),
+                    EntryDef::Tower(build) => {
+                        segment.reverse();
+                        let rest = Arc::new(Chain {
+                            entries: std::mem::take(&mut segment).into(),
+                            endpoint: endpoint.take(),
+                            report: Arc::clone(&report),
+                        });
+                        catch_unwind(AssertUnwindSafe(|| build.build(NextService::new(rest))))
+                            .map_err(|payload| {
+                                ConfigError::new(
+                                    ConfigErrorKind::LayerFailed,
+                                    format!(
+                                        "tower layer `{}` failed while its service was built: {}",
+                                        entry.name,
+                                        panic_message(&*payload)
+                                    ),
+                                )
+                            })?
+                    }
+                };
+                segment.push(Compiled {
+                    entry: built,
+                    name: Box::from(&*entry.name),
+                    slot: i,
+                });
+            }
+        }
+    }
+    segment.reverse();
+    let shared_ctx = entries.iter().any(|e| matches!(e.def, EntryDef::Tower(_)));
+    Ok(StackService::new(StackInner {
+        chain: Arc::new(Chain {
+            entries: segment.into(),
+            endpoint,
+            report,
+        }),
+        shared_ctx,
+    }))
+}
+
+#[cfg(feature = "prometheus")]
+fn stack_metrics(
+    stack: &Stack,
+    names: &[Box<str>],
+) -> Result<Option<crate::instrument::report::StackMetrics>, ConfigError> {
+    use crate::metrics::{RequestMetrics, BLOCKING_TOTAL, POLL_SECONDS};
+    let Some(metrics) = &stack.metrics else {
+        return Ok(None);
+    };
+    let owner: Arc<dyn Send + Sync> = Arc::clone(&stack.app_stats) as _;
+    metrics.claim_stack(&stack.name, &owner)?;
+    let labels = |name: &str| {
+        vec![
+            ("stack", stack.name.to_string()),
+            ("middleware", name.to_owned()),
+        ]
+    };
+    Ok(Some(crate::instrument::report::StackMetrics {
+        poll: names
+            .iter()
+            .map(|n| metrics.histogram(POLL_SECONDS, labels(n)))
+            .collect(),
+        blocking: names
+            .iter()
+            .map(|n| metrics.counter(BLOCKING_TOTAL, &labels(n)))
+            .collect(),
+        requests: RequestMetrics::new(metrics, Arc::from(&*stack.name)),
+    }))
+}

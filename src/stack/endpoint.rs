@@ -1,0 +1,199 @@
+//! The app at the end of the stack: its boundary (`app`), the route template its router
+//! matched, and FastAPI's JSON bodies for the router's 404 and 405.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use futures_util::FutureExt;
+use http::StatusCode;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use super::boundary::Boundary;
+use super::chain::NextFuture;
+use super::HttpService;
+use crate::error::{internal_error, json_response, Detail};
+use crate::instrument::report::StackReport;
+use crate::instrument::request::RequestCtx;
+use crate::{Request, Response};
+
+/// The app, type-erased.
+pub(crate) trait Endpoint: Send + Sync + 'static {
+    /// Runs the app; the route template it matched, if it reports one, goes into `ctx`.
+    fn call<'a>(
+        &'a self,
+        req: Request,
+        ctx: &'a RequestCtx,
+        report: &'a StackReport,
+    ) -> NextFuture<'a>;
+}
+
+/// Wraps `app` as the endpoint of a stack whose app boundary is `slot`. An axum `Router` learns
+/// to report the route template it matched.
+pub(crate) fn endpoint<S: HttpService>(
+    app: S,
+    slot: usize,
+    fastapi_bodies: bool,
+) -> Box<dyn Endpoint> {
+    let app: Box<dyn Any> = Box::new(app);
+    match app.downcast::<axum::Router>() {
+        Ok(router) if router.has_routes() => Box::new(ServiceEndpoint::new(
+            router.route_layer(RouteCapture),
+            slot,
+            fastapi_bodies,
+        )),
+        Ok(router) => Box::new(ServiceEndpoint::new(*router, slot, fastapi_bodies)),
+        Err(app) => match app.downcast::<S>() {
+            Ok(app) => Box::new(ServiceEndpoint::new(*app, slot, fastapi_bodies)),
+            Err(_) => unreachable!("the app is an S"),
+        },
+    }
+}
+
+struct ServiceEndpoint<S> {
+    service: S,
+    slot: usize,
+    fastapi_bodies: bool,
+}
+
+impl<S> ServiceEndpoint<S> {
+    fn new(service: S, slot: usize, fastapi_bodies: bool) -> Self {
+        Self {
+            service,
+            slot,
+            fastapi_bodies,
+        }
+    }
+}
+
+impl<S: HttpService> Endpoint for ServiceEndpoint<S> {
+    #[inline]
+    fn call<'a>(
+        &'a self,
+        req: Request,
+        ctx: &'a RequestCtx,
+        report: &'a StackReport,
+    ) -> NextFuture<'a> {
+        let fastapi_bodies = self.fastapi_bodies;
+        Box::pin(Boundary::new(ctx, report, "app", self.slot, move || {
+            CaptureRoute {
+                inner: self.service.clone().oneshot(req),
+                ctx: Some(ctx),
+            }
+            .map(move |result| match result {
+                Ok(res) if fastapi_bodies => fastapi_status_body(res.map(Body::new)),
+                Ok(res) => res.map(Body::new),
+                Err(err) => {
+                    let err: BoxError = err.into();
+                    tracing::error!(error = %err, "app service failed; answered 500");
+                    internal_error()
+                }
+            })
+        }))
+    }
+}
+
+/// Gives the router's bare 404/405 answers FastAPI's JSON bodies.
+fn fastapi_status_body(mut res: Response) -> Response {
+    use http_body::Body as _;
+    let detail = match res.status() {
+        StatusCode::NOT_FOUND => "Not Found",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
+        _ => return res,
+    };
+    if res.body().size_hint().exact() != Some(0)
+        || res.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        return res;
+    }
+    let mut json = json_response(res.status(), &Detail { detail });
+    std::mem::swap(res.body_mut(), json.body_mut());
+    res.headers_mut().extend(json.headers_mut().drain());
+    res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    res
+}
+
+thread_local! {
+    /// The route template [`RouteCaptureService`] saw during the current poll of an endpoint.
+    static MATCHED_ROUTE: Cell<Option<MatchedPath>> = const { Cell::new(None) };
+}
+
+/// On each route of the app's router: passes the matched route template to the stack
+/// (outside the router) through a thread-local that [`CaptureRoute`] empties around each poll,
+/// so metrics, logs and blocking reports carry it without an allocation per request.
+#[derive(Clone, Copy)]
+struct RouteCapture;
+
+impl<S> Layer<S> for RouteCapture {
+    type Service = RouteCaptureService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteCaptureService(inner)
+    }
+}
+
+#[derive(Clone)]
+struct RouteCaptureService<S>(S);
+
+impl<S> Service<Request> for RouteCaptureService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if let Some(route) = req.extensions().get::<MatchedPath>() {
+            MATCHED_ROUTE.set(Some(route.clone()));
+        }
+        self.0.call(req)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The app's future; the route its [`RouteCaptureService`] reports during a poll goes into
+    /// the request's context. It passes through when the app reports no route.
+    struct CaptureRoute<'a, F> {
+        #[pin]
+        inner: F,
+        ctx: Option<&'a RequestCtx>,
+    }
+}
+
+impl<F: Future> Future for CaptureRoute<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some(ctx) = *this.ctx else {
+            return this.inner.poll(cx);
+        };
+        // Whatever an enclosing endpoint's router reported is put back afterwards, even if the
+        // poll unwinds, so nested stacks each see their own route.
+        let outer = RestoreRoute(MATCHED_ROUTE.take());
+        let poll = this.inner.poll(cx);
+        if let Some(route) = MATCHED_ROUTE.take() {
+            ctx.set_route(route);
+            *this.ctx = None;
+        }
+        drop(outer);
+        poll
+    }
+}
+
+struct RestoreRoute(Option<MatchedPath>);
+
+impl Drop for RestoreRoute {
+    fn drop(&mut self) {
+        MATCHED_ROUTE.set(self.0.take());
+    }
+}

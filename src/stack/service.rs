@@ -1,0 +1,280 @@
+//! [`StackService`]: a built stack in front of an app, as one tower service, and the driver of
+//! each request: its context, span, metrics and report.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use bytes::Bytes;
+use tower::{BoxError, Service};
+use tracing::Instrument;
+
+use super::chain::Chain;
+use super::next::Next;
+use crate::instrument::body::TimedBody;
+use crate::instrument::report::StackReport;
+use crate::instrument::request::{Ctx, RequestCtx};
+use crate::instrument::BlockingStats;
+use crate::{BlockingReport, Request, Response};
+
+/// What a [`StackService`] shares between its clones.
+pub(crate) struct StackInner {
+    pub(crate) chain: Arc<Chain>,
+    /// Whether a request's context must be shareable (`Arc`): a tower layer in the stack holds
+    /// the rest of the stack as an owned service.
+    pub(crate) shared_ctx: bool,
+}
+
+/// Inserts the connection's `ConnectInfo` into a request's extensions (when served by
+/// `axum::serve`).
+type ConnectInfoFn = Arc<dyn Fn(&mut http::Extensions) + Send + Sync>;
+
+/// A [`Stack`](crate::Stack) in front of an app: a tower service for axum, hyper or
+/// [`serve`](crate::serve).
+///
+/// Serve it with callnext's server, with `axum::serve` directly (requests then carry axum's
+/// `ConnectInfo<SocketAddr>`), or put the [`Stack`](crate::Stack) into an axum app with
+/// `Router::layer`:
+///
+/// ```no_run
+/// use axum::{extract::ConnectInfo, routing::get, Router};
+/// use callnext::Stack;
+/// use std::net::SocketAddr;
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = Router::new().route(
+///     "/",
+///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+/// );
+/// let service = Stack::new().service(app);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// axum::serve(listener, service).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct StackService {
+    inner: Arc<StackInner>,
+    connect_info: Option<ConnectInfoFn>,
+}
+
+impl StackService {
+    pub(crate) fn new(inner: StackInner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            connect_info: None,
+        }
+    }
+
+    fn report(&self) -> &StackReport {
+        &self.inner.chain.report
+    }
+
+    /// The blocking events this service's stack has seen (shared with the
+    /// [`Stack`](crate::Stack) it came from and every other service built from it).
+    pub fn blocking_report(&self) -> BlockingReport {
+        let report = self.report();
+        BlockingReport::collect(
+            report
+                .names
+                .iter()
+                .map(|n| &**n)
+                .zip(report.stats.iter().map(|s| &**s as &BlockingStats)),
+        )
+    }
+}
+
+impl fmt::Debug for StackService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackService")
+            .field("boundaries", &self.report().names)
+            .finish()
+    }
+}
+
+impl<B> Service<http::Request<B>> for StackService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
+        let mut req = req.map(Body::new);
+        if let Some(insert) = &self.connect_info {
+            insert(req.extensions_mut());
+        }
+        ResponseFuture(Box::pin(drive(Arc::clone(&self.inner), req)))
+    }
+}
+
+/// `axum::serve(listener, service)`: each connection gets this service, with the peer address
+/// as axum's `ConnectInfo` on every request.
+impl<L> Service<axum::serve::IncomingStream<'_, L>> for StackService
+where
+    L: axum::serve::Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
+    type Response = Self;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: axum::serve::IncomingStream<'_, L>) -> Self::Future {
+        let addr = stream.remote_addr().clone();
+        let insert: ConnectInfoFn = Arc::new(move |extensions: &mut http::Extensions| {
+            if extensions
+                .get::<axum::extract::ConnectInfo<L::Addr>>()
+                .is_none()
+            {
+                extensions.insert(axum::extract::ConnectInfo(addr.clone()));
+            }
+        });
+        std::future::ready(Ok(Self {
+            inner: Arc::clone(&self.inner),
+            connect_info: Some(insert),
+        }))
+    }
+}
+
+/// Publishes a request's blocking events if it is dropped before it finishes.
+struct Unfinished<'a> {
+    report: &'a StackReport,
+    ctx: &'a RequestCtx,
+    span: &'a tracing::Span,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _enter = self.span.enter();
+            self.report.abandoned(self.ctx);
+        }
+    }
+}
+
+/// One request through the stack, with its span, instrumentation and metrics.
+async fn drive(inner: Arc<StackInner>, req: Request) -> Response {
+    let report: &StackReport = &inner.chain.report;
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    // With no subscriber interested in request spans, skip everything that only feeds one.
+    let spanned = !span.is_disabled();
+    #[cfg(feature = "prometheus")]
+    let (_in_flight, start) = match &report.metrics {
+        Some(metrics) => (
+            Some(metrics.requests.start()),
+            crate::instrument::clock::now(),
+        ),
+        None => (None, 0),
+    };
+    // Under axum's `Router::layer`, routing already happened.
+    let before = req.extensions().get::<MatchedPath>().cloned();
+    let ctx = RequestCtx::new(
+        report.timed,
+        report.ctx_boundaries(),
+        report.threshold,
+        method,
+        before,
+    );
+    let ctx = if inner.shared_ctx {
+        Ctx::Shared(Arc::new(ctx))
+    } else {
+        Ctx::Inline(ctx)
+    };
+    let mut unfinished = Unfinished {
+        report,
+        ctx: &ctx,
+        span: &span,
+        armed: ctx.timed,
+    };
+    let next = Next {
+        chain: &inner.chain,
+        index: 0,
+        ctx: &ctx,
+    };
+    let mut res = if spanned {
+        next.start(req).instrument(span.clone()).await
+    } else {
+        next.start(req).await
+    };
+    unfinished.armed = false;
+
+    let route = ctx.route_label();
+    if spanned {
+        span.record("route", route);
+        span.record("status", res.status().as_u16());
+    }
+    if ctx.timed {
+        let _enter = spanned.then(|| span.enter());
+        report.finished(&ctx, &mut res);
+        let report = Arc::clone(&inner.chain.report);
+        let method = ctx.method.clone();
+        res = res.map(|body| TimedBody::wrap(body, report, method, route));
+    }
+    #[cfg(feature = "prometheus")]
+    if let Some(metrics) = &report.metrics {
+        let elapsed = crate::instrument::clock::ticks_to_duration(
+            crate::instrument::clock::now().saturating_sub(start),
+        );
+        metrics
+            .requests
+            .record(&ctx.method, route, res.status(), elapsed);
+    }
+    res
+}
+
+/// The future of one request through a [`StackService`].
+pub struct ResponseFuture(Pin<Box<dyn Future<Output = Response> + Send>>);
+
+impl Future for ResponseFuture {
+    type Output = Result<Response, Infallible>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one allocation every request makes for its own future stays within the sizes
+    /// glibc's per-thread cache serves (up to 1032 bytes); past it each request takes malloc's
+    /// slow path.
+    #[test]
+    fn request_future_fits_the_allocator_cache() {
+        let service = crate::Stack::new().service(axum::Router::new());
+        let future = drive(Arc::clone(&service.inner), Request::default());
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 1032, "a request's future is {size} bytes");
+    }
+}
