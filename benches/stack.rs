@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use axum::routing::get;
 use axum::Router;
-use callnext::{Body, Middleware, Next, Request, Response, Stack};
+use callnext::{Body, Entry, Flow, Hook, HttpError, Middleware, Next, Request, Response, Stack};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use tower::{Layer, Service, ServiceExt};
 
@@ -26,6 +26,28 @@ struct Noop;
 impl Middleware for Noop {
     async fn call(&self, req: Request, next: Next<'_>) -> Response {
         next.run(req).await
+    }
+}
+
+/// A hook that does nothing on either side: the cost of the hook machinery itself.
+struct NoopHook;
+
+impl Hook for NoopHook {
+    type State = ();
+
+    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
+        Flow::Continue(())
+    }
+}
+
+/// A hook whose async work is ready at once (a cache hit behind an async API).
+struct ReadyHook;
+
+impl Hook for ReadyHook {
+    type State = ();
+
+    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
+        Flow::wait(async { Ok::<(), HttpError>(()) })
     }
 }
 
@@ -130,12 +152,17 @@ where
     g.finish();
 }
 
+/// `n` entries made by `entry`, each under its own name.
+fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stack {
+    (0..n).fold(base, |s, i| s.push(entry().named(format!("e{i}"))))
+}
+
 fn stacks(c: &mut Criterion) {
     for n in SIZES {
-        let stack = (0..n).fold(Stack::new(), |s, _| s.func(noop));
+        let stack = stack_of(n, Stack::new(), || Entry::func(noop));
         run(c, "callnext_fn", n, stack.service(endpoint()));
 
-        let stack = (0..n).fold(Stack::new().instrument(false), |s, _| s.func(noop));
+        let stack = stack_of(n, Stack::new().instrument(false), || Entry::func(noop));
         run(
             c,
             "callnext_fn_uninstrumented",
@@ -143,10 +170,24 @@ fn stacks(c: &mut Criterion) {
             stack.service(endpoint()),
         );
 
-        let stack = (0..n).fold(Stack::new(), |s, _| s.middleware(Noop));
+        let stack = stack_of(n, Stack::new(), || Entry::middleware(Noop));
         run(c, "callnext_struct", n, stack.service(endpoint()));
 
-        let stack = (0..n).fold(Stack::new(), |s, _| s.layer("noop", NoopLayer));
+        let stack = stack_of(n, Stack::new(), || Entry::hook(NoopHook));
+        run(c, "callnext_hook", n, stack.service(endpoint()));
+
+        let stack = stack_of(n, Stack::new().instrument(false), || Entry::hook(NoopHook));
+        run(
+            c,
+            "callnext_hook_uninstrumented",
+            n,
+            stack.service(endpoint()),
+        );
+
+        let stack = stack_of(n, Stack::new(), || Entry::hook(ReadyHook));
+        run(c, "callnext_hook_async_ready", n, stack.service(endpoint()));
+
+        let stack = stack_of(n, Stack::new(), || Entry::layer("noop", NoopLayer));
         run(c, "callnext_tower", n, stack.service(endpoint()));
 
         let router = (0..n).fold(endpoint(), |r, _| {

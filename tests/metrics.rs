@@ -174,7 +174,15 @@ async fn scrape_over_http() {
     // The scrape itself is in flight while it renders.
     let in_flight = find(&samples, "http_requests_in_flight", &[("stack", "main")]).unwrap();
     assert_eq!(in_flight.value, 1.0);
-    for middleware in ["another", "timing", "metrics_blocker", "app", "body"] {
+    // Every answer here had a body of known length: no body polls were timed.
+    let body = find(
+        &samples,
+        "callnext_middleware_poll_seconds_count",
+        &[("stack", "main"), ("middleware", "body")],
+    )
+    .unwrap();
+    assert_eq!(body.value, 0.0);
+    for middleware in ["another", "timing", "metrics_blocker", "app"] {
         let c = find(
             &samples,
             "callnext_middleware_poll_seconds_count",

@@ -64,7 +64,15 @@ impl StackReport {
     }
 
     /// Publishes the blocking polls of `slot` not published yet.
+    #[inline]
     fn publish(&self, ctx: &RequestCtx, slot: usize) {
+        if ctx.slots().get(slot).is_some_and(|s| s.has_unpublished()) {
+            self.publish_pending(ctx, slot);
+        }
+    }
+
+    #[cold]
+    fn publish_pending(&self, ctx: &RequestCtx, slot: usize) {
         let Some(figures) = ctx.slots().get(slot) else {
             return;
         };

@@ -42,6 +42,13 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// Whether some blocking polls are not published yet.
+    #[inline]
+    pub(crate) fn has_unpublished(&self) -> bool {
+        let word = self.blocking.load(Relaxed);
+        word & 0xffff_ffff != word >> 32
+    }
+
     /// Blocking polls not published yet; marks them published.
     pub(crate) fn take_unpublished(&self) -> u64 {
         let word = self.blocking.load(Relaxed);
@@ -131,55 +138,27 @@ impl RequestCtx {
         self.slots().get(index)
     }
 
-    /// Charges the time since the last transition to the current boundary; returns now.
+    /// A boundary's poll begins: the boundary running until now (its parent) is interrupted,
+    /// not finished. Returns the parent, to hand back to [`RequestCtx::exit`].
     #[inline]
-    fn charge_current(&self) -> (u64, usize) {
+    pub(crate) fn enter(&self, index: usize) -> usize {
         let now = now();
-        let current = self.current.load(Relaxed);
-        if let Some(slot) = self.slot(current) {
+        let slots = self.slots();
+        let parent = self.current.load(Relaxed);
+        if let Some(slot) = slots.get(parent) {
             let ticks = now.saturating_sub(self.mark.load(Relaxed));
             slot.exclusive
                 .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
             slot.poll.store(slot.poll.load(Relaxed) + ticks, Relaxed);
         }
-        (now, current)
-    }
-
-    /// Ends the poll of `slot`: its worst poll and blocking count. True when it crossed the
-    /// threshold.
-    #[inline]
-    fn finish_poll(&self, slot: &Slot, now: u64) -> bool {
-        let poll = slot.poll.load(Relaxed);
-        if poll > slot.worst.load(Relaxed) {
-            slot.worst.store(poll, Relaxed);
-        }
-        slot.last.store(now, Relaxed);
-        let crossed = poll >= self.threshold;
-        if crossed {
-            slot.blocking
-                .store(slot.blocking.load(Relaxed) + 1, Relaxed);
-        }
-        crossed
-    }
-
-    #[inline]
-    fn start_poll(&self, index: usize, now: u64) {
-        self.current.store(index, Relaxed);
-        self.mark.store(now, Relaxed);
-        if let Some(slot) = self.slot(index) {
+        if let Some(slot) = slots.get(index) {
             slot.poll.store(0, Relaxed);
             if slot.first.load(Relaxed) == 0 {
                 slot.first.store(now, Relaxed);
             }
         }
-    }
-
-    /// A boundary's poll begins: the boundary running until now (its parent) is interrupted,
-    /// not finished. Returns the parent, to hand back to [`RequestCtx::exit`].
-    #[inline]
-    pub(crate) fn enter(&self, index: usize) -> usize {
-        let (now, parent) = self.charge_current();
-        self.start_poll(index, now);
+        self.current.store(index, Relaxed);
+        self.mark.store(now, Relaxed);
         parent
     }
 
@@ -187,24 +166,53 @@ impl RequestCtx {
     /// blocking threshold.
     #[inline]
     pub(crate) fn exit(&self, index: usize, parent: usize) -> bool {
-        let (now, _) = self.charge_current();
-        let crossed = self.slot(index).is_some_and(|s| self.finish_poll(s, now));
+        let now = now();
+        let mut crossed = false;
+        if let Some(slot) = self.slots().get(index) {
+            let ticks = now.saturating_sub(self.mark.load(Relaxed));
+            slot.exclusive
+                .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
+            let poll = slot.poll.load(Relaxed) + ticks;
+            if poll > slot.worst.load(Relaxed) {
+                slot.worst.store(poll, Relaxed);
+            }
+            slot.last.store(now, Relaxed);
+            if poll >= self.threshold {
+                slot.blocking
+                    .store(slot.blocking.load(Relaxed) + 1, Relaxed);
+                crossed = true;
+            }
+        }
         self.current.store(parent, Relaxed);
         self.mark.store(now, Relaxed);
         crossed
     }
 
-    /// Control passes from the current boundary (a hook finishing one call, or `NONE`) to
-    /// `index` (a hook starting one, or `NONE`), with one clock read. Returns the slot that
-    /// finished a poll over the threshold, if any.
+    /// Control passes from the current hook (finishing one call, or one poll of its async
+    /// work; or `NONE`) to `index` (a hook starting one, or `NONE`), with one clock read. A
+    /// hook's call is one uninterrupted portion, so it is its own poll. Returns the hook that
+    /// finished a call over the threshold, if any.
     #[inline]
     pub(crate) fn switch(&self, index: usize) -> Option<usize> {
-        let (now, previous) = self.charge_current();
-        let crossed = self
-            .slot(previous)
-            .is_some_and(|s| self.finish_poll(s, now));
-        self.start_poll(index, now);
-        crossed.then_some(previous)
+        let now = now();
+        let previous = self.current.load(Relaxed);
+        let mut crossed = None;
+        if let Some(slot) = self.slot(previous) {
+            let ticks = now.saturating_sub(self.mark.load(Relaxed));
+            slot.exclusive
+                .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
+            if ticks > slot.worst.load(Relaxed) {
+                slot.worst.store(ticks, Relaxed);
+            }
+            if ticks >= self.threshold {
+                slot.blocking
+                    .store(slot.blocking.load(Relaxed) + 1, Relaxed);
+                crossed = Some(previous);
+            }
+        }
+        self.current.store(index, Relaxed);
+        self.mark.store(now, Relaxed);
+        crossed
     }
 
     /// Hands the thread back to `parent` right after a [`RequestCtx::switch`] to `NONE` (which

@@ -1,9 +1,8 @@
 //! [`Boundary`]: where a panic becomes a 500 and a poll is timed.
 //!
 //! Each entry's future is boxed together with its boundary, so one layer costs one box and one
-//! dynamic call. The entry is started inside the boundary on its first poll: the synchronous
-//! part of a middleware's `call` (a struct middleware written as `fn call(..) -> impl Future`,
-//! a tower service's `call`) is caught and timed as that middleware's own.
+//! dynamic call. Making the entry's future (the synchronous part of its `call`) is guarded too:
+//! a panic there is that entry's 500, logged under its name.
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,25 +11,17 @@ use std::task::{Context, Poll};
 
 use axum::response::IntoResponse;
 
+use super::chain::NextFuture;
 use crate::error::internal_error;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::RequestCtx;
 use crate::Response;
 
 pin_project_lite::pin_project! {
-    #[project = StateProj]
-    enum State<C, F> {
-        Start { call: Option<C> },
-        Running { #[pin] future: F },
-        Done,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// One boundary of the stack around the future that `call` makes.
-    pub(crate) struct Boundary<'a, C, F> {
+    /// One boundary of the stack around an entry's future.
+    pub(crate) struct Boundary<'a, F> {
         #[pin]
-        state: State<C, F>,
+        future: F,
         ctx: &'a RequestCtx,
         report: &'a StackReport,
         name: &'a str,
@@ -38,33 +29,37 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<'a, C, F> Boundary<'a, C, F>
+/// Makes an entry's future with `call` and boxes it inside its boundary. A panic in `call`
+/// answers 500 at once, as the entry's own.
+#[inline]
+pub(crate) fn start<'a, F>(
+    ctx: &'a RequestCtx,
+    report: &'a StackReport,
+    name: &'a str,
+    slot: usize,
+    call: impl FnOnce() -> F,
+) -> NextFuture<'a>
 where
-    C: FnOnce() -> F,
-    F: Future,
+    F: Future + Send + 'a,
     F::Output: IntoResponse,
 {
-    #[inline]
-    pub(crate) fn new(
-        ctx: &'a RequestCtx,
-        report: &'a StackReport,
-        name: &'a str,
-        slot: usize,
-        call: C,
-    ) -> Self {
-        Self {
-            state: State::Start { call: Some(call) },
+    match catch_unwind(AssertUnwindSafe(call)) {
+        Ok(future) => Box::pin(Boundary {
+            future,
             ctx,
             report,
             name,
             slot,
+        }),
+        Err(payload) => {
+            log_panic(name, &*payload);
+            Box::pin(std::future::ready(internal_error()))
         }
     }
 }
 
-impl<C, F> Future for Boundary<'_, C, F>
+impl<F> Future for Boundary<'_, F>
 where
-    C: FnOnce() -> F,
     F: Future,
     F::Output: IntoResponse,
 {
@@ -75,10 +70,10 @@ where
         let this = self.project();
         let ctx = *this.ctx;
         if !ctx.timed {
-            return poll_state(this.state, this.name, cx);
+            return poll_guarded(this.future, this.name, cx);
         }
         let parent = ctx.enter(*this.slot);
-        let poll = poll_state(this.state, this.name, cx);
+        let poll = poll_guarded(this.future, this.name, cx);
         if ctx.exit(*this.slot, parent) {
             this.report.crossed(ctx, *this.slot);
         }
@@ -86,48 +81,22 @@ where
     }
 }
 
+/// Polls the entry's future, turning its panic into a 500. A future that panicked (or
+/// finished) panics again if polled again, which answers another 500: nothing unwinds further.
 #[inline]
-fn poll_state<C, F>(
-    mut state: Pin<&mut State<C, F>>,
-    name: &str,
-    cx: &mut Context<'_>,
-) -> Poll<Response>
+fn poll_guarded<F>(future: Pin<&mut F>, name: &str, cx: &mut Context<'_>) -> Poll<Response>
 where
-    C: FnOnce() -> F,
     F: Future,
     F::Output: IntoResponse,
 {
-    let polled = catch_unwind(AssertUnwindSafe(|| {
-        if let StateProj::Start { call } = state.as_mut().project() {
-            if let Some(call) = call.take() {
-                let future = call();
-                state.set(State::Running { future });
-            }
-        }
-        match state.as_mut().project() {
-            StateProj::Running { future } => future.poll(cx).map(IntoResponse::into_response),
-            // Polled after it finished: answer rather than panic inside the server.
-            _ => Poll::Ready(internal_error()),
-        }
-    }));
-    match polled {
-        Ok(Poll::Pending) => Poll::Pending,
-        Ok(Poll::Ready(res)) => {
-            finish(state, name);
-            Poll::Ready(res)
-        }
+    match catch_unwind(AssertUnwindSafe(|| {
+        future.poll(cx).map(IntoResponse::into_response)
+    })) {
+        Ok(poll) => poll,
         Err(payload) => {
             log_panic(name, &*payload);
-            finish(state, name);
             Poll::Ready(internal_error())
         }
-    }
-}
-
-/// Drops the finished (or panicked) future now; a drop that panics is caught too.
-fn finish<C, F>(mut state: Pin<&mut State<C, F>>, name: &str) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| state.set(State::Done))) {
-        log_panic(name, &*payload);
     }
 }
 

@@ -14,9 +14,9 @@ use futures_util::FutureExt;
 use http::StatusCode;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use super::boundary::Boundary;
+use super::boundary;
 use super::chain::NextFuture;
-use super::HttpService;
+use super::{HttpService, ResponseBody};
 use crate::error::{internal_error, json_response, Detail};
 use crate::instrument::report::StackReport;
 use crate::instrument::request::RequestCtx;
@@ -42,12 +42,15 @@ pub(crate) fn endpoint<S: HttpService>(
 ) -> Box<dyn Endpoint> {
     let app: Box<dyn Any> = Box::new(app);
     match app.downcast::<axum::Router>() {
-        Ok(router) if router.has_routes() => Box::new(ServiceEndpoint::new(
-            router.route_layer(RouteCapture),
+        Ok(router) => Box::new(RouterEndpoint {
+            router: if router.has_routes() {
+                router.route_layer(RouteCapture)
+            } else {
+                *router
+            },
             slot,
             fastapi_bodies,
-        )),
-        Ok(router) => Box::new(ServiceEndpoint::new(*router, slot, fastapi_bodies)),
+        }),
         Err(app) => match app.downcast::<S>() {
             Ok(app) => Box::new(ServiceEndpoint::new(*app, slot, fastapi_bodies)),
             Err(_) => unreachable!("the app is an S"),
@@ -80,21 +83,55 @@ impl<S: HttpService> Endpoint for ServiceEndpoint<S> {
         report: &'a StackReport,
     ) -> NextFuture<'a> {
         let fastapi_bodies = self.fastapi_bodies;
-        Box::pin(Boundary::new(ctx, report, "app", self.slot, move || {
+        boundary::start(ctx, report, "app", self.slot, move || {
             CaptureRoute {
                 inner: self.service.clone().oneshot(req),
                 ctx: Some(ctx),
             }
-            .map(move |result| match result {
-                Ok(res) if fastapi_bodies => fastapi_status_body(res.map(Body::new)),
-                Ok(res) => res.map(Body::new),
-                Err(err) => {
-                    let err: BoxError = err.into();
-                    tracing::error!(error = %err, "app service failed; answered 500");
-                    internal_error()
-                }
-            })
-        }))
+            .map(move |result| app_response(result, fastapi_bodies))
+        })
+    }
+}
+
+/// An axum `Router`: called without a `poll_ready` round, since a router is always ready.
+struct RouterEndpoint {
+    router: axum::Router,
+    slot: usize,
+    fastapi_bodies: bool,
+}
+
+impl Endpoint for RouterEndpoint {
+    #[inline]
+    fn call<'a>(
+        &'a self,
+        req: Request,
+        ctx: &'a RequestCtx,
+        report: &'a StackReport,
+    ) -> NextFuture<'a> {
+        let fastapi_bodies = self.fastapi_bodies;
+        boundary::start(ctx, report, "app", self.slot, move || {
+            CaptureRoute {
+                inner: Service::<Request>::call(&mut self.router.clone(), req),
+                ctx: Some(ctx),
+            }
+            .map(move |result| app_response(result, fastapi_bodies))
+        })
+    }
+}
+
+/// The app's answer as the stack's response; an app's error is a 500.
+fn app_response<B: ResponseBody, E: Into<BoxError>>(
+    result: Result<http::Response<B>, E>,
+    fastapi_bodies: bool,
+) -> Response {
+    match result {
+        Ok(res) if fastapi_bodies => fastapi_status_body(res.map(Body::new)),
+        Ok(res) => res.map(Body::new),
+        Err(err) => {
+            let err: BoxError = err.into();
+            tracing::error!(error = %err, "app service failed; answered 500");
+            internal_error()
+        }
     }
 }
 

@@ -22,7 +22,6 @@ use futures_util::FutureExt;
 use super::boundary::log_panic;
 use super::chain::{Compiled, DynEntry, NextFuture};
 use crate::error::internal_error;
-use crate::instrument::clock::now;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{RequestCtx, NONE};
 use crate::{Next, Request, Response};
@@ -150,7 +149,7 @@ impl<'a, S: Send + 'static> Flow<'a, S> {
         Flow::Wait(Waiting {
             future: Box::pin(future.map(|result| match result {
                 Ok(state) => Ok(Box::new(state) as ErasedState),
-                Err(e) => Err(e.into_response()),
+                Err(e) => Err(Box::new(e.into_response())),
             })),
             _state: PhantomData,
         })
@@ -170,12 +169,13 @@ impl<S> std::fmt::Debug for Waiting<'_, S> {
 }
 
 type ErasedState = Box<dyn Any + Send>;
-type WaitFuture<'a> = Pin<Box<dyn Future<Output = Result<ErasedState, Response>> + Send + 'a>>;
+type WaitFuture<'a> = Pin<Box<dyn Future<Output = Result<ErasedState, Box<Response>>> + Send + 'a>>;
 
 /// A hook's flow with its state erased, as the group loop sees it.
 pub(crate) enum DynFlow<'a> {
     Continue(ErasedState),
-    Respond(Response),
+    /// Boxed: a short-circuit is rare, and a small `DynFlow` is cheap to move on every call.
+    Respond(Box<Response>),
     Wait(WaitFuture<'a>),
 }
 
@@ -185,7 +185,7 @@ impl<'a, S: Send + 'static> From<Flow<'a, S>> for DynFlow<'a> {
         match flow {
             // A zero-sized state is boxed without allocating.
             Flow::Continue(state) => DynFlow::Continue(Box::new(state)),
-            Flow::Respond(res) => DynFlow::Respond(res),
+            Flow::Respond(res) => DynFlow::Respond(Box::new(res)),
             Flow::Wait(waiting) => DynFlow::Wait(waiting.future),
         }
     }
@@ -210,7 +210,7 @@ impl<H: Hook> DynHook for HookAdapter<H> {
         match state.downcast::<H::State>() {
             Ok(state) => self.0.on_response(*state, res).into(),
             // The group only ever hands a hook the state it made.
-            Err(_) => DynFlow::Respond(internal_error()),
+            Err(_) => DynFlow::Respond(Box::new(internal_error())),
         }
     }
 }
@@ -323,103 +323,124 @@ fn guarded<'a>(hook: &GroupHook, call: impl FnOnce() -> DynFlow<'a>) -> DynFlow<
         Ok(flow) => flow,
         Err(payload) => {
             log_panic(&hook.name, &*payload);
-            DynFlow::Respond(internal_error())
+            DynFlow::Respond(Box::new(internal_error()))
         }
     }
 }
 
 /// Drives one request through a group's hooks and the rest of the stack.
-async fn run_group<'a>(group: &'a HookGroup, mut req: Request, next: Next<'a>) -> Response {
-    let (ctx, report) = (&**next.ctx, &*next.chain.report);
-    let mut states: [Option<ErasedState>; MAX_GROUP] = Default::default();
-    let mut ran = 0;
-    let mut early = None;
-    for (k, hook) in group.hooks.iter().enumerate() {
-        switch(ctx, report, hook.slot);
-        let req = &mut req;
-        let outcome = match guarded(hook, move || hook.hook.on_request(req)) {
-            DynFlow::Continue(state) => Ok(state),
-            DynFlow::Respond(res) => Err(res),
-            DynFlow::Wait(future) => wait(ctx, report, hook, future).await,
-        };
-        match outcome {
-            Ok(state) => {
-                states[k] = Some(state);
-                ran = k + 1;
-            }
-            Err(res) => {
-                early = Some(res);
-                break;
+///
+/// Not an `async fn`: one keeps each argument twice in its future (the argument and the local it
+/// is moved into), and the request is the largest thing here.
+#[allow(clippy::manual_async_fn)] // see above
+fn run_group<'a>(
+    group: &'a HookGroup,
+    mut req: Request,
+    next: Next<'a>,
+) -> impl Future<Output = Response> + Send + 'a {
+    async move {
+        let (ctx, report) = (&**next.ctx, &*next.chain.report);
+        let hooks = &group.hooks;
+        let mut states: [Option<ErasedState>; MAX_GROUP] = Default::default();
+        // How many hooks continued: their `on_response` runs, in reverse.
+        let mut ran = 0;
+        let mut early = None;
+        while let Some(hook) = hooks.get(ran) {
+            switch(ctx, report, hook.slot);
+            let req = &mut req;
+            let outcome = match guarded(hook, move || hook.hook.on_request(req)) {
+                DynFlow::Continue(state) => Ok(state),
+                DynFlow::Respond(res) => Err(res),
+                DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await,
+            };
+            match outcome {
+                Ok(state) => {
+                    states[ran] = Some(state);
+                    ran += 1;
+                }
+                Err(res) => {
+                    early = Some(res);
+                    break;
+                }
             }
         }
-    }
-    switch(ctx, report, NONE);
-    let mut res = match early {
-        Some(res) => res,
-        None => next.start(req).await,
-    };
-    for k in (0..ran).rev() {
-        let hook = &group.hooks[k];
-        let Some(state) = states[k].take() else {
-            continue;
+        switch(ctx, report, NONE);
+        let mut res = match early {
+            Some(res) => *res,
+            None => next.start(req).await,
         };
-        switch(ctx, report, hook.slot);
-        let res_ref = &mut res;
-        let replacement = match guarded(hook, move || hook.hook.on_response(state, res_ref)) {
-            DynFlow::Continue(_) => None,
-            DynFlow::Respond(replacement) => Some(replacement),
-            DynFlow::Wait(future) => wait(ctx, report, hook, future).await.err(),
-        };
-        if let Some(replacement) = replacement {
-            res = replacement;
+        while ran > 0 {
+            ran -= 1;
+            let hook = &hooks[ran];
+            let Some(state) = states[ran].take() else {
+                continue;
+            };
+            switch(ctx, report, hook.slot);
+            let res_ref = &mut res;
+            let replacement = match guarded(hook, move || hook.hook.on_response(state, res_ref)) {
+                DynFlow::Continue(_) => None,
+                DynFlow::Respond(replacement) => Some(replacement),
+                DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await.err(),
+            };
+            if let Some(replacement) = replacement {
+                res = *replacement;
+            }
         }
+        res
     }
-    res
 }
 
-/// Awaits a hook's async work, each poll timed as the hook's and its panics caught.
-async fn wait(
-    ctx: &RequestCtx,
-    report: &StackReport,
-    hook: &GroupHook,
-    future: WaitFuture<'_>,
-) -> Result<ErasedState, Response> {
-    let started = ctx.timed.then(now);
-    let result = TimedWait {
-        future,
-        ctx,
-        report,
-        hook,
-    }
-    .await;
-    if let Some(started) = started {
-        ctx.add_waited(hook.slot, now().saturating_sub(started));
-    }
-    result
-}
-
+/// A hook's async work, each poll timed as the hook's and its panics caught.
 struct TimedWait<'a, 'f> {
     future: WaitFuture<'f>,
     ctx: &'a RequestCtx,
     report: &'a StackReport,
     hook: &'a GroupHook,
+    /// When it was first polled, for the hook's waiting time.
+    started: u64,
+}
+
+impl<'a, 'f> TimedWait<'a, 'f> {
+    fn new(
+        ctx: &'a RequestCtx,
+        report: &'a StackReport,
+        hook: &'a GroupHook,
+        future: WaitFuture<'f>,
+    ) -> Self {
+        Self {
+            future,
+            ctx,
+            report,
+            hook,
+            started: 0,
+        }
+    }
 }
 
 impl Future for TimedWait<'_, '_> {
-    type Output = Result<ErasedState, Response>;
+    type Output = Result<ErasedState, Box<Response>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let timed = this.ctx.timed;
         switch(this.ctx, this.report, this.hook.slot);
+        if timed && this.started == 0 {
+            this.started = this.ctx.mark();
+        }
         let poll = catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
         switch(this.ctx, this.report, NONE);
-        match poll {
+        let poll = match poll {
             Ok(poll) => poll,
             Err(payload) => {
                 log_panic(&this.hook.name, &*payload);
-                Poll::Ready(Err(internal_error()))
+                Poll::Ready(Err(Box::new(internal_error())))
             }
+        };
+        if timed && poll.is_ready() {
+            let waited = this.ctx.mark().saturating_sub(this.started);
+            this.ctx.add_waited(this.hook.slot, waited);
         }
+        poll
     }
 }
 

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use axum::response::IntoResponse;
 
-use super::boundary::Boundary;
+use super::boundary;
 use super::chain::{Compiled, DynEntry, NextFuture};
 use crate::{Next, Request, Response};
 
@@ -140,9 +140,9 @@ where
     #[inline]
     fn call<'a>(&'a self, req: Request, next: Next<'a>, at: &'a Compiled) -> NextFuture<'a> {
         let (ctx, report) = (&**next.ctx, &*next.chain.report);
-        Box::pin(Boundary::new(ctx, report, &at.name, at.slot, move || {
+        boundary::start(ctx, report, &at.name, at.slot, move || {
             self.0.call(req, next)
-        }))
+        })
     }
 }
 
@@ -160,9 +160,9 @@ where
     #[inline]
     fn call<'a>(&'a self, req: Request, next: Next<'a>, at: &'a Compiled) -> NextFuture<'a> {
         let (ctx, report) = (&**next.ctx, &*next.chain.report);
-        Box::pin(Boundary::new(ctx, report, &at.name, at.slot, move || {
+        boundary::start(ctx, report, &at.name, at.slot, move || {
             self.f.call(&self.state, req, next)
-        }))
+        })
     }
 }
 
@@ -177,8 +177,8 @@ where
     #[inline]
     fn call<'a>(&'a self, req: Request, next: Next<'a>, at: &'a Compiled) -> NextFuture<'a> {
         let (ctx, report) = (&**next.ctx, &*next.chain.report);
-        Box::pin(Boundary::new(ctx, report, &at.name, at.slot, move || {
+        boundary::start(ctx, report, &at.name, at.slot, move || {
             self.0.call(req, next)
-        }))
+        })
     }
 }

@@ -169,80 +169,90 @@ impl Drop for Unfinished<'_> {
 }
 
 /// One request through the stack, with its span, instrumentation and metrics.
-async fn drive(inner: Arc<StackInner>, req: Request) -> Response {
-    let report: &StackReport = &inner.chain.report;
-    let method = req.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        method = %method,
-        route = tracing::field::Empty,
-        status = tracing::field::Empty,
-        request_id = tracing::field::Empty,
-    );
-    // With no subscriber interested in request spans, skip everything that only feeds one.
-    let spanned = !span.is_disabled();
-    #[cfg(feature = "prometheus")]
-    let (_in_flight, start) = match &report.metrics {
-        Some(metrics) => (
-            Some(metrics.requests.start()),
-            crate::instrument::clock::now(),
-        ),
-        None => (None, 0),
-    };
-    // Under axum's `Router::layer`, routing already happened.
-    let before = req.extensions().get::<MatchedPath>().cloned();
-    let ctx = RequestCtx::new(
-        report.timed,
-        report.ctx_boundaries(),
-        report.threshold,
-        method,
-        before,
-    );
-    let ctx = if inner.shared_ctx {
-        Ctx::Shared(Arc::new(ctx))
-    } else {
-        Ctx::Inline(ctx)
-    };
-    let mut unfinished = Unfinished {
-        report,
-        ctx: &ctx,
-        span: &span,
-        armed: ctx.timed,
-    };
-    let next = Next {
-        chain: &inner.chain,
-        index: 0,
-        ctx: &ctx,
-    };
-    let mut res = if spanned {
-        next.start(req).instrument(span.clone()).await
-    } else {
-        next.start(req).await
-    };
-    unfinished.armed = false;
-
-    let route = ctx.route_label();
-    if spanned {
-        span.record("route", route);
-        span.record("status", res.status().as_u16());
-    }
-    if ctx.timed {
-        let _enter = spanned.then(|| span.enter());
-        report.finished(&ctx, &mut res);
-        let report = Arc::clone(&inner.chain.report);
-        let method = ctx.method.clone();
-        res = res.map(|body| TimedBody::wrap(body, report, method, route));
-    }
-    #[cfg(feature = "prometheus")]
-    if let Some(metrics) = &report.metrics {
-        let elapsed = crate::instrument::clock::ticks_to_duration(
-            crate::instrument::clock::now().saturating_sub(start),
+///
+/// Not an `async fn`, which would keep the request twice in the future (the argument and the
+/// local it is moved into).
+#[allow(clippy::manual_async_fn)] // see above
+fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response> + Send {
+    async move {
+        let report: &StackReport = &inner.chain.report;
+        let method = req.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            method = %method,
+            route = tracing::field::Empty,
+            status = tracing::field::Empty,
+            request_id = tracing::field::Empty,
         );
-        metrics
-            .requests
-            .record(&ctx.method, route, res.status(), elapsed);
+        // With no subscriber interested in request spans, skip everything that only feeds one.
+        let spanned = !span.is_disabled();
+        #[cfg(feature = "prometheus")]
+        let (_in_flight, start) = match &report.metrics {
+            Some(metrics) => (
+                Some(metrics.requests.start()),
+                crate::instrument::clock::now(),
+            ),
+            None => (None, 0),
+        };
+        // Under axum's `Router::layer`, routing already happened.
+        let before = req.extensions().get::<MatchedPath>().cloned();
+        let ctx = RequestCtx::new(
+            report.timed,
+            report.ctx_boundaries(),
+            report.threshold,
+            method,
+            before,
+        );
+        let ctx = if inner.shared_ctx {
+            Ctx::Shared(Arc::new(ctx))
+        } else {
+            Ctx::Inline(ctx)
+        };
+        let mut unfinished = Unfinished {
+            report,
+            ctx: &ctx,
+            span: &span,
+            armed: ctx.timed,
+        };
+        let next = Next {
+            chain: &inner.chain,
+            index: 0,
+            ctx: &ctx,
+        };
+        let mut res = if spanned {
+            next.start(req).instrument(span.clone()).await
+        } else {
+            next.start(req).await
+        };
+        unfinished.armed = false;
+
+        let route = ctx.route_label();
+        if spanned {
+            span.record("route", route);
+            span.record("status", res.status().as_u16());
+        }
+        if ctx.timed {
+            let _enter = spanned.then(|| span.enter());
+            report.finished(&ctx, &mut res);
+            // A body of known length (a buffered JSON answer) hands over bytes already made; a
+            // stream (compression, SSE, a transform) does its work in its polls, so it is timed.
+            if http_body::Body::size_hint(res.body()).exact().is_none() {
+                let report = Arc::clone(&inner.chain.report);
+                let method = ctx.method.clone();
+                res = res.map(|body| TimedBody::wrap(body, report, method, route));
+            }
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(metrics) = &report.metrics {
+            let elapsed = crate::instrument::clock::ticks_to_duration(
+                crate::instrument::clock::now().saturating_sub(start),
+            );
+            metrics
+                .requests
+                .record(&ctx.method, route, res.status(), elapsed);
+        }
+        res
     }
-    res
 }
 
 /// The future of one request through a [`StackService`].

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use http::StatusCode;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use super::boundary::Boundary;
+use super::boundary;
 use super::chain::{Chain, Compiled, DynEntry, NextFuture};
 use super::HttpService;
 use crate::error::internal_error;
@@ -66,7 +66,10 @@ impl<S: HttpService> DynEntry for TowerEntry<S> {
             )),
         };
         let name: &'a str = &at.name;
-        Box::pin(Boundary::new(ctx, report, name, at.slot, move || {
+        // `oneshot` calls the service on its first poll, so the work a tower service does in
+        // `call` (tower-http's CORS answers a preflight there) is inside the boundary: timed as
+        // the layer's, its panics the layer's.
+        boundary::start(ctx, report, name, at.slot, move || {
             req.extensions_mut().insert(TowerCtx(shared));
             self.service
                 .clone()
@@ -75,7 +78,7 @@ impl<S: HttpService> DynEntry for TowerEntry<S> {
                     Ok(res) => res.map(Body::new),
                     Err(err) => tower_error(name, err.into()),
                 })
-        }))
+        })
     }
 }
 

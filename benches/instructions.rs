@@ -1,0 +1,143 @@
+//! Instructions per request through each kind of stack, for callgrind (which counts
+//! instructions, not time, so the figures hold on a busy machine).
+//!
+//! run with: python3 bench/instructions.py   (builds this, runs it under callgrind at two
+//! request counts and prints instructions per request: the difference over the extra requests)
+//!
+//! By hand: cargo bench --bench instructions --no-run, then
+//! valgrind --tool=callgrind target/release/deps/instructions-* <group> <n> <requests>
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+
+use axum::routing::get;
+use axum::Router;
+use callnext::{Body, Entry, Flow, Hook, HttpError, Middleware, Next, Request, Response, Stack};
+use tower::{Service, ServiceExt};
+
+async fn noop(req: Request, next: Next<'_>) -> Response {
+    next.run(req).await
+}
+
+struct Noop;
+
+impl Middleware for Noop {
+    async fn call(&self, req: Request, next: Next<'_>) -> Response {
+        next.run(req).await
+    }
+}
+
+struct NoopHook;
+
+impl Hook for NoopHook {
+    type State = ();
+
+    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
+        Flow::Continue(())
+    }
+}
+
+struct ReadyHook;
+
+impl Hook for ReadyHook {
+    type State = ();
+
+    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
+        Flow::wait(async { Ok::<(), HttpError>(()) })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct NoopLayer;
+
+impl<S> tower::Layer<S> for NoopLayer {
+    type Service = S;
+    fn layer(&self, inner: S) -> S {
+        inner
+    }
+}
+
+fn endpoint() -> Router {
+    Router::new().route("/", get(|| async { "ok" }))
+}
+
+fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stack {
+    (0..n).fold(base, |s, i| s.push(entry().named(format!("e{i}"))))
+}
+
+/// One request, start to end: what callgrind counts (`--toggle-collect=*serve_one*`).
+#[inline(never)]
+fn serve_one<S>(rt: &tokio::runtime::Runtime, svc: &S)
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+{
+    let req = http::Request::get("/").body(Body::empty()).unwrap();
+    let res = rt.block_on(svc.clone().oneshot(req)).unwrap();
+    drop(std::hint::black_box(res));
+}
+
+fn drive<S>(rt: &tokio::runtime::Runtime, svc: S, requests: usize)
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+{
+    for _ in 0..requests {
+        serve_one(rt, &svc);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 || args[1] == "--bench" {
+        // `cargo bench` runs every bench target: nothing to do without arguments.
+        return;
+    }
+    let (group, n, requests) = (
+        args[1].as_str(),
+        args[2].parse().unwrap(),
+        args[3].parse().unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    match group {
+        "axum" => drive(&rt, endpoint(), requests),
+        "fn" => drive(
+            &rt,
+            stack_of(n, Stack::new(), || Entry::func(noop)).service(endpoint()),
+            requests,
+        ),
+        "fn_off" => drive(
+            &rt,
+            stack_of(n, Stack::new().instrument(false), || Entry::func(noop)).service(endpoint()),
+            requests,
+        ),
+        "struct" => drive(
+            &rt,
+            stack_of(n, Stack::new(), || Entry::middleware(Noop)).service(endpoint()),
+            requests,
+        ),
+        "hook" => drive(
+            &rt,
+            stack_of(n, Stack::new(), || Entry::hook(NoopHook)).service(endpoint()),
+            requests,
+        ),
+        "hook_off" => drive(
+            &rt,
+            stack_of(n, Stack::new().instrument(false), || Entry::hook(NoopHook))
+                .service(endpoint()),
+            requests,
+        ),
+        "hook_ready" => drive(
+            &rt,
+            stack_of(n, Stack::new(), || Entry::hook(ReadyHook)).service(endpoint()),
+            requests,
+        ),
+        "tower" => drive(
+            &rt,
+            stack_of(n, Stack::new(), || Entry::layer("noop", NoopLayer)).service(endpoint()),
+            requests,
+        ),
+        other => panic!("unknown group {other}"),
+    }
+}
