@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Prints ns per request and ns per added layer from criterion's results of `cargo bench --bench stack`.
 
-run with: python3 bench/per_layer.py [target/criterion]
+run with: python3 bench/per_layer.py [criterion result folders...] [--median]
+
+Each figure is the fastest of criterion's samples (a sample is the mean of many iterations)
+over every folder given (one per round, see bench/stack_rounds.sh; target/criterion when none):
+on a shared machine other tenants only ever add time, so the fastest sample is the one least
+disturbed. `--median` prints the lowest of criterion's per-round medians instead.
 """
 import json
 import pathlib
 import sys
 
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+use_median = "--median" in sys.argv
+roots = [pathlib.Path(a) for a in args] or [pathlib.Path("target/criterion")]
 groups = [
     "callnext_fn",
     "callnext_fn_uninstrumented",
@@ -23,11 +30,23 @@ groups = [
 sizes = [0, 1, 4, 16]
 
 
-def median_ns(group, n):
-    path = root / group / str(n) / "new" / "estimates.json"
+def one_root(root, group, n):
+    base = root / group / str(n) / "new"
+    if use_median:
+        path = base / "estimates.json"
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())["median"]["point_estimate"]
+    path = base / "sample.json"
     if not path.exists():
         return None
-    return json.loads(path.read_text())["median"]["point_estimate"]
+    sample = json.loads(path.read_text())
+    return min(t / i for t, i in zip(sample["times"], sample["iters"]))
+
+
+def median_ns(group, n):
+    values = [v for v in (one_root(r, group, n) for r in roots) if v is not None]
+    return min(values) if values else None
 
 
 print("| stack | " + " | ".join(f"N={n} (ns)" for n in sizes) + " | ns per layer (slope 0→4) | ns per layer (slope 0→16) |")

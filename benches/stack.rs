@@ -1,7 +1,7 @@
 //! Per-request cost through stacks of 0, 1, 4 and 16 no-op middlewares, in-process.
 //!
-//! run with: cargo bench --bench stack
-//! then: python3 bench/per_layer.py   (ns per request and per added layer, from criterion's data)
+//! run with: bench/stack_rounds.sh   (several rounds of `cargo bench --bench stack`, then
+//! `bench/per_layer.py` over all of them: ns per request and per added layer)
 
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
@@ -215,9 +215,9 @@ fn stacks(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default()
-        .sample_size(30)
-        .warm_up_time(std::time::Duration::from_millis(500))
-        .measurement_time(std::time::Duration::from_secs(2));
+        .sample_size(40)
+        .warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_secs(1));
     targets = stacks
 }
 criterion_main!(benches);

@@ -58,7 +58,7 @@ impl StackReport {
     /// known, otherwise when the request finishes or is dropped.
     #[cold]
     pub(crate) fn crossed(&self, ctx: &RequestCtx, slot: usize) {
-        if ctx.route().is_some() {
+        if ctx.has_route() {
             self.publish(ctx, slot);
         }
     }
@@ -81,7 +81,13 @@ impl StackReport {
             return;
         }
         let worst = ticks_to_duration(figures.worst.load(Relaxed));
-        self.record_blocking(slot, pending, worst, ctx.method.as_str(), ctx.route_label());
+        self.record_blocking(
+            slot,
+            pending,
+            worst,
+            ctx.method.as_str(),
+            &ctx.route_label(),
+        );
     }
 
     pub(crate) fn record_blocking(

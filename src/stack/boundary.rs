@@ -43,19 +43,20 @@ where
     F: Future + Send + 'a,
     F::Output: IntoResponse,
 {
-    match catch_unwind(AssertUnwindSafe(call)) {
-        Ok(future) => Box::pin(Boundary {
-            future,
+    // The box is made inside the guard: only a pointer leaves it, not the future.
+    let boxed = catch_unwind(AssertUnwindSafe(|| -> NextFuture<'a> {
+        Box::pin(Boundary {
+            future: call(),
             ctx,
             report,
             name,
             slot,
-        }),
-        Err(payload) => {
-            log_panic(name, &*payload);
-            Box::pin(std::future::ready(internal_error()))
-        }
-    }
+        })
+    }));
+    boxed.unwrap_or_else(|payload| {
+        log_panic(name, &*payload);
+        Box::pin(std::future::ready(internal_error()))
+    })
 }
 
 impl<F> Future for Boundary<'_, F>

@@ -114,7 +114,13 @@ impl Endpoint for RouterEndpoint {
                 inner: Service::<Request>::call(&mut self.router.clone(), req),
                 ctx: Some(ctx),
             }
-            .map(move |result| app_response(result, fastapi_bodies))
+            .map(move |result| {
+                let Ok(mut res) = result;
+                if fastapi_bodies {
+                    fastapi_status_body(&mut res);
+                }
+                res
+            })
         })
     }
 }
@@ -125,8 +131,13 @@ fn app_response<B: ResponseBody, E: Into<BoxError>>(
     fastapi_bodies: bool,
 ) -> Response {
     match result {
-        Ok(res) if fastapi_bodies => fastapi_status_body(res.map(Body::new)),
-        Ok(res) => res.map(Body::new),
+        Ok(res) => {
+            let mut res = res.map(Body::new);
+            if fastapi_bodies {
+                fastapi_status_body(&mut res);
+            }
+            res
+        }
         Err(err) => {
             let err: BoxError = err.into();
             tracing::error!(error = %err, "app service failed; answered 500");
@@ -136,23 +147,33 @@ fn app_response<B: ResponseBody, E: Into<BoxError>>(
 }
 
 /// Gives the router's bare 404/405 answers FastAPI's JSON bodies.
-fn fastapi_status_body(mut res: Response) -> Response {
+#[inline]
+fn fastapi_status_body(res: &mut Response) {
+    if matches!(
+        res.status(),
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+    ) {
+        fastapi_error_body(res);
+    }
+}
+
+#[cold]
+fn fastapi_error_body(res: &mut Response) {
     use http_body::Body as _;
-    let detail = match res.status() {
-        StatusCode::NOT_FOUND => "Not Found",
-        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
-        _ => return res,
+    let detail = if res.status() == StatusCode::NOT_FOUND {
+        "Not Found"
+    } else {
+        "Method Not Allowed"
     };
     if res.body().size_hint().exact() != Some(0)
         || res.headers().contains_key(http::header::CONTENT_TYPE)
     {
-        return res;
+        return;
     }
     let mut json = json_response(res.status(), &Detail { detail });
     std::mem::swap(res.body_mut(), json.body_mut());
     res.headers_mut().extend(json.headers_mut().drain());
     res.headers_mut().remove(http::header::CONTENT_LENGTH);
-    res
 }
 
 thread_local! {

@@ -177,13 +177,21 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
     async move {
         let report: &StackReport = &inner.chain.report;
         let method = req.method().clone();
-        let span = tracing::info_span!(
-            "request",
-            method = %method,
-            route = tracing::field::Empty,
-            status = tracing::field::Empty,
-            request_id = tracing::field::Empty,
-        );
+        // With no subscriber, or none listening at INFO, no span at all (making a disabled one
+        // is not free).
+        let span = if tracing::dispatcher::has_been_set()
+            && tracing::level_enabled!(tracing::Level::INFO)
+        {
+            tracing::info_span!(
+                "request",
+                method = %method,
+                route = tracing::field::Empty,
+                status = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         // With no subscriber interested in request spans, skip everything that only feeds one.
         let spanned = !span.is_disabled();
         #[cfg(feature = "prometheus")]
@@ -226,7 +234,8 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         };
         unfinished.armed = false;
 
-        let route = ctx.route_label();
+        let route_label = ctx.route_label();
+        let route: &str = &route_label;
         if spanned {
             span.record("route", route);
             span.record("status", res.status().as_u16());
