@@ -18,6 +18,7 @@ SEED_ROOT_SECONDS = 0.115
 CONTENDER_LABELS = {
     "hyper": "hyper (floor)",
     "callnext": "callnext (seed stack)",
+    "callnext-off": "callnext, instrumentation and metrics off",
     "axum-mw": "axum + 2 middlewares",
     "axum-bare": "axum, no middleware",
     "actix-mw": "actix + 2 middlewares",

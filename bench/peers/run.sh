@@ -34,7 +34,7 @@ CONNECTIONS=64
 THROUGHPUT_PATH=/items/1
 CONCURRENCY_PATH=/
 CONCURRENCY_CONTENDERS=(callnext axum-mw actix-mw fastapi)
-CONTENDERS=(hyper callnext axum-mw axum-bare actix-mw actix-bare fastapi)
+CONTENDERS=(hyper callnext callnext-off axum-mw axum-bare actix-mw actix-bare fastapi)
 NOFILE_TARGET=65536
 NOFILE_NEEDED=$((10000 + 1024))
 
@@ -198,6 +198,9 @@ start_server() {
     callnext)
       cmd=("$CALLNEXT_BIN" --host "$HOST" --port "$PORT" --workers 1 ${nosim[@]+"${nosim[@]}"} --log-level warn)
       ;;
+    callnext-off)
+      cmd=("$CALLNEXT_BIN" --host "$HOST" --port "$PORT" --workers 1 ${nosim[@]+"${nosim[@]}"} --log-level warn --no-instrument --metrics-path off)
+      ;;
     axum-mw) cmd=("$PEER_BIN/axum-peer" --host "$HOST" --port "$PORT" ${nosim[@]+"${nosim[@]}"}) ;;
     axum-bare) cmd=("$PEER_BIN/axum-peer" --host "$HOST" --port "$PORT" ${nosim[@]+"${nosim[@]}"} --no-middleware) ;;
     actix-mw) cmd=("$PEER_BIN/actix-peer" --host "$HOST" --port "$PORT" ${nosim[@]+"${nosim[@]}"}) ;;
@@ -295,7 +298,7 @@ AVAILABLE=()
 smoke_test() {
   local name body headers
   for name in "${CONTENDERS[@]}"; do
-    if [[ $name == callnext && $CALLNEXT_OK != 1 ]]; then
+    if [[ $name == callnext* && $CALLNEXT_OK != 1 ]]; then
       continue
     fi
     if ! start_server "$name" 0; then
@@ -313,7 +316,7 @@ smoke_test() {
       body=$(curl -s --max-time 5 -w ' %{http_code}' "http://$HOST:$PORT/items/99" || true)
       [[ $body == '{"detail":"Item 99 not found"} 404' ]] || note "$name: /items/99 answered '$body'"
     fi
-    if [[ $name == callnext || $name == *-mw || $name == fastapi ]]; then
+    if [[ $name == callnext* || $name == *-mw || $name == fastapi ]]; then
       headers=$(curl -s -o /dev/null -D - --max-time 5 "http://$HOST:$PORT/items/1" | tr 'A-Z' 'a-z' || true)
       local header
       for header in x-process-time x-custom-middleware-header x-another-middleware; do

@@ -6,7 +6,6 @@
 //! option. The order is the one FastAPI really runs the seed in: `add_middleware` prepends, so
 //! the class-based middleware is outermost.
 
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -16,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
 use callnext::extract::{Json, Path};
+use callnext::middleware::process_time;
 use callnext::{Entry, HttpError, Middleware, Next, Request, Response, Stack, StackService};
 
 /// Settings of the seed application.
@@ -79,16 +79,8 @@ pub async fn timing_and_custom_header_middleware(
     let elapsed = start.elapsed();
     let process_time = elapsed.as_secs_f64();
     let headers = res.headers_mut();
-    // Seconds as a plain decimal with nanosecond precision (integer formatting is far cheaper
-    // than shortest-round-trip float formatting, and never switches to an exponent), written
-    // on the stack so the header value is the only allocation.
-    let mut buf = [0u8; 32];
-    let mut rest = &mut buf[..];
-    let written = write!(rest, "{}.{:09}", elapsed.as_secs(), elapsed.subsec_nanos());
-    let len = 32 - rest.len();
-    if let (Ok(()), Ok(value)) = (written, HeaderValue::from_bytes(&buf[..len])) {
-        headers.insert(X_PROCESS_TIME.clone(), value);
-    }
+    // Seconds as a plain decimal with nanosecond precision, never in exponent form.
+    headers.insert(X_PROCESS_TIME.clone(), process_time::seconds(elapsed));
     headers.insert(
         X_CUSTOM_MIDDLEWARE_HEADER.clone(),
         HeaderValue::from_static("Hello from Async Middleware!"),

@@ -121,7 +121,7 @@ impl StackReport {
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.metrics {
             for (histogram, figures) in metrics.poll.iter().zip(slots) {
-                histogram.record(ticks_to_duration(figures.exclusive.load(Relaxed)));
+                histogram.record_ticks(figures.exclusive.load(Relaxed));
             }
         }
         let names = || self.names.iter().map(|n| &**n);
@@ -153,7 +153,7 @@ impl StackReport {
     pub(crate) fn body_finished(&self, exclusive: u64) {
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.metrics {
-            metrics.poll[self.body_index()].record(ticks_to_duration(exclusive));
+            metrics.poll[self.body_index()].record_ticks(exclusive);
         }
         #[cfg(not(feature = "prometheus"))]
         let _ = exclusive;

@@ -7,7 +7,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+
+use crate::instrument::clock::{ns_to_ticks, ticks_to_duration};
 
 /// Bucket bounds in nanoseconds: 0.5 ms to 10 s.
 pub(crate) const REQUEST_BUCKETS_NS: &[u64] = &[
@@ -40,28 +41,31 @@ pub(crate) const POLL_BUCKETS_NS: &[u64] = &[
     500_000_000,
 ];
 
-/// A histogram with fixed bucket bounds (nanoseconds), exposed in seconds.
+/// A histogram with fixed bucket bounds, recorded in clock ticks (no conversion per sample)
+/// and exposed in seconds.
 pub(crate) struct Histogram {
     bounds_ns: &'static [u64],
+    bounds_ticks: Box<[u64]>,
     counts: Box<[AtomicU64]>,
-    sum_ns: AtomicU64,
+    sum_ticks: AtomicU64,
 }
 
 impl Histogram {
     pub(crate) fn new(bounds_ns: &'static [u64]) -> Self {
         Self {
             bounds_ns,
+            bounds_ticks: bounds_ns.iter().map(|&ns| ns_to_ticks(ns)).collect(),
             counts: (0..=bounds_ns.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_ns: AtomicU64::new(0),
+            sum_ticks: AtomicU64::new(0),
         }
     }
 
+    /// Records one sample of `ticks` of the instrumentation clock.
     #[inline]
-    pub(crate) fn record(&self, value: Duration) {
-        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = self.bounds_ns.partition_point(|&bound| bound < ns);
+    pub(crate) fn record_ticks(&self, ticks: u64) {
+        let bucket = self.bounds_ticks.partition_point(|&bound| bound < ticks);
         self.counts[bucket].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
+        self.sum_ticks.fetch_add(ticks, Relaxed);
     }
 }
 
@@ -122,7 +126,7 @@ impl Family {
                 let _ = writeln!(out, "{name}_bucket{{{pairs}le=\"{le}\"}} {cumulative}");
             }
             let pairs = pairs.trim_end_matches(',');
-            let sum = seconds(h.sum_ns.load(Relaxed));
+            let sum = ticks_to_duration(h.sum_ticks.load(Relaxed)).as_secs_f64();
             let _ = writeln!(out, "{name}_sum{{{pairs}}} {sum}");
             let _ = writeln!(out, "{name}_count{{{pairs}}} {cumulative}");
         }

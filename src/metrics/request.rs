@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use super::{Histogram, Metrics, IN_FLIGHT, REQUESTS_TOTAL, REQUEST_DURATION};
 
@@ -40,12 +39,13 @@ impl RequestMetrics {
         InFlight(&self.in_flight)
     }
 
+    /// Counts one request; `elapsed` is in instrumentation clock ticks.
     pub(crate) fn record(
         &self,
         method: &http::Method,
         route: &str,
         status: http::StatusCode,
-        elapsed: Duration,
+        elapsed: u64,
     ) {
         let method = method_label(method);
         let status = status.as_u16();
@@ -55,7 +55,7 @@ impl RequestMetrics {
                 .find(|h| h.method == method && h.status == status)
                 .map(|h| {
                     h.requests.increment(1);
-                    h.duration.record(elapsed);
+                    h.duration.record_ticks(elapsed);
                 })
         };
         if let Ok(map) = self.by_route.read() {
@@ -86,7 +86,7 @@ impl RequestMetrics {
             ),
         };
         handles.requests.increment(1);
-        handles.duration.record(elapsed);
+        handles.duration.record_ticks(elapsed);
         if let Ok(mut map) = self.by_route.write() {
             // Another thread may have added the same handles meanwhile; both point at the same
             // series, so the count above stands either way.

@@ -9,7 +9,7 @@ use super::builder::Stack;
 use super::chain::{Chain, Compiled};
 use super::endpoint::endpoint;
 use super::entry::EntryDef;
-use super::hook::{GroupHook, HookGroup, MAX_GROUP};
+use super::hook_group::{GroupHook, HookGroup, MAX_GROUP};
 use super::service::StackInner;
 use super::tower::NextService;
 use super::{HttpService, StackService};

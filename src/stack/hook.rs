@@ -1,6 +1,6 @@
 //! Hooks: middleware that acts before and after the rest of the stack without holding it.
 //!
-//! Consecutive hooks compile into one boundary driven by one loop (see [`HookGroup`]): a
+//! Consecutive hooks compile into one boundary driven by one loop (`hook_group.rs`): a
 //! synchronous hook allocates nothing (its state too, when it is zero-sized), an async hook
 //! boxes only when it really waits. Each hook is still its own entry: named, ordered, timed
 //! with its own exclusive time and blocking blame, its panics caught and named.
@@ -12,19 +12,13 @@
 use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::response::IntoResponse;
 use futures_util::FutureExt;
 
-use super::boundary::log_panic;
-use super::chain::{Compiled, DynEntry, NextFuture};
 use crate::error::internal_error;
-use crate::instrument::report::StackReport;
-use crate::instrument::request::{RequestCtx, NONE};
-use crate::{Next, Request, Response};
+use crate::{Request, Response};
 
 /// A middleware that works on the request before the rest of the stack and on the response
 /// after it, without wrapping the call: request ids, headers, CORS, access logs, auth, rate
@@ -168,8 +162,9 @@ impl<S> std::fmt::Debug for Waiting<'_, S> {
     }
 }
 
-type ErasedState = Box<dyn Any + Send>;
-type WaitFuture<'a> = Pin<Box<dyn Future<Output = Result<ErasedState, Box<Response>>> + Send + 'a>>;
+pub(crate) type ErasedState = Box<dyn Any + Send>;
+pub(crate) type WaitFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ErasedState, Box<Response>>> + Send + 'a>>;
 
 /// A hook's flow with its state erased, as the group loop sees it.
 pub(crate) enum DynFlow<'a> {
@@ -275,203 +270,5 @@ where
             Ok(()) => Flow::Continue(()),
             Err(replacement) => Flow::Respond(replacement),
         }
-    }
-}
-
-/// The most hooks one group drives; a longer run of hooks becomes several groups.
-pub(crate) const MAX_GROUP: usize = 8;
-
-/// One hook of a group.
-pub(crate) struct GroupHook {
-    pub(crate) hook: std::sync::Arc<dyn DynHook>,
-    pub(crate) name: Box<str>,
-    pub(crate) slot: usize,
-}
-
-/// Consecutive hooks, compiled into one boundary.
-pub(crate) struct HookGroup {
-    pub(crate) hooks: Box<[GroupHook]>,
-}
-
-impl DynEntry for HookGroup {
-    #[inline]
-    fn call<'a>(&'a self, req: Request, next: Next<'a>, at: &'a Compiled) -> NextFuture<'a> {
-        let (ctx, report) = (&**next.ctx, &*next.chain.report);
-        Box::pin(GroupFuture {
-            inner: run_group(self, req, next),
-            ctx,
-            report,
-            first_slot: at.slot,
-        })
-    }
-}
-
-/// The control passes to `to`; a hook that just finished a call over the threshold is blamed.
-#[inline]
-fn switch(ctx: &RequestCtx, report: &StackReport, to: usize) {
-    if ctx.timed {
-        if let Some(slot) = ctx.switch(to) {
-            report.crossed(ctx, slot);
-        }
-    }
-}
-
-/// Calls one hook method, catching its panic as that hook's 500.
-#[inline]
-fn guarded<'a>(hook: &GroupHook, call: impl FnOnce() -> DynFlow<'a>) -> DynFlow<'a> {
-    match catch_unwind(AssertUnwindSafe(call)) {
-        Ok(flow) => flow,
-        Err(payload) => {
-            log_panic(&hook.name, &*payload);
-            DynFlow::Respond(Box::new(internal_error()))
-        }
-    }
-}
-
-/// Drives one request through a group's hooks and the rest of the stack.
-///
-/// Not an `async fn`: one keeps each argument twice in its future (the argument and the local it
-/// is moved into), and the request is the largest thing here.
-#[allow(clippy::manual_async_fn)] // see above
-fn run_group<'a>(
-    group: &'a HookGroup,
-    mut req: Request,
-    next: Next<'a>,
-) -> impl Future<Output = Response> + Send + 'a {
-    async move {
-        let (ctx, report) = (&**next.ctx, &*next.chain.report);
-        let hooks = &group.hooks;
-        let mut states: [Option<ErasedState>; MAX_GROUP] = Default::default();
-        // How many hooks continued: their `on_response` runs, in reverse.
-        let mut ran = 0;
-        let mut early = None;
-        while let Some(hook) = hooks.get(ran) {
-            switch(ctx, report, hook.slot);
-            let req = &mut req;
-            let outcome = match guarded(hook, move || hook.hook.on_request(req)) {
-                DynFlow::Continue(state) => Ok(state),
-                DynFlow::Respond(res) => Err(res),
-                DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await,
-            };
-            match outcome {
-                Ok(state) => {
-                    states[ran] = Some(state);
-                    ran += 1;
-                }
-                Err(res) => {
-                    early = Some(res);
-                    break;
-                }
-            }
-        }
-        switch(ctx, report, NONE);
-        let mut res = match early {
-            Some(res) => *res,
-            None => next.start(req).await,
-        };
-        while ran > 0 {
-            ran -= 1;
-            let hook = &hooks[ran];
-            let Some(state) = states[ran].take() else {
-                continue;
-            };
-            switch(ctx, report, hook.slot);
-            let res_ref = &mut res;
-            let replacement = match guarded(hook, move || hook.hook.on_response(state, res_ref)) {
-                DynFlow::Continue(_) => None,
-                DynFlow::Respond(replacement) => Some(replacement),
-                DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await.err(),
-            };
-            if let Some(replacement) = replacement {
-                res = *replacement;
-            }
-        }
-        res
-    }
-}
-
-/// A hook's async work, each poll timed as the hook's and its panics caught.
-struct TimedWait<'a, 'f> {
-    future: WaitFuture<'f>,
-    ctx: &'a RequestCtx,
-    report: &'a StackReport,
-    hook: &'a GroupHook,
-    /// When it was first polled, for the hook's waiting time.
-    started: u64,
-}
-
-impl<'a, 'f> TimedWait<'a, 'f> {
-    fn new(
-        ctx: &'a RequestCtx,
-        report: &'a StackReport,
-        hook: &'a GroupHook,
-        future: WaitFuture<'f>,
-    ) -> Self {
-        Self {
-            future,
-            ctx,
-            report,
-            hook,
-            started: 0,
-        }
-    }
-}
-
-impl Future for TimedWait<'_, '_> {
-    type Output = Result<ErasedState, Box<Response>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let timed = this.ctx.timed;
-        switch(this.ctx, this.report, this.hook.slot);
-        if timed && this.started == 0 {
-            this.started = this.ctx.mark();
-        }
-        let poll = catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
-        switch(this.ctx, this.report, NONE);
-        let poll = match poll {
-            Ok(poll) => poll,
-            Err(payload) => {
-                log_panic(&this.hook.name, &*payload);
-                Poll::Ready(Err(Box::new(internal_error())))
-            }
-        };
-        if timed && poll.is_ready() {
-            let waited = this.ctx.mark().saturating_sub(this.started);
-            this.ctx.add_waited(this.hook.slot, waited);
-        }
-        poll
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The group's boundary: hands the thread back to the boundary outside it after each poll,
-    /// finishing the hook call that was running.
-    struct GroupFuture<'a, F> {
-        #[pin]
-        inner: F,
-        ctx: &'a RequestCtx,
-        report: &'a StackReport,
-        first_slot: usize,
-    }
-}
-
-impl<F: Future<Output = Response>> Future for GroupFuture<'_, F> {
-    type Output = Response;
-
-    #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let this = self.project();
-        let ctx = *this.ctx;
-        if !ctx.timed {
-            return this.inner.poll(cx);
-        }
-        let parent = ctx.enter(NONE);
-        let start = ctx.mark();
-        let poll = this.inner.poll(cx);
-        switch(ctx, this.report, NONE);
-        ctx.resume(parent);
-        ctx.group_span(*this.first_slot, start, ctx.mark());
-        poll
     }
 }

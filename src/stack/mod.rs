@@ -11,10 +11,11 @@
 //! | hook | `impl` [`Hook`] (`on_request` / `on_response`) | before/after work that never holds the rest of the stack: the cheapest kind |
 //! | tower | any `tower::Layer` | reusing tower-http and the tower ecosystem |
 //!
-//! How a request moves, file by file: [`Stack`] (`builder.rs`, with its entries in `entry.rs`)
+//! How a request moves, file by file: [`Stack`] (`builder.rs`; entries are added and ordered in
+//! `ordering.rs` and made in `entry.rs`)
 //! compiles (`compile.rs`) into a chain (`chain.rs`) that [`Next`] (`next.rs`) walks by index;
 //! every entry runs inside its boundary (`boundary.rs`: a panic becomes a 500 there and each
-//! poll is timed), consecutive hooks share one (`hook.rs`), tower layers are adapted in
+//! poll is timed), consecutive hooks share one (`hook_group.rs`; the `Hook` trait is in `hook.rs`), tower layers are adapted in
 //! `tower.rs`, the app and FastAPI's 404/405 are in `endpoint.rs`, and [`StackService`]
 //! (`service.rs`) drives each request.
 
@@ -25,8 +26,10 @@ mod compile;
 mod endpoint;
 mod entry;
 mod hook;
+mod hook_group;
 mod middleware;
 mod next;
+mod ordering;
 mod service;
 mod tower;
 

@@ -253,9 +253,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &report.metrics {
-            let elapsed = crate::instrument::clock::ticks_to_duration(
-                crate::instrument::clock::now().saturating_sub(start),
-            );
+            let elapsed = crate::instrument::clock::now().saturating_sub(start);
             metrics
                 .requests
                 .record(&ctx.method, route, res.status(), elapsed);
