@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use super::compile::{compile, Blueprint, Settings};
 use super::entry::{Entry, EntryInfo};
 use super::{HttpService, StackService};
 use crate::error::ConfigError;
@@ -60,16 +61,6 @@ pub struct Stack {
     error: Option<ConfigError>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<crate::metrics::Metrics>,
-}
-
-/// Per-stack settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) instrument: bool,
-    pub(crate) blocking_threshold: Duration,
-    pub(crate) server_timing: bool,
-    pub(crate) record_timings: bool,
-    pub(crate) fastapi_bodies: bool,
 }
 
 impl Default for Stack {
@@ -257,7 +248,16 @@ impl Stack {
     /// ([`ConfigErrorKind::MetricsConflict`](crate::ConfigErrorKind::MetricsConflict)).
     pub fn try_service<S: HttpService>(&self, app: S) -> Result<StackService, ConfigError> {
         self.validate()?;
-        super::compile::compile(self, app)
+        let blueprint = Blueprint {
+            entries: &self.entries,
+            settings: &self.settings,
+            name: &self.name,
+            app_stats: &self.app_stats,
+            body_stats: &self.body_stats,
+            #[cfg(feature = "prometheus")]
+            metrics: self.metrics.as_ref(),
+        };
+        compile(&blueprint, app)
     }
 
     /// As [`Stack::try_service`], for start-up code where a configuration mistake should stop

@@ -1,13 +1,13 @@
-//! Compiling a [`Stack`] into a [`StackService`]: boundaries numbered, consecutive hooks
+//! Compiling a stack's entries into a [`StackService`]: boundaries numbered, consecutive hooks
 //! grouped, each tower layer's service built once around the rest, metrics registered.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::boundary::panic_message;
-use super::builder::Stack;
 use super::chain::{Chain, Compiled};
 use super::endpoint::endpoint;
+use super::entry::Entry;
 use super::entry::EntryDef;
 use super::hook_group::{GroupHook, HookGroup, MAX_GROUP};
 use super::service::StackInner;
@@ -17,6 +17,7 @@ use crate::error::{ConfigError, ConfigErrorKind};
 use crate::instrument::clock::duration_to_ticks;
 use crate::instrument::report::StackReport;
 use crate::instrument::timings::Span;
+use crate::instrument::BlockingStats;
 
 /// A run of the compiled chain: one entry, or several consecutive hooks.
 enum Unit {
@@ -24,7 +25,33 @@ enum Unit {
     Hooks(std::ops::Range<usize>),
 }
 
-pub(crate) fn compile<S: HttpService>(stack: &Stack, app: S) -> Result<StackService, ConfigError> {
+/// Per-stack settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) instrument: bool,
+    pub(crate) blocking_threshold: std::time::Duration,
+    pub(crate) server_timing: bool,
+    pub(crate) record_timings: bool,
+    pub(crate) fastapi_bodies: bool,
+}
+
+/// Everything a build reads from the stack it builds.
+pub(crate) struct Blueprint<'a> {
+    pub(crate) entries: &'a [Entry],
+    pub(crate) settings: &'a Settings,
+    /// The `stack` label of its metrics.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+    pub(crate) name: &'a str,
+    pub(crate) app_stats: &'a Arc<BlockingStats>,
+    pub(crate) body_stats: &'a Arc<BlockingStats>,
+    #[cfg(feature = "prometheus")]
+    pub(crate) metrics: Option<&'a crate::metrics::Metrics>,
+}
+
+pub(crate) fn compile<S: HttpService>(
+    stack: &Blueprint<'_>,
+    app: S,
+) -> Result<StackService, ConfigError> {
     let entries = &stack.entries;
     let app_slot = entries.len();
 
@@ -56,9 +83,9 @@ pub(crate) fn compile<S: HttpService>(stack: &Stack, app: S) -> Result<StackServ
     let stats = entries
         .iter()
         .map(|e| Arc::clone(&e.stats))
-        .chain([Arc::clone(&stack.app_stats), Arc::clone(&stack.body_stats)])
+        .chain([Arc::clone(stack.app_stats), Arc::clone(stack.body_stats)])
         .collect();
-    let settings = &stack.settings;
+    let settings = stack.settings;
     let report = Arc::new(StackReport {
         #[cfg(feature = "prometheus")]
         metrics: stack_metrics(stack, &names)?,
@@ -141,15 +168,15 @@ pub(crate) fn compile<S: HttpService>(stack: &Stack, app: S) -> Result<StackServ
 
 #[cfg(feature = "prometheus")]
 fn stack_metrics(
-    stack: &Stack,
+    stack: &Blueprint<'_>,
     names: &[Box<str>],
 ) -> Result<Option<crate::instrument::report::StackMetrics>, ConfigError> {
     use crate::metrics::{RequestMetrics, BLOCKING_TOTAL, POLL_SECONDS};
-    let Some(metrics) = &stack.metrics else {
+    let Some(metrics) = stack.metrics else {
         return Ok(None);
     };
-    let owner: Arc<dyn Send + Sync> = Arc::clone(&stack.app_stats) as _;
-    metrics.claim_stack(&stack.name, &owner)?;
+    let owner: Arc<dyn Send + Sync> = Arc::clone(stack.app_stats) as _;
+    metrics.claim_stack(stack.name, &owner)?;
     let labels = |name: &str| {
         vec![
             ("stack", stack.name.to_string()),
@@ -165,6 +192,6 @@ fn stack_metrics(
             .iter()
             .map(|n| metrics.counter(BLOCKING_TOTAL, &labels(n)))
             .collect(),
-        requests: RequestMetrics::new(metrics, Arc::from(&*stack.name)),
+        requests: RequestMetrics::new(metrics, Arc::from(stack.name)),
     }))
 }

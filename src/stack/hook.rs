@@ -186,10 +186,28 @@ impl<'a, S: Send + 'static> From<Flow<'a, S>> for DynFlow<'a> {
     }
 }
 
+/// A hook's flow on the response side, where there is no state to carry on.
+pub(crate) enum ResponseFlow<'a> {
+    Continue,
+    Respond(Box<Response>),
+    Wait(WaitFuture<'a>),
+}
+
+impl<'a> From<Flow<'a, ()>> for ResponseFlow<'a> {
+    #[inline]
+    fn from(flow: Flow<'a, ()>) -> Self {
+        match flow {
+            Flow::Continue(()) => ResponseFlow::Continue,
+            Flow::Respond(res) => ResponseFlow::Respond(Box::new(res)),
+            Flow::Wait(waiting) => ResponseFlow::Wait(waiting.future),
+        }
+    }
+}
+
 /// The object-safe form of a [`Hook`].
 pub(crate) trait DynHook: Send + Sync + 'static {
     fn on_request<'a>(&'a self, req: &'a mut Request) -> DynFlow<'a>;
-    fn on_response<'a>(&'a self, state: ErasedState, res: &'a mut Response) -> DynFlow<'a>;
+    fn on_response<'a>(&'a self, state: ErasedState, res: &'a mut Response) -> ResponseFlow<'a>;
 }
 
 pub(crate) struct HookAdapter<H>(pub(crate) H);
@@ -201,11 +219,11 @@ impl<H: Hook> DynHook for HookAdapter<H> {
     }
 
     #[inline]
-    fn on_response<'a>(&'a self, state: ErasedState, res: &'a mut Response) -> DynFlow<'a> {
+    fn on_response<'a>(&'a self, state: ErasedState, res: &'a mut Response) -> ResponseFlow<'a> {
         match state.downcast::<H::State>() {
             Ok(state) => self.0.on_response(*state, res).into(),
             // The group only ever hands a hook the state it made.
-            Err(_) => DynFlow::Respond(Box::new(internal_error())),
+            Err(_) => ResponseFlow::Respond(Box::new(internal_error())),
         }
     }
 }

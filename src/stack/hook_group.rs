@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use super::boundary::log_panic;
 use super::chain::{Compiled, DynEntry, NextFuture};
-use super::hook::{DynFlow, DynHook, ErasedState, WaitFuture};
+use super::hook::{DynFlow, DynHook, ErasedState, ResponseFlow, WaitFuture};
 use crate::error::internal_error;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{RequestCtx, NONE};
@@ -59,12 +59,12 @@ fn switch(ctx: &RequestCtx, report: &StackReport, to: usize) {
 
 /// Calls one hook method, catching its panic as that hook's 500.
 #[inline]
-fn guarded<'a>(hook: &GroupHook, call: impl FnOnce() -> DynFlow<'a>) -> DynFlow<'a> {
+fn guarded<T>(hook: &GroupHook, call: impl FnOnce() -> T, answer: fn(Box<Response>) -> T) -> T {
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(flow) => flow,
         Err(payload) => {
             log_panic(&hook.name, &*payload);
-            DynFlow::Respond(Box::new(internal_error()))
+            answer(Box::new(internal_error()))
         }
     }
 }
@@ -89,7 +89,7 @@ fn run_group<'a>(
         while let Some(hook) = hooks.get(ran) {
             switch(ctx, report, hook.slot);
             let req = &mut req;
-            let outcome = match guarded(hook, move || hook.hook.on_request(req)) {
+            let outcome = match guarded(hook, move || hook.hook.on_request(req), DynFlow::Respond) {
                 DynFlow::Continue(state) => Ok(state),
                 DynFlow::Respond(res) => Err(res),
                 DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await,
@@ -117,11 +117,20 @@ fn run_group<'a>(
                 continue;
             };
             switch(ctx, report, hook.slot);
-            let res_ref = &mut res;
-            let replacement = match guarded(hook, move || hook.hook.on_response(state, res_ref)) {
-                DynFlow::Continue(_) => None,
-                DynFlow::Respond(replacement) => Some(replacement),
-                DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await.err(),
+            let replacement = {
+                let res_ref = &mut res;
+                let flow: ResponseFlow<'_> = guarded(
+                    hook,
+                    move || hook.hook.on_response(state, res_ref),
+                    ResponseFlow::Respond,
+                );
+                match flow {
+                    ResponseFlow::Continue => None,
+                    ResponseFlow::Respond(replacement) => Some(replacement),
+                    ResponseFlow::Wait(future) => {
+                        TimedWait::new(ctx, report, hook, future).await.err()
+                    }
+                }
             };
             if let Some(replacement) = replacement {
                 res = *replacement;

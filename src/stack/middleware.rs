@@ -72,6 +72,11 @@ use crate::{Next, Request, Response};
 pub trait Middleware<R: IntoResponse = Response>: Send + Sync + 'static {
     /// Handles one request. Call `next.run(req).await` to run the rest of the stack, or return
     /// a response of your own to short-circuit.
+    ///
+    /// Written as `fn call(..) -> impl Future` instead of `async fn`, the code before the
+    /// future is made runs when the entry before this one calls `next.run`: a panic there is
+    /// still this middleware's 500, but its time is charged to the middleware before it. Keep
+    /// work inside the future.
     fn call(&self, req: Request, next: Next<'_>) -> impl Future<Output = R> + Send;
 }
 
