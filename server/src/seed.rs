@@ -62,9 +62,9 @@ pub async fn timing_and_custom_header_middleware(
     req: Request,
     next: Next<'_>,
 ) -> Response {
-    // A `Uri` clone shares its bytes: no allocation per request.
-    let uri = req.uri().clone();
-    let path = uri.path();
+    // The path is kept for the log line after `next` only when that line will be written.
+    let uri = logged_uri(&req);
+    let path = uri.as_ref().map_or("", |uri| uri.path());
     tracing::info!(%path, "Middleware: Request received");
     let start = Instant::now();
 
@@ -89,6 +89,12 @@ pub async fn timing_and_custom_header_middleware(
     res
 }
 
+/// The request's URI, for the log lines around `next`, when INFO lines are written at all (a
+/// `Uri` clone shares its bytes, but still costs reference counting on every request).
+fn logged_uri(req: &Request) -> Option<http::Uri> {
+    tracing::enabled!(tracing::Level::INFO).then(|| req.uri().clone())
+}
+
 /// The seed's class-based middleware with an option.
 #[derive(Debug, Clone)]
 pub struct AnotherAsyncMiddleware {
@@ -106,8 +112,8 @@ impl Default for AnotherAsyncMiddleware {
 
 impl Middleware for AnotherAsyncMiddleware {
     async fn call(&self, req: Request, next: Next<'_>) -> Response {
-        let uri = req.uri().clone();
-        let path = uri.path();
+        let uri = logged_uri(&req);
+        let path = uri.as_ref().map_or("", |uri| uri.path());
         tracing::info!(option = %self.some_option, %path, "AnotherAsyncMiddleware: Pre-processing");
         let mut res = next.run(req).await;
         tracing::info!(%path, "AnotherAsyncMiddleware: Post-processing");

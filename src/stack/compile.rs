@@ -93,7 +93,12 @@ pub(crate) fn compile<S: HttpService>(
         spans: spans.into(),
         stats,
         timed: settings.instrument,
-        threshold: duration_to_ticks(settings.blocking_threshold),
+        // Untimed stacks never touch the clock (its calibration is not free at start-up).
+        threshold: if settings.instrument {
+            duration_to_ticks(settings.blocking_threshold)
+        } else {
+            u64::MAX
+        },
         server_timing: settings.server_timing,
         record_timings: settings.record_timings,
     });
