@@ -342,6 +342,12 @@ async fn routes_are_reported_per_stack_with_tower_layers_and_nesting() {
         outer_report.get("outer_slow").unwrap().last_route,
         "/svc/{name}"
     );
+    // The inner stack's blocking is its own: the outer stack's app, which served it, is not
+    // blamed for it.
+    assert!(
+        outer_report.get("app").is_none(),
+        "the outer app was blamed for the inner stack: {outer_report}"
+    );
     // axum prefixes a template with the one an enclosing router matched, as its `MatchedPath`
     // extractor shows handlers.
     assert_eq!(
@@ -587,4 +593,45 @@ async fn two_stacks_keep_separate_statistics() {
     TestClient::new(service.clone()).get("/items/1").await;
     assert_eq!(blocking.blocking_report().get("auth").unwrap().events, 2);
     assert_eq!(service.blocking_report(), blocking.blocking_report());
+}
+
+#[tokio::test]
+async fn a_panic_in_a_streamed_body_ends_that_response_and_is_logged() {
+    let logs = common::Logs::capture();
+    let app = Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                // The first chunk goes out with the head; the second poll, later, panics.
+                let chunks = futures_util::stream::unfold(0, |n| async move {
+                    if n == 1 {
+                        tokio::time::sleep(20 * MS).await;
+                        panic!("the event source exploded");
+                    }
+                    Some((
+                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(b"first")),
+                        n + 1,
+                    ))
+                });
+                callnext::Body::from_stream(chunks)
+            }),
+        )
+        .route("/ok", get(|| async { "ok" }));
+    let running = common::spawn(Server::new(), Stack::new().func(b).service(app)).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let res = client
+        .get(running.url("/stream").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyExt::collect(res.into_body()).await;
+    assert!(body.is_err(), "the cut-short body ends with an error");
+    let lines = logs.lines_with("the event source exploded");
+    assert!(
+        lines.iter().any(|l| common::names_middleware(l, "body")),
+        "{lines:?}"
+    );
+    assert_eq!(common::get(&running.url("/ok")).await.status, 200);
+    running.stop().await;
 }

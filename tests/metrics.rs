@@ -344,4 +344,101 @@ async fn two_stacks_in_one_registry_keep_their_series_apart() {
         err.to_string(),
         "another stack named `public` already records into this metrics registry; give each stack its own name with `Stack::name`"
     );
+
+    // Clones that went different ways are different stacks.
+    let base = Stack::new().name("base").metrics(&metrics);
+    let one = base.clone().push(Entry::func(pass).named("one"));
+    let two = base.clone().push(Entry::func(pass).named("two"));
+    assert!(one.try_service(app(&metrics)).is_ok());
+    assert_eq!(
+        two.try_service(app(&metrics)).unwrap_err().kind(),
+        ConfigErrorKind::MetricsConflict
+    );
+}
+
+#[test]
+fn a_name_is_free_again_once_its_stack_and_services_are_gone() {
+    let metrics = Metrics::new();
+    let build = || {
+        Stack::new()
+            .func(pass)
+            .metrics(&metrics)
+            .try_service(app(&metrics))
+    };
+    let first = build().unwrap();
+    assert_eq!(
+        build().unwrap_err().kind(),
+        ConfigErrorKind::MetricsConflict
+    );
+    drop(first);
+    assert!(build().is_ok(), "the first stack and its service are gone");
+}
+
+#[tokio::test]
+async fn boundaries_a_request_never_reached_get_no_sample() {
+    async fn deny(req: Request, next: Next<'_>) -> Result<Response, HttpError> {
+        if req.uri().path() == "/items/1" {
+            return Err(HttpError::unauthorized("no"));
+        }
+        Ok(next.run(req).await)
+    }
+    let metrics = Metrics::new();
+    let client = TestClient::new(
+        Stack::new()
+            .func(deny)
+            .on_request("after", |_req| {})
+            .metrics(&metrics)
+            .service(app(&metrics)),
+    );
+    for _ in 0..3 {
+        assert_eq!(client.get("/items/1").await.status(), 401);
+    }
+    assert_eq!(client.get("/items/2").await.status(), 200);
+    let (samples, _) = parse(&metrics.render());
+    let count = |middleware: &str| {
+        find(
+            &samples,
+            "callnext_middleware_poll_seconds_count",
+            &[("middleware", middleware)],
+        )
+        .unwrap()
+        .value
+    };
+    assert_eq!(count("deny"), 4.0);
+    assert_eq!(count("after"), 1.0);
+    assert_eq!(count("app"), 1.0);
+}
+
+#[tokio::test]
+async fn a_request_dropped_before_it_is_answered_is_counted_as_499() {
+    let metrics = Metrics::new();
+    let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+    let entered_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(entered_tx)));
+    let router = app(&metrics).route(
+        "/hang",
+        get(move || {
+            if let Some(tx) = entered_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            std::future::pending::<&'static str>()
+        }),
+    );
+    let client = TestClient::new(Stack::new().func(pass).metrics(&metrics).service(router));
+    let hanging = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/hang").await }
+    });
+    entered.await.unwrap();
+    hanging.abort();
+    let _ = hanging.await;
+    let (samples, _) = parse(&metrics.render());
+    let closed = find(
+        &samples,
+        "http_requests_total",
+        &[("route", "/hang"), ("status", "499")],
+    )
+    .expect("the dropped request is counted");
+    assert_eq!(closed.value, 1.0);
+    let in_flight = find(&samples, "http_requests_in_flight", &[("stack", "main")]).unwrap();
+    assert_eq!(in_flight.value, 0.0);
 }

@@ -3,6 +3,7 @@
 //! finished, so its polls are timed here.
 
 use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -69,9 +70,24 @@ impl http_body::Body for TimedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
         let saved = CHILD.replace(0);
         let start = now();
-        let poll = this.inner.poll_frame(cx);
+        // After the head is sent a panic cannot become a 500: the body ends with an error
+        // (hyper closes the connection) and the panic is logged under `body`.
+        let poll = match catch_unwind(AssertUnwindSafe(|| this.inner.poll_frame(cx))) {
+            Ok(poll) => poll,
+            Err(payload) => {
+                tracing::error!(
+                    middleware = "body",
+                    panic = crate::stack::panic_message(&*payload),
+                    "panic in the response body; the response was cut short"
+                );
+                Poll::Ready(Some(Err(axum::Error::new("the response body panicked"))))
+            }
+        };
         let total = now().saturating_sub(start);
         let exclusive = total.saturating_sub(CHILD.get());
         CHILD.set(saved + total);

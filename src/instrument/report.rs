@@ -29,6 +29,9 @@ pub(crate) struct StackReport {
     pub(crate) threshold: u64,
     pub(crate) server_timing: bool,
     pub(crate) record_timings: bool,
+    /// Whether the app is a router that reports the route it matched; when it is not, the
+    /// route matched before the stack (under `Router::layer`) is the request's route.
+    pub(crate) app_reports_route: bool,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<StackMetrics>,
 }
@@ -40,6 +43,8 @@ pub(crate) struct StackMetrics {
     pub(crate) poll: Box<[Arc<crate::metrics::Histogram>]>,
     pub(crate) blocking: Box<[metrics::Counter]>,
     pub(crate) requests: crate::metrics::RequestMetrics,
+    /// Keeps the stack's name claimed in the registry while this service lives.
+    pub(crate) _identity: Arc<dyn Send + Sync>,
 }
 
 static SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
@@ -58,7 +63,7 @@ impl StackReport {
     /// known, otherwise when the request finishes or is dropped.
     #[cold]
     pub(crate) fn crossed(&self, ctx: &RequestCtx, slot: usize) {
-        if ctx.has_route() {
+        if ctx.has_route() || (!self.app_reports_route && ctx.has_route_before()) {
             self.publish(ctx, slot);
         }
     }
@@ -120,8 +125,12 @@ impl StackReport {
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.metrics {
+            // Boundaries a request never reached (after one that answered early) have no
+            // sample: a zero would pull their percentiles down.
             for (histogram, figures) in metrics.poll.iter().zip(slots) {
-                histogram.record_ticks(figures.exclusive.load(Relaxed));
+                if figures.ran() {
+                    histogram.record_ticks(figures.exclusive.load(Relaxed));
+                }
             }
         }
         let names = || self.names.iter().map(|n| &**n);

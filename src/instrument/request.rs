@@ -6,12 +6,69 @@
 //! was running. A boundary's exclusive time is the sum of its portions; no subtraction of inner
 //! times is needed, and consecutive hooks share their reads.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::MatchedPath;
 
 use super::clock::now;
+
+thread_local! {
+    /// Ticks that stacks nested inside the boundary now running (a stack served inside a route
+    /// of another's router) spent in their own polls since its last transition; its next
+    /// transition leaves them out, so the outer stack does not blame itself for them.
+    static NESTED: Cell<u64> = const { Cell::new(0) };
+    /// How many stacks' request futures this thread is polling, one inside the other.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The ticks since `mark`, less what nested stacks took of them.
+#[inline]
+fn portion(now: u64, mark: u64) -> u64 {
+    now.saturating_sub(mark)
+        .saturating_sub(NESTED.with(|n| n.replace(0)))
+}
+
+/// Brackets one poll of a stack's request future. A stack polled inside another's poll adds
+/// the ticks it took to `NESTED` for the outer one; the outermost starts and ends with none.
+pub(crate) struct StackPoll {
+    /// When this is a nested poll: its start, and what the outer boundary had pending.
+    nested: Option<(u64, u64)>,
+}
+
+impl StackPoll {
+    #[inline]
+    pub(crate) fn begin() -> Self {
+        let depth = DEPTH.with(|d| {
+            let depth = d.get();
+            d.set(depth + 1);
+            depth
+        });
+        if depth == 0 {
+            NESTED.with(|n| n.set(0));
+            return Self { nested: None };
+        }
+        let pending = NESTED.with(|n| n.replace(0));
+        Self {
+            nested: Some((now(), pending)),
+        }
+    }
+}
+
+impl Drop for StackPoll {
+    #[inline]
+    fn drop(&mut self) {
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        match self.nested {
+            None => NESTED.with(|n| n.set(0)),
+            Some((start, pending)) => {
+                let took = now().saturating_sub(start);
+                NESTED.with(|n| n.set(pending + took));
+            }
+        }
+    }
+}
 
 /// "No boundary": time charged here is dropped (the stack's own glue between boundaries).
 pub(crate) const NONE: usize = usize::MAX;
@@ -34,7 +91,8 @@ pub(crate) struct Slot {
     /// Polls at or over the blocking threshold (low half) and how many of those have been
     /// published to the stack's statistics (high half), in one word to keep the slot small.
     blocking: AtomicU64,
-    /// First entry and last exit (for a hook group: the group's, kept in its first hook's slot).
+    /// First entry and last exit; a zero first means the boundary never ran. For a hook group,
+    /// its first hook's slot keeps the group's span.
     pub(crate) first: AtomicU64,
     pub(crate) last: AtomicU64,
     /// Hooks: wall time spent waiting in their async work.
@@ -42,6 +100,12 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// Whether the boundary ran in this request.
+    #[inline]
+    pub(crate) fn ran(&self) -> bool {
+        self.first.load(Relaxed) != 0
+    }
+
     /// Whether some blocking polls are not published yet.
     #[inline]
     pub(crate) fn has_unpublished(&self) -> bool {
@@ -124,6 +188,11 @@ impl RequestCtx {
             .is_some()
     }
 
+    /// Whether a router before the stack matched a route (under `Router::layer`).
+    pub(crate) fn has_route_before(&self) -> bool {
+        self.before.is_some()
+    }
+
     /// The route label of reports: the stack's own router knows best; a stack under
     /// `Router::layer` (or a route of an enclosing router) has only the route matched before it.
     pub(crate) fn route_label(&self) -> RouteLabel {
@@ -156,8 +225,8 @@ impl RequestCtx {
         let now = now();
         let slots = self.slots();
         let parent = self.current.load(Relaxed);
+        let ticks = portion(now, self.mark.load(Relaxed));
         if let Some(slot) = slots.get(parent) {
-            let ticks = now.saturating_sub(self.mark.load(Relaxed));
             slot.exclusive
                 .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
             slot.poll.store(slot.poll.load(Relaxed) + ticks, Relaxed);
@@ -179,8 +248,8 @@ impl RequestCtx {
     pub(crate) fn exit(&self, index: usize, parent: usize) -> bool {
         let now = now();
         let mut crossed = false;
+        let ticks = portion(now, self.mark.load(Relaxed));
         if let Some(slot) = self.slots().get(index) {
-            let ticks = now.saturating_sub(self.mark.load(Relaxed));
             slot.exclusive
                 .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
             let poll = slot.poll.load(Relaxed) + ticks;
@@ -208,8 +277,8 @@ impl RequestCtx {
         let now = now();
         let previous = self.current.load(Relaxed);
         let mut crossed = None;
+        let ticks = portion(now, self.mark.load(Relaxed));
         if let Some(slot) = self.slot(previous) {
-            let ticks = now.saturating_sub(self.mark.load(Relaxed));
             slot.exclusive
                 .store(slot.exclusive.load(Relaxed) + ticks, Relaxed);
             if ticks > slot.worst.load(Relaxed) {
@@ -219,6 +288,12 @@ impl RequestCtx {
                 slot.blocking
                     .store(slot.blocking.load(Relaxed) + 1, Relaxed);
                 crossed = Some(previous);
+            }
+        }
+        // A hook's first call marks it as having run (its group's span is kept apart).
+        if let Some(slot) = self.slot(index) {
+            if slot.first.load(Relaxed) == 0 {
+                slot.first.store(now, Relaxed);
             }
         }
         self.current.store(index, Relaxed);

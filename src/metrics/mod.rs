@@ -42,7 +42,7 @@ mod histogram;
 mod request;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use axum::routing::MethodRouter;
 use http::{header, HeaderValue};
@@ -79,8 +79,9 @@ struct Registry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     histograms: Mutex<[Family; 2]>,
-    /// The stacks recording here, by name; the `Arc` is the stack's identity.
-    stacks: Mutex<Vec<(String, Arc<dyn Send + Sync>)>>,
+    /// The stacks recording here, by name: the stack's identity, held by the stack and every
+    /// service built from it; once they are all gone, the name is free again.
+    stacks: Mutex<Vec<(String, Weak<dyn Send + Sync>)>>,
 }
 
 impl Default for Metrics {
@@ -165,7 +166,8 @@ impl Metrics {
     }
 
     /// Claims `name` for the stack whose identity is `owner`; a different stack under the same
-    /// name would mix its series with the first one's.
+    /// name would mix its series with the first one's. A stack whose entries or name changed
+    /// after a clone is a different stack.
     pub(crate) fn claim_stack(
         &self,
         name: &str,
@@ -176,16 +178,22 @@ impl Metrics {
             .stacks
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match stacks.iter().find(|(n, _)| n == name) {
-            Some((_, other)) if Arc::ptr_eq(other, owner) => Ok(()),
-            Some(_) => Err(ConfigError::new(
-                ConfigErrorKind::MetricsConflict,
-                format!(
-                    "another stack named `{name}` already records into this metrics registry; give each stack its own name with `Stack::name`"
-                ),
-            )),
+        match stacks.iter_mut().find(|(n, _)| n == name) {
+            Some((_, other)) => match other.upgrade() {
+                Some(other) if Arc::ptr_eq(&other, owner) => Ok(()),
+                Some(_) => Err(ConfigError::new(
+                    ConfigErrorKind::MetricsConflict,
+                    format!(
+                        "another stack named `{name}` already records into this metrics registry; give each stack its own name with `Stack::name`"
+                    ),
+                )),
+                None => {
+                    *other = Arc::downgrade(owner);
+                    Ok(())
+                }
+            },
             None => {
-                stacks.push((name.to_owned(), Arc::clone(owner)));
+                stacks.push((name.to_owned(), Arc::downgrade(owner)));
                 Ok(())
             }
         }

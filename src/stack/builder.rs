@@ -57,6 +57,9 @@ pub struct Stack {
     pub(crate) settings: Settings,
     pub(crate) name: Cow<'static, str>,
     pub(crate) app_stats: Arc<BlockingStats>,
+    /// Which stack this is, for a metrics registry: shared by clones, renewed when the entries
+    /// or the name change.
+    pub(crate) identity: Arc<dyn Send + Sync>,
     pub(crate) body_stats: Arc<BlockingStats>,
     error: Option<ConfigError>,
     #[cfg(feature = "prometheus")]
@@ -76,6 +79,7 @@ impl Default for Stack {
             },
             name: Cow::Borrowed("main"),
             app_stats: Arc::default(),
+            identity: Arc::new(()),
             body_stats: Arc::default(),
             error: None,
             #[cfg(feature = "prometheus")]
@@ -95,6 +99,7 @@ impl Stack {
     #[must_use]
     pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.name = name.into();
+        self.identity = Arc::new(());
         if self.name.is_empty() {
             self.fail(ConfigError::invalid(
                 "name",
@@ -253,6 +258,7 @@ impl Stack {
             settings: &self.settings,
             name: &self.name,
             app_stats: &self.app_stats,
+            identity: &self.identity,
             body_stats: &self.body_stats,
             #[cfg(feature = "prometheus")]
             metrics: self.metrics.as_ref(),
@@ -292,6 +298,11 @@ impl fmt::Debug for Stack {
 }
 
 /// A stack is a tower layer: use it in axum's `Router::layer`, a `ServiceBuilder` or under hyper.
+///
+/// axum's `Router::layer` builds one service per route and method (and for the fallback):
+/// each gets its own copy of the stack's tower layers (a `ConcurrencyLimitLayer` then limits
+/// each route apart) and the stack is compiled once per route. To run one stack in front of a
+/// whole router, use [`Stack::service`] with the router instead.
 ///
 /// # Panics
 ///

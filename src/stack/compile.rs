@@ -43,6 +43,7 @@ pub(crate) struct Blueprint<'a> {
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) name: &'a str,
     pub(crate) app_stats: &'a Arc<BlockingStats>,
+    pub(crate) identity: &'a Arc<dyn Send + Sync>,
     pub(crate) body_stats: &'a Arc<BlockingStats>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<&'a crate::metrics::Metrics>,
@@ -86,7 +87,9 @@ pub(crate) fn compile<S: HttpService>(
         .chain([Arc::clone(stack.app_stats), Arc::clone(stack.body_stats)])
         .collect();
     let settings = stack.settings;
+    let (endpoint, app_reports_route) = endpoint(app, app_slot, settings.fastapi_bodies);
     let report = Arc::new(StackReport {
+        app_reports_route,
         #[cfg(feature = "prometheus")]
         metrics: stack_metrics(stack, &names)?,
         names,
@@ -104,7 +107,7 @@ pub(crate) fn compile<S: HttpService>(
     });
 
     // Built from the inside out: a tower layer wraps the segment after it.
-    let mut endpoint = Some(endpoint(app, app_slot, settings.fastapi_bodies));
+    let mut endpoint = Some(endpoint);
     let mut segment: Vec<Compiled> = Vec::new();
     for unit in units.iter().rev() {
         match *unit {
@@ -180,8 +183,7 @@ fn stack_metrics(
     let Some(metrics) = stack.metrics else {
         return Ok(None);
     };
-    let owner: Arc<dyn Send + Sync> = Arc::clone(stack.app_stats) as _;
-    metrics.claim_stack(stack.name, &owner)?;
+    metrics.claim_stack(stack.name, stack.identity)?;
     let labels = |name: &str| {
         vec![
             ("stack", stack.name.to_string()),
@@ -198,5 +200,6 @@ fn stack_metrics(
             .map(|n| metrics.counter(BLOCKING_TOTAL, &labels(n)))
             .collect(),
         requests: RequestMetrics::new(metrics, Arc::from(stack.name)),
+        _identity: Arc::clone(stack.identity),
     }))
 }

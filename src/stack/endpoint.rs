@@ -33,26 +33,35 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
     ) -> NextFuture<'a>;
 }
 
-/// Wraps `app` as the endpoint of a stack whose app boundary is `slot`. An axum `Router` learns
-/// to report the route template it matched.
+/// Wraps `app` as the endpoint of a stack whose app boundary is `slot`. An axum `Router` with
+/// routes learns to report the route template it matched; the second value says whether the
+/// app reports routes.
 pub(crate) fn endpoint<S: HttpService>(
     app: S,
     slot: usize,
     fastapi_bodies: bool,
-) -> Box<dyn Endpoint> {
+) -> (Box<dyn Endpoint>, bool) {
     let app: Box<dyn Any> = Box::new(app);
     match app.downcast::<axum::Router>() {
-        Ok(router) => Box::new(RouterEndpoint {
-            router: if router.has_routes() {
+        Ok(router) => {
+            let reports = router.has_routes();
+            let router = if reports {
                 router.route_layer(RouteCapture)
             } else {
                 *router
-            },
-            slot,
-            fastapi_bodies,
-        }),
+            };
+            let endpoint = RouterEndpoint {
+                router,
+                slot,
+                fastapi_bodies,
+            };
+            (Box::new(endpoint), reports)
+        }
         Err(app) => match app.downcast::<S>() {
-            Ok(app) => Box::new(ServiceEndpoint::new(*app, slot, fastapi_bodies)),
+            Ok(app) => (
+                Box::new(ServiceEndpoint::new(*app, slot, fastapi_bodies)),
+                false,
+            ),
             Err(_) => unreachable!("the app is an S"),
         },
     }

@@ -95,6 +95,7 @@ impl Entry {
     /// A function middleware: `async fn(Request, Next) -> impl IntoResponse`.
     ///
     /// Named after the function (`timing` for `my_crate::timing`); see [`Entry::named`].
+    #[must_use]
     pub fn func<F>(f: F) -> Self
     where
         F: for<'a> MiddlewareFn<'a>,
@@ -109,6 +110,7 @@ impl Entry {
 
     /// A function middleware that borrows shared state:
     /// `async fn(&S, Request, Next) -> impl IntoResponse`.
+    #[must_use]
     pub fn func_with_state<F, S>(state: S, f: F) -> Self
     where
         S: Send + Sync + 'static,
@@ -123,6 +125,7 @@ impl Entry {
     }
 
     /// A struct middleware. Named after its type (`Auth` for `my_crate::Auth`).
+    #[must_use]
     pub fn middleware<M, R>(m: M) -> Self
     where
         M: Middleware<R>,
@@ -137,6 +140,7 @@ impl Entry {
     }
 
     /// A hook. Named after its type (`ApiKey` for `my_crate::ApiKey`).
+    #[must_use]
     pub fn hook<H: Hook>(hook: H) -> Self {
         let name = Cow::Borrowed(short_type_name::<H>());
         Self::new(
@@ -149,6 +153,7 @@ impl Entry {
     /// A synchronous hook on the request, from a closure, under `name`: return `()` to go on,
     /// or a `Result<(), E>` whose `Err(e)` answers with `e` (an [`HttpError`](crate::HttpError),
     /// say).
+    #[must_use]
     pub fn on_request<F, R>(name: impl Into<Cow<'static, str>>, f: F) -> Self
     where
         F: Fn(&mut Request) -> R + Send + Sync + 'static,
@@ -159,6 +164,7 @@ impl Entry {
 
     /// A synchronous hook on the response, from a closure, under `name`: return `()`, or a
     /// `Result<(), E>` whose `Err(e)` replaces the response with `e`.
+    #[must_use]
     pub fn on_response<F, R>(name: impl Into<Cow<'static, str>>, f: F) -> Self
     where
         F: Fn(&mut Response) -> R + Send + Sync + 'static,
@@ -175,6 +181,7 @@ impl Entry {
     /// clones, needs a `tower::buffer::BufferLayer` in front of it, as in axum: tower's
     /// `RateLimitLayer` is one. `ConcurrencyLimitLayer` and tower-http's layers share their
     /// state and work as they are.
+    #[must_use]
     pub fn layer<L>(name: impl Into<Cow<'static, str>>, layer: L) -> Self
     where
         L: Layer<NextService> + Send + Sync + 'static,

@@ -116,6 +116,7 @@ pub trait Hook: Send + Sync + 'static {
 
 /// What a [`Hook`] says to do next.
 #[derive(Debug)]
+#[must_use = "a Flow does nothing unless the hook returns it"]
 pub enum Flow<'a, S = ()> {
     /// Go on, keeping `S` for the response.
     Continue(S),

@@ -148,6 +148,8 @@ struct TimedWait<'a, 'f> {
     hook: &'a GroupHook,
     /// When it was first polled, for the hook's waiting time.
     started: u64,
+    /// Ticks spent in its polls (exclusive time, kept out of the waiting time).
+    polled: u64,
 }
 
 impl<'a, 'f> TimedWait<'a, 'f> {
@@ -163,6 +165,7 @@ impl<'a, 'f> TimedWait<'a, 'f> {
             report,
             hook,
             started: 0,
+            polled: 0,
         }
     }
 }
@@ -174,11 +177,13 @@ impl Future for TimedWait<'_, '_> {
         let this = &mut *self;
         let timed = this.ctx.timed;
         switch(this.ctx, this.report, this.hook.slot);
+        let poll_start = this.ctx.mark();
         if timed && this.started == 0 {
-            this.started = this.ctx.mark();
+            this.started = poll_start;
         }
         let poll = catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx)));
         switch(this.ctx, this.report, NONE);
+        this.polled += this.ctx.mark().saturating_sub(poll_start);
         let poll = match poll {
             Ok(poll) => poll,
             Err(payload) => {
@@ -187,7 +192,8 @@ impl Future for TimedWait<'_, '_> {
             }
         };
         if timed && poll.is_ready() {
-            let waited = this.ctx.mark().saturating_sub(this.started);
+            let total = this.ctx.mark().saturating_sub(this.started);
+            let waited = total.saturating_sub(this.polled);
             this.ctx.add_waited(this.hook.slot, waited);
         }
         poll

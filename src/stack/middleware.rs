@@ -75,8 +75,9 @@ pub trait Middleware<R: IntoResponse = Response>: Send + Sync + 'static {
     ///
     /// Written as `fn call(..) -> impl Future` instead of `async fn`, the code before the
     /// future is made runs when the entry before this one calls `next.run`: a panic there is
-    /// still this middleware's 500, but its time is charged to the middleware before it. Keep
-    /// work inside the future.
+    /// still this middleware's 500, but its time is not this middleware's (it is charged to the
+    /// middleware before it, or to nobody after hooks or at the top of the stack). Keep work
+    /// inside the future.
     fn call(&self, req: Request, next: Next<'_>) -> impl Future<Output = R> + Send;
 }
 

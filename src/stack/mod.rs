@@ -37,6 +37,7 @@ use ::tower::{BoxError, Service};
 use bytes::Bytes;
 
 pub use self::tower::NextService;
+pub(crate) use boundary::panic_message;
 pub use builder::Stack;
 pub use entry::{Entry, EntryInfo, MiddlewareKind};
 pub use hook::{Flow, Hook, HookOutcome, Waiting};

@@ -56,7 +56,11 @@ impl<'a> Next<'a> {
             None => match &chain.endpoint {
                 Some(endpoint) => endpoint.call(req, self.ctx, &chain.report),
                 // A segment that ends with a tower layer never runs past it.
-                None => Box::pin(std::future::ready(internal_error())),
+                None => {
+                    debug_assert!(false, "ran past the end of a stack's segment");
+                    tracing::error!("callnext ran past the end of a stack segment; answered 500");
+                    Box::pin(std::future::ready(internal_error()))
+                }
             },
         }
     }

@@ -3,6 +3,7 @@
 //! name, and names are kept unique.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::response::IntoResponse;
 use tower::Layer;
@@ -49,6 +50,7 @@ impl Stack {
             self.fail(err);
         }
         self.entries.push(entry);
+        self.identity = Arc::new(());
         self
     }
 
@@ -250,6 +252,7 @@ impl Stack {
     fn insert_at(mut self, at: usize, entry: Entry) -> Result<Self, ConfigError> {
         self.check_name(&entry.name)?;
         self.entries.insert(at, entry);
+        self.identity = Arc::new(());
         Ok(self)
     }
 

@@ -18,7 +18,7 @@ use super::chain::Chain;
 use super::next::Next;
 use crate::instrument::body::TimedBody;
 use crate::instrument::report::StackReport;
-use crate::instrument::request::{Ctx, RequestCtx};
+use crate::instrument::request::{Ctx, RequestCtx, StackPoll};
 use crate::instrument::BlockingStats;
 use crate::{BlockingReport, Request, Response};
 
@@ -152,18 +152,35 @@ where
 }
 
 /// Publishes a request's blocking events if it is dropped before it finishes.
+///
+/// It is also counted in the request metrics, with nginx's status for a request the client
+/// closed before it was answered, 499.
 struct Unfinished<'a> {
     report: &'a StackReport,
     ctx: &'a RequestCtx,
     span: &'a tracing::Span,
+    #[cfg(feature = "prometheus")]
+    start: u64,
     armed: bool,
 }
 
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            let _enter = self.span.enter();
+        if !self.armed {
+            return;
+        }
+        let _enter = self.span.enter();
+        if self.ctx.timed {
             self.report.abandoned(self.ctx);
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(metrics) = &self.report.metrics {
+            let elapsed = crate::instrument::clock::now().saturating_sub(self.start);
+            let closed = http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::BAD_REQUEST);
+            let route = self.ctx.route_label();
+            metrics
+                .requests
+                .record(&self.ctx.method, &route, closed, elapsed);
         }
     }
 }
@@ -220,7 +237,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             report,
             ctx: &ctx,
             span: &span,
-            armed: ctx.timed,
+            #[cfg(feature = "prometheus")]
+            start,
+            armed: true,
         };
         let next = Next {
             chain: &inner.chain,
@@ -270,6 +289,8 @@ impl Future for ResponseFuture {
 
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A stack polled inside another stack's boundary keeps its time out of that boundary.
+        let _poll = StackPoll::begin();
         self.0.as_mut().poll(cx).map(Ok)
     }
 }

@@ -143,13 +143,16 @@ where
         let ctx = match req.extensions_mut().remove::<TowerCtx>() {
             Some(TowerCtx(ctx)) => ctx,
             // A request the layer made itself (a retry, say): served, just not timed.
-            None => Arc::new(RequestCtx::new(
-                false,
-                0,
-                u64::MAX,
-                req.method().clone(),
-                None,
-            )),
+            None => {
+                tracing::debug!("a tower layer passed on a request of its own; the rest of the stack runs untimed for it");
+                Arc::new(RequestCtx::new(
+                    false,
+                    0,
+                    u64::MAX,
+                    req.method().clone(),
+                    None,
+                ))
+            }
         };
         Box::pin(async move {
             let ctx = Ctx::Shared(ctx);
