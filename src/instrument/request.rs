@@ -101,6 +101,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// Whether the boundary ran in this request.
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     #[inline]
     pub(crate) fn ran(&self) -> bool {
         self.first.load(Relaxed) != 0

@@ -43,6 +43,7 @@ pub(crate) struct Blueprint<'a> {
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) name: &'a str,
     pub(crate) app_stats: &'a Arc<BlockingStats>,
+    #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) identity: &'a Arc<dyn Send + Sync>,
     pub(crate) body_stats: &'a Arc<BlockingStats>,
     #[cfg(feature = "prometheus")]
