@@ -9,62 +9,13 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::convert::Infallible;
 
-use axum::routing::get;
-use axum::Router;
-use callnext::{Body, Entry, Flow, Hook, HttpError, Middleware, Next, Request, Response, Stack};
+use callnext::{Entry, Request, Response, Stack};
+use common::{endpoint, request, stack_of, Noop, NoopHook, NoopLayer, ReadyHook};
 use tower::{Service, ServiceExt};
-
-async fn noop(req: Request, next: Next<'_>) -> Response {
-    next.run(req).await
-}
-
-struct Noop;
-
-impl Middleware for Noop {
-    async fn call(&self, req: Request, next: Next<'_>) -> Response {
-        next.run(req).await
-    }
-}
-
-struct NoopHook;
-
-impl Hook for NoopHook {
-    type State = ();
-
-    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
-        Flow::Continue(())
-    }
-}
-
-struct ReadyHook;
-
-impl Hook for ReadyHook {
-    type State = ();
-
-    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
-        Flow::wait(async { Ok::<(), HttpError>(()) })
-    }
-}
-
-#[derive(Clone, Copy)]
-struct NoopLayer;
-
-impl<S> tower::Layer<S> for NoopLayer {
-    type Service = S;
-    fn layer(&self, inner: S) -> S {
-        inner
-    }
-}
-
-fn endpoint() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
-}
-
-fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stack {
-    (0..n).fold(base, |s, i| s.push(entry().named(format!("e{i}"))))
-}
 
 /// One request, start to end: what callgrind counts (`--toggle-collect=*serve_one*`).
 #[inline(never)]
@@ -72,7 +23,7 @@ fn serve_one<S>(rt: &tokio::runtime::Runtime, svc: &S)
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone,
 {
-    let req = http::Request::get("/").body(Body::empty()).unwrap();
+    let req = request();
     let res = rt.block_on(svc.clone().oneshot(req)).unwrap();
     drop(std::hint::black_box(res));
 }
@@ -104,12 +55,15 @@ fn main() {
         "axum" => drive(&rt, endpoint(), requests),
         "fn" => drive(
             &rt,
-            stack_of(n, Stack::new(), || Entry::func(noop)).service(endpoint()),
+            stack_of(n, Stack::new(), || Entry::func(common::noop)).service(endpoint()),
             requests,
         ),
         "fn_off" => drive(
             &rt,
-            stack_of(n, Stack::new().instrument(false), || Entry::func(noop)).service(endpoint()),
+            stack_of(n, Stack::new().instrument(false), || {
+                Entry::func(common::noop)
+            })
+            .service(endpoint()),
             requests,
         ),
         "struct" => drive(

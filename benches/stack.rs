@@ -6,90 +6,18 @@
 // criterion's macros generate undocumented items.
 #![allow(missing_docs)]
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
+mod common;
 
-use axum::routing::get;
-use axum::Router;
-use callnext::{Body, Entry, Flow, Hook, HttpError, Middleware, Next, Request, Response, Stack};
+use callnext::{Entry, Request, Response, Stack};
+use common::{endpoint, request, stack_of, Noop, NoopHook, NoopLayer, ReadyHook};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::convert::Infallible;
 use tower::{Layer, Service, ServiceExt};
 
 const SIZES: [usize; 4] = [0, 1, 4, 16];
 
-async fn noop(req: Request, next: Next<'_>) -> Response {
-    next.run(req).await
-}
-
-struct Noop;
-
-impl Middleware for Noop {
-    async fn call(&self, req: Request, next: Next<'_>) -> Response {
-        next.run(req).await
-    }
-}
-
-/// A hook that does nothing on either side: the cost of the hook machinery itself.
-struct NoopHook;
-
-impl Hook for NoopHook {
-    type State = ();
-
-    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
-        Flow::Continue(())
-    }
-}
-
-/// A hook whose async work is ready at once (a cache hit behind an async API).
-struct ReadyHook;
-
-impl Hook for ReadyHook {
-    type State = ();
-
-    fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a> {
-        Flow::wait(async { Ok::<(), HttpError>(()) })
-    }
-}
-
 async fn axum_noop(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     next.run(req).await
-}
-
-/// The static-dispatch floor: a hand-written tower layer that only forwards.
-#[derive(Clone, Copy)]
-struct NoopLayer;
-
-impl<S> Layer<S> for NoopLayer {
-    type Service = NoopService<S>;
-    fn layer(&self, inner: S) -> NoopService<S> {
-        NoopService(inner)
-    }
-}
-
-#[derive(Clone, Copy)]
-struct NoopService<S>(S);
-
-impl<S, R> Service<R> for NoopService<S>
-where
-    S: Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-    fn call(&mut self, req: R) -> S::Future {
-        self.0.call(req)
-    }
-}
-
-fn endpoint() -> Router {
-    Router::new().route("/", get(|| async { "ok" }))
-}
-
-fn request() -> Request {
-    http::Request::get("/").body(Body::empty()).unwrap()
 }
 
 /// `layer` applied `n` times (n in SIZES), keeping static types.
@@ -152,17 +80,14 @@ where
     g.finish();
 }
 
-/// `n` entries made by `entry`, each under its own name.
-fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stack {
-    (0..n).fold(base, |s, i| s.push(entry().named(format!("e{i}"))))
-}
-
 fn stacks(c: &mut Criterion) {
     for n in SIZES {
-        let stack = stack_of(n, Stack::new(), || Entry::func(noop));
+        let stack = stack_of(n, Stack::new(), || Entry::func(common::noop));
         run(c, "callnext_fn", n, stack.service(endpoint()));
 
-        let stack = stack_of(n, Stack::new().instrument(false), || Entry::func(noop));
+        let stack = stack_of(n, Stack::new().instrument(false), || {
+            Entry::func(common::noop)
+        });
         run(
             c,
             "callnext_fn_uninstrumented",
