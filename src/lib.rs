@@ -59,7 +59,9 @@
 //!
 //! The README has the whole picture: serving, state, errors, the blocking detector, metrics.
 
+pub mod admin;
 pub mod body;
+mod client_ip;
 mod error;
 pub mod extract;
 pub mod instrument;
@@ -71,6 +73,7 @@ pub mod serve;
 mod stack;
 mod test_client;
 
+pub use client_ip::{ClientIp, ForwardedHeader, TrustedProxies};
 pub use error::{ConfigError, ConfigErrorKind, HttpError};
 pub use instrument::BlockingReport;
 pub use stack::{

@@ -3,9 +3,11 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::pin::Pin;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
@@ -42,6 +44,7 @@ use crate::{Request, Response};
 #[derive(Clone)]
 pub struct TestClient<S> {
     service: S,
+    peer: SocketAddr,
 }
 
 impl<S> fmt::Debug for TestClient<S> {
@@ -56,8 +59,34 @@ where
     S::Future: Send,
 {
     /// A client for `service` (a [`StackService`](crate::StackService), a `Router`, …).
+    ///
+    /// Its requests come from `127.0.0.1:50000`, as axum's `ConnectInfo<SocketAddr>` (and so
+    /// as the [`ClientIp`](crate::ClientIp) a stack sets), unless [`TestClient::peer`] says
+    /// otherwise.
     pub fn new(service: S) -> Self {
-        Self { service }
+        Self {
+            service,
+            peer: SocketAddr::from(([127, 0, 0, 1], 50000)),
+        }
+    }
+
+    /// Sends the requests as if from `peer` (a client address for rate limits, allow-lists,
+    /// trusted proxies).
+    ///
+    /// ```
+    /// use callnext::{ClientIp, Stack, TestClient};
+    /// use axum::{routing::get, Router};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = Router::new().route("/", get(|ip: ClientIp| async move { ip.to_string() }));
+    /// let client = TestClient::new(Stack::new().service(app)).peer("203.0.113.9:4000".parse().unwrap());
+    /// assert_eq!(client.get("/").await.text(), "203.0.113.9");
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = peer;
+        self
     }
 
     /// Sends `req` and buffers the whole response.
@@ -66,8 +95,11 @@ where
         async move { TestResponse::buffer(call.await).await }
     }
 
-    fn call(&self, req: Request) -> impl Future<Output = Response> + Send {
+    fn call(&self, mut req: Request) -> impl Future<Output = Response> + Send {
         let service = self.service.clone();
+        if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+            req.extensions_mut().insert(ConnectInfo(self.peer));
+        }
         async move {
             match service.oneshot(req).await {
                 Ok(res) => res,

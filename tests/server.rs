@@ -90,7 +90,10 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn slow_header_senders_are_cut_off() {
-    let server = Server::new().header_read_timeout(Duration::from_millis(300));
+    // The keep-alive timeout is long: a head that began arriving is cut by the header one.
+    let server = Server::new()
+        .header_read_timeout(Duration::from_millis(300))
+        .keep_alive_timeout(Duration::from_secs(30));
     let running = common::spawn(server, Stack::new().service(app())).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     stream
@@ -136,8 +139,11 @@ async fn read_response(stream: &mut TcpStream) -> String {
 }
 
 #[tokio::test]
-async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
-    let server = Server::new().header_read_timeout(Duration::from_millis(300));
+async fn idle_keep_alive_connections_are_closed_after_the_keep_alive_timeout() {
+    // The header-read timeout is long: an idle connection is closed by the keep-alive one.
+    let server = Server::new()
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_millis(300));
     let running = common::spawn(server, Stack::new().service(app())).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     stream

@@ -1,39 +1,44 @@
-//! [`Server`]: HTTP/1.1 and HTTP/2 (h2c) on hyper-util, with timeouts, a connection limit and
-//! graceful shutdown.
+//! [`Server`]: HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) on hyper-util, with timeouts, a
+//! connection limit, TCP or Unix sockets, and a graceful shutdown that ends.
 
 mod connection;
+mod listener;
+mod run;
 mod shutdown;
+#[cfg(feature = "tls")]
+mod tls;
 
-use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tower::Service;
-
-use crate::Response;
-use connection::{ConnActivity, Watched};
+use crate::admin::Readiness;
+use listener::Listener;
 pub use shutdown::shutdown_signal;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 
-/// Server settings. Build with [`Server::new`], then [`Server::bind`].
+/// On each request that came over TLS, in its extensions: the connection was encrypted up to
+/// this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tls;
+
+/// Server settings. Build with [`Server::new`], then [`Server::bind`] (or
+/// [`Server::bind_unix`]).
 ///
 /// ```no_run
 /// use callnext::{serve::{shutdown_signal, Server}, Stack};
+/// use std::time::Duration;
 ///
 /// # async fn run() -> std::io::Result<()> {
 /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
 /// let service = Stack::new().service(app);
-/// let server = Server::new().bind("127.0.0.1:8000".parse().unwrap()).await?;
+/// let server = Server::new()
+///     .keep_alive_timeout(Duration::from_secs(5))
+///     .drain_timeout(Duration::from_secs(10))
+///     .bind("127.0.0.1:8000".parse().unwrap())
+///     .await?;
 /// server.serve(service, shutdown_signal()).await
 /// # }
 /// ```
@@ -42,10 +47,19 @@ pub use shutdown::shutdown_signal;
 pub struct Server {
     max_connections: usize,
     header_read_timeout: Duration,
+    keep_alive_timeout: Duration,
     drain_timeout: Duration,
     keep_alive: bool,
     http2: bool,
     max_header_bytes: usize,
+    max_concurrent_streams: u32,
+    http2_keep_alive_interval: Option<Duration>,
+    http2_keep_alive_timeout: Duration,
+    backlog: u32,
+    reuse_port: bool,
+    readiness: Readiness,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 impl Default for Server {
@@ -53,10 +67,19 @@ impl Default for Server {
         Self {
             max_connections: 25_000,
             header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             keep_alive: true,
             http2: true,
             max_header_bytes: 64 * 1024,
+            max_concurrent_streams: 200,
+            http2_keep_alive_interval: None,
+            http2_keep_alive_timeout: Duration::from_secs(20),
+            backlog: 1024,
+            reuse_port: false,
+            readiness: Readiness::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -74,23 +97,30 @@ impl Server {
         self
     }
 
-    /// How long a connection may go without sending a complete request head while no request
-    /// of its is being answered, before it is closed; zero turns the timeout off. Defaults to
-    /// 30 s.
+    /// How long a client may take to send a whole request head once it has begun, before the
+    /// connection is closed (slowloris); zero turns it off. Defaults to 30 s.
     ///
-    /// This cuts off clients that send headers slowly (slowloris) and idle keep-alive
-    /// connections. A per-connection watchdog checks twice per timeout, so such a connection
-    /// is closed between one and one and a half timeouts after its last activity; a request
-    /// being answered (however long its handler or streamed body takes) keeps it open. HTTP/2
-    /// connections are exempt once their first request arrives. The watchdog costs a few
-    /// atomic operations per request instead of a timer per request head.
+    /// A per-connection watchdog checks twice per timeout, so such a connection is closed
+    /// between one and one and a half timeouts after the head began; a request being answered
+    /// (however long its handler or streamed body takes) keeps it open. HTTP/2 connections are
+    /// exempt once their first request arrives. The watchdog costs a few atomic operations per
+    /// request instead of a timer per request head.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
     }
 
-    /// After a shutdown signal, how long in-flight requests may take to finish before the
-    /// remaining connections are dropped. Defaults to 10 s.
+    /// How long an HTTP/1 connection may stay idle (nothing sent, no request being answered)
+    /// before it is closed, as uvicorn's `--timeout-keep-alive`; this also applies to a new
+    /// connection that has sent nothing yet. Zero turns it off. Defaults to 5 s.
+    pub fn keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.keep_alive_timeout = timeout;
+        self
+    }
+
+    /// After a shutdown signal, how long in-flight requests may take to finish; then the
+    /// connections left are cut (their tasks aborted) and [`BoundServer::serve`] returns.
+    /// Defaults to 10 s.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
@@ -102,29 +132,91 @@ impl Server {
         self
     }
 
-    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1. Defaults to on.
+    /// Accept HTTP/2 beside HTTP/1.1: with prior knowledge (h2c) in clear text, by ALPN over
+    /// TLS. Defaults to on.
     pub fn http2(mut self, on: bool) -> Self {
         self.http2 = on;
         self
     }
 
-    /// The largest request head (request line and headers) accepted on HTTP/1; larger ones get
-    /// `431 Request Header Fields Too Large`. Values below 8 KiB (hyper's smallest read buffer)
-    /// are raised to 8 KiB. Defaults to 64 KiB.
+    /// The most requests (streams) one HTTP/2 connection may have open at once. Defaults to
+    /// 200; zero is taken as 1.
+    pub fn max_concurrent_streams(mut self, max: u32) -> Self {
+        self.max_concurrent_streams = max.max(1);
+        self
+    }
+
+    /// HTTP/2 keep-alive pings: sent after `interval` without frames from the client; the
+    /// connection is closed when a ping goes unanswered for `timeout`. Off by default.
+    pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.http2_keep_alive_interval = (!interval.is_zero()).then_some(interval);
+        self.http2_keep_alive_timeout = timeout;
+        self
+    }
+
+    /// The largest request head (request line and headers) accepted; larger ones get
+    /// `431 Request Header Fields Too Large` on HTTP/1. Values below 8 KiB (hyper's smallest
+    /// read buffer) are raised to 8 KiB. Defaults to 64 KiB.
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.max_header_bytes = bytes.max(8192);
         self
     }
 
-    /// Binds the listening socket.
+    /// The listen backlog: connections the kernel queues before they are accepted. Defaults
+    /// to 1024.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog.max(1);
+        self
+    }
+
+    /// `SO_REUSEPORT`: several processes bind one port and the kernel spreads connections
+    /// between them (Unix only). Defaults to off.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
+        self
+    }
+
+    /// The switch `/health/ready` reports ([`Admin::readiness`](crate::admin::Admin::readiness)):
+    /// the server turns it off as soon as shutdown begins.
+    pub fn readiness(mut self, readiness: &Readiness) -> Self {
+        self.readiness = readiness.clone();
+        self
+    }
+
+    /// Serves HTTPS with this certificate (ALPN offers `h2` and `http/1.1`). The TLS handshake
+    /// must end within the header-read timeout.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Binds the listening TCP socket.
     ///
     /// # Errors
     ///
     /// When the address cannot be bound (in use, not permitted); the error names the address.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<BoundServer> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|err| io::Error::new(err.kind(), format!("cannot bind {addr}: {err}")))?;
+        let listener = Listener::tcp(addr, self.backlog, self.reuse_port)?;
+        Ok(BoundServer {
+            listener,
+            config: self,
+        })
+    }
+
+    /// Binds a Unix domain socket at `path` (as uvicorn's `--uds`), for a proxy on the same
+    /// host. A socket file left behind by a server that is gone is replaced; the file is
+    /// removed when the server stops. Requests carry no `ConnectInfo` (there is no peer IP
+    /// address), and their [`ClientIp`](crate::ClientIp) is set only by a stack that trusts
+    /// the proxy's header ([`Stack::trusted_proxies`](crate::Stack::trusted_proxies)
+    /// with `unix` trusted), else left out.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be bound or another server listens on it.
+    #[cfg(unix)]
+    pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> io::Result<BoundServer> {
+        let listener = Listener::unix(path.as_ref())?;
         Ok(BoundServer {
             listener,
             config: self,
@@ -134,14 +226,14 @@ impl Server {
 
 /// A [`Server`] with its socket bound; [`BoundServer::serve`] runs it.
 pub struct BoundServer {
-    listener: TcpListener,
+    listener: Listener,
     config: Server,
 }
 
 impl fmt::Debug for BoundServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundServer")
-            .field("local_addr", &self.listener.local_addr().ok())
+            .field("listening", &self.listener.describe())
             .field("config", &self.config)
             .finish()
     }
@@ -152,113 +244,21 @@ impl BoundServer {
     ///
     /// # Errors
     ///
-    /// As [`TcpListener::local_addr`].
+    /// As `TcpListener::local_addr`; always for a Unix socket.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves `service` until `shutdown` resolves, then stops accepting, lets in-flight
-    /// requests finish for up to the drain timeout, and returns.
-    ///
-    /// # Errors
-    ///
-    /// Never for per-connection failures (those are logged); only if the listener itself fails
-    /// for good.
-    pub async fn serve<S>(self, service: S, shutdown: impl Future<Output = ()>) -> io::Result<()>
-    where
-        S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let Self { listener, config } = self;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // The header-read timeout is the per-connection watchdog below, not hyper's, which arms a
-        // fresh timer for every request head.
-        builder
-            .http1()
-            .header_read_timeout(None)
-            .keep_alive(config.keep_alive)
-            .max_buf_size(config.max_header_bytes);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-        let builder = if config.http2 {
-            builder
-        } else {
-            builder.http1_only()
-        };
-        let permits = Arc::new(Semaphore::new(config.max_connections));
-        let graceful = GracefulShutdown::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-
-        loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
-            };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-            let activity = Arc::new(ConnActivity::default());
-            let watched = TowerToHyperService::new(Watched {
-                inner: service.clone(),
-                activity: Arc::clone(&activity),
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), watched)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            let header_timeout = config.header_read_timeout;
-            tokio::spawn(async move {
-                let result = if header_timeout.is_zero() {
-                    conn.await
-                } else {
-                    tokio::select! {
-                        result = conn => result,
-                        () = activity.stalled(header_timeout) => {
-                            tracing::debug!(%peer, "no request head within the header-read timeout; closing");
-                            Ok(())
-                        }
-                    }
-                };
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "connection ended with an error");
-                }
-                drop(permit);
-            });
+    /// What it listens on, for a log line: `http://127.0.0.1:8000`, `https://…`, `unix:/path`.
+    pub fn url(&self) -> String {
+        let described = self.listener.describe();
+        if described.starts_with("unix:") {
+            return described;
         }
-
-        drop(listener);
-        let open = graceful.count();
-        tracing::info!(
-            open_connections = open,
-            "shutting down: no longer accepting"
-        );
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections closed"),
-            () = tokio::time::sleep(config.drain_timeout) => tracing::warn!(
-                drain_timeout = ?config.drain_timeout,
-                "drain timeout reached; dropping remaining connections"
-            ),
+        #[cfg(feature = "tls")]
+        if self.config.tls.is_some() {
+            return format!("https://{described}");
         }
-        Ok(())
+        format!("http://{described}")
     }
 }

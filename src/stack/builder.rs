@@ -76,6 +76,7 @@ impl Default for Stack {
                 server_timing: false,
                 record_timings: false,
                 fastapi_bodies: true,
+                trusted_proxies: Arc::default(),
             },
             name: Cow::Borrowed("main"),
             app_stats: Arc::default(),
@@ -132,6 +133,30 @@ impl Stack {
             ));
         }
         self.settings.blocking_threshold = threshold;
+        self
+    }
+
+    /// The proxies whose forwarding header is believed when each request's
+    /// [`ClientIp`](crate::ClientIp) is set from its peer address (axum's
+    /// `ConnectInfo<SocketAddr>`, which callnext's server and `axum::serve` put on every
+    /// request). Defaults to none: the client address is the peer's, whatever the headers say.
+    ///
+    /// ```
+    /// use callnext::{ClientIp, Stack, TestClient, TrustedProxies};
+    /// use axum::{extract::ConnectInfo, routing::get, Router};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = Router::new().route("/", get(|ClientIp(ip): ClientIp| async move { ip.to_string() }));
+    /// let stack = Stack::new().trusted_proxies(TrustedProxies::parse(["127.0.0.1"]).unwrap());
+    /// let client = TestClient::new(stack.service(app));
+    /// // The test client's requests come from 127.0.0.1, a trusted proxy here.
+    /// let res = client.get("/").header("x-forwarded-for", "203.0.113.5").send().await;
+    /// assert_eq!(res.text(), "203.0.113.5");
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn trusted_proxies(mut self, proxies: crate::TrustedProxies) -> Self {
+        self.settings.trusted_proxies = Arc::new(proxies);
         self
     }
 

@@ -33,6 +33,7 @@ pub(crate) struct Settings {
     pub(crate) server_timing: bool,
     pub(crate) record_timings: bool,
     pub(crate) fastapi_bodies: bool,
+    pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
 }
 
 /// Everything a build reads from the stack it builds.
@@ -172,6 +173,7 @@ pub(crate) fn compile<S: HttpService>(
             report,
         }),
         shared_ctx,
+        trusted_proxies: Arc::clone(&settings.trusted_proxies),
     }))
 }
 

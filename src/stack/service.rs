@@ -4,23 +4,25 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::MatchedPath;
+use axum::extract::{ConnectInfo, MatchedPath};
 use bytes::Bytes;
 use tower::{BoxError, Service};
 use tracing::Instrument;
 
 use super::chain::Chain;
 use super::next::Next;
+use crate::client_ip::FromUnixSocket;
 use crate::instrument::body::TimedBody;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{Ctx, RequestCtx, StackPoll};
 use crate::instrument::BlockingStats;
-use crate::{BlockingReport, Request, Response};
+use crate::{BlockingReport, ClientIp, Request, Response};
 
 /// What a [`StackService`] shares between its clones.
 pub(crate) struct StackInner {
@@ -28,6 +30,8 @@ pub(crate) struct StackInner {
     /// Whether a request's context must be shareable (`Arc`): a tower layer in the stack holds
     /// the rest of the stack as an owned service.
     pub(crate) shared_ctx: bool,
+    /// Whose forwarding headers set a request's [`ClientIp`](crate::ClientIp).
+    pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
 }
 
 /// Inserts the connection's `ConnectInfo` into a request's extensions (when served by
@@ -115,8 +119,27 @@ where
         if let Some(insert) = &self.connect_info {
             insert(req.extensions_mut());
         }
+        set_client_ip(&mut req, &self.inner.trusted_proxies);
         ResponseFuture(Box::pin(drive(Arc::clone(&self.inner), req)))
     }
+}
+
+/// Puts the request's [`ClientIp`] on it, from its peer address, unless outer code already did.
+fn set_client_ip(req: &mut Request, trusted: &crate::TrustedProxies) {
+    if req.extensions().get::<ClientIp>().is_some() {
+        return;
+    }
+    let ip = if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        ClientIp::resolve(peer.ip(), req.headers(), trusted)
+    } else if req.extensions().get::<FromUnixSocket>().is_some() {
+        match ClientIp::resolve_unix(req.headers(), trusted) {
+            Some(ip) => ip,
+            None => return,
+        }
+    } else {
+        return;
+    };
+    req.extensions_mut().insert(ip);
 }
 
 /// `axum::serve(listener, service)`: each connection gets this service, with the peer address

@@ -1,0 +1,477 @@
+//! [`ClientIp`]: who is asking, as every battery reads it, and [`TrustedProxies`], the only way
+//! a forwarding header is believed.
+//!
+//! The client address is the connection's peer address unless that peer is a trusted proxy;
+//! then it is the rightmost address of the forwarding header that is not itself a trusted
+//! proxy. Every proxy appends the address it saw to the right of the header, so the entries to
+//! the right of the first untrusted address were written by proxies of yours, and everything to
+//! its left was written by the client: the leftmost entry is never believed.
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use callnext::{ClientIp, TrustedProxies};
+//! use http::HeaderMap;
+//!
+//! let proxies = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+//! let mut headers = HeaderMap::new();
+//! // The client claims 1.1.1.1; the proxy at 10.0.0.2 appended the address it really saw.
+//! headers.insert("x-forwarded-for", "1.1.1.1, 203.0.113.7".parse().unwrap());
+//!
+//! let peer: IpAddr = "10.0.0.2".parse().unwrap();
+//! assert_eq!(ClientIp::resolve(peer, &headers, &proxies).0.to_string(), "203.0.113.7");
+//!
+//! // Without trusted proxies the header is never read.
+//! let direct: IpAddr = "198.51.100.9".parse().unwrap();
+//! let none = TrustedProxies::none();
+//! assert_eq!(ClientIp::resolve(direct, &headers, &none).0, direct);
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+use crate::{ConfigError, HttpError};
+
+/// The client's address: the peer, or what a trusted proxy says the client was.
+///
+/// Put on every request served by callnext's server or by `axum::serve` with a
+/// [`StackService`](crate::StackService) (see [`Stack::trusted_proxies`](crate::Stack::trusted_proxies));
+/// extract it in a handler or read it from the request's extensions in a middleware:
+///
+/// ```
+/// use callnext::ClientIp;
+///
+/// async fn whoami(ClientIp(ip): ClientIp) -> String {
+///     ip.to_string()
+/// }
+/// # let _ = whoami;
+/// ```
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are given as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientIp(pub IpAddr);
+
+impl fmt::Display for ClientIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Which header the trusted proxies write the client's address into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx, HAProxy, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for="[2001:db8::1]:4711"`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    fn name(self) -> HeaderName {
+        match self {
+            Self::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            Self::Forwarded => http::header::FORWARDED,
+        }
+    }
+}
+
+impl FromStr for ForwardedHeader {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => Err(ConfigError::invalid(
+                "forwarded_header",
+                format!("expected `x-forwarded-for` or `forwarded`, got `{s}`"),
+            )),
+        }
+    }
+}
+
+/// The networks whose forwarding headers are believed. Empty by default: then no header is
+/// ever read and [`ClientIp`] is the peer address.
+///
+/// Only the header the proxies really write may be read ([`TrustedProxies::header`]): a
+/// header they pass through untouched is entirely the client's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: ForwardedHeader,
+    /// Whether a peer on a Unix socket (a proxy on the same host) is trusted.
+    unix: bool,
+}
+
+/// On a request that came over a Unix socket (callnext's server puts it there): it has no
+/// peer IP address.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FromUnixSocket;
+
+impl TrustedProxies {
+    /// No trusted proxy: the peer address is the client.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// These networks, reading `X-Forwarded-For`.
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        let nets = nets
+            .into_iter()
+            .map(|net| match net {
+                // A mapped IPv4 network is matched against the IPv4 addresses it stands for.
+                IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+                    Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len().saturating_sub(96))
+                        .unwrap_or(IpNet::V6(v6)),
+                    None => IpNet::V6(v6),
+                },
+                v4 => v4,
+            })
+            .collect();
+        Self {
+            nets,
+            header: ForwardedHeader::default(),
+            unix: false,
+        }
+    }
+
+    /// Parses CIDRs (`10.0.0.0/8`, `2001:db8::/32`), single addresses (`127.0.0.1`), or
+    /// `unix`: a proxy connecting over the Unix socket the server listens on.
+    ///
+    /// # Errors
+    ///
+    /// An entry that is neither, named in the message:
+    ///
+    /// ```
+    /// use callnext::TrustedProxies;
+    ///
+    /// let err = TrustedProxies::parse(["10.0.0.0/8", "10.0.0.300"]).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid `trusted_proxies`: `10.0.0.300` is not an IP address or CIDR network"
+    /// );
+    /// ```
+    pub fn parse<I, S>(entries: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut nets = Vec::new();
+        let mut unix = false;
+        for entry in entries {
+            let entry = entry.as_ref().trim();
+            if entry == "unix" {
+                unix = true;
+                continue;
+            }
+            let net = IpNet::from_str(entry)
+                .or_else(|_| IpAddr::from_str(entry).map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::invalid(
+                        "trusted_proxies",
+                        format!("`{entry}` is not an IP address or CIDR network"),
+                    )
+                })?;
+            nets.push(net);
+        }
+        Ok(Self {
+            unix,
+            ..Self::new(nets)
+        })
+    }
+
+    /// Reads this header instead of `X-Forwarded-For`.
+    #[must_use]
+    pub fn header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Whether there is no trusted proxy.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty() && !self.unix
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+}
+
+impl ClientIp {
+    /// The client address of a request from `peer` with these headers.
+    ///
+    /// When `peer` is trusted, the forwarding header's entries are read from the right: the
+    /// first address that is not a trusted proxy is the client. An entry that is not an
+    /// address (`unknown`, an obfuscated identifier, garbage) ends the walk: the client is
+    /// then the trusted proxy that wrote it, never an address further left, which the client
+    /// could have chosen. If every entry is trusted, the leftmost is the client.
+    pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        let peer = peer.to_canonical();
+        if trusted.is_empty() || !trusted.contains(peer) {
+            return Self(peer);
+        }
+        Self(Self::walk(peer, headers, trusted))
+    }
+
+    /// For a request over a Unix socket: the forwarding header's client when `unix` is
+    /// trusted; otherwise (or with no usable header) none.
+    pub(crate) fn resolve_unix(headers: &HeaderMap, trusted: &TrustedProxies) -> Option<Self> {
+        const NONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        if !trusted.unix {
+            return None;
+        }
+        let ip = Self::walk(NONE, headers, trusted);
+        (ip != NONE).then_some(Self(ip))
+    }
+
+    fn walk(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+        let mut client = peer;
+        let values: Vec<&[u8]> = headers
+            .get_all(trusted.header.name())
+            .iter()
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        // The entries of all header lines, in order, read from the right.
+        for value in values.iter().rev() {
+            let Ok(value) = std::str::from_utf8(value) else {
+                return client;
+            };
+            for entry in value.rsplit(',') {
+                let parsed = match trusted.header {
+                    ForwardedHeader::XForwardedFor => parse_address(entry),
+                    ForwardedHeader::Forwarded => forwarded_for(entry).and_then(parse_address),
+                };
+                let Some(ip) = parsed else {
+                    return client;
+                };
+                client = ip;
+                if !trusted.contains(ip) {
+                    return ip;
+                }
+            }
+        }
+        client
+    }
+}
+
+/// The `for=` parameter of one `Forwarded` element (`for=1.2.3.4;proto=https;by=...`).
+fn forwarded_for(element: &str) -> Option<&str> {
+    element.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        key.trim().eq_ignore_ascii_case("for").then_some(value)
+    })
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`,
+/// optionally in double quotes.
+fn parse_address(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    let raw = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    let ip = IpAddr::from_str(raw)
+        .ok()
+        .or_else(|| SocketAddr::from_str(raw).ok().map(|s| s.ip()))
+        .or_else(|| {
+            raw.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|r| IpAddr::from_str(r).ok())
+        })?;
+    Some(ip.to_canonical())
+}
+
+/// In a handler: the request's [`ClientIp`], or the peer address of axum's `ConnectInfo` when
+/// the stack did not set one; a 500 when neither is there (served by plain hyper).
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, HttpError> {
+        if let Some(ip) = parts.extensions.get::<ClientIp>() {
+            return Ok(*ip);
+        }
+        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            return Ok(Self(peer.ip().to_canonical()));
+        }
+        tracing::error!(
+            "ClientIp asked for, but the request has no peer address: serve it with callnext's \
+             server or axum::serve"
+        );
+        Err(HttpError::internal())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn headers(name: &str, values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    fn resolve(peer: &str, h: &HeaderMap, t: &TrustedProxies) -> IpAddr {
+        ClientIp::resolve(ip(peer), h, t).0
+    }
+
+    #[test]
+    fn without_trusted_proxies_headers_are_never_read() {
+        let h = headers("x-forwarded-for", &["6.6.6.6"]);
+        assert_eq!(
+            resolve("203.0.113.1", &h, &TrustedProxies::none()),
+            ip("203.0.113.1")
+        );
+        let f = headers("forwarded", &["for=6.6.6.6"]);
+        assert_eq!(
+            resolve("203.0.113.1", &f, &TrustedProxies::none()),
+            ip("203.0.113.1")
+        );
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_choose_its_address() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let h = headers("x-forwarded-for", &["10.0.0.5"]);
+        assert_eq!(resolve("198.51.100.2", &h, &t), ip("198.51.100.2"));
+    }
+
+    #[test]
+    fn the_leftmost_entry_is_ignored_and_the_rightmost_untrusted_wins() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let h = headers("x-forwarded-for", &["6.6.6.6, 203.0.113.7, 10.0.0.3"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn several_hops_and_header_lines() {
+        let t = TrustedProxies::parse(["10.0.0.0/8", "192.168.1.1"]).unwrap();
+        let h = headers(
+            "x-forwarded-for",
+            &["6.6.6.6, 198.51.100.4", "192.168.1.1", "10.1.1.1"],
+        );
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("198.51.100.4"));
+    }
+
+    #[test]
+    fn all_trusted_gives_the_leftmost() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let h = headers("x-forwarded-for", &["10.9.9.9, 10.0.0.3"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.9.9.9"));
+        assert_eq!(resolve("10.0.0.2", &HeaderMap::new(), &t), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn ports_are_stripped_and_mapped_ipv6_is_ipv4() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let h = headers("x-forwarded-for", &["203.0.113.7:5555"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("203.0.113.7"));
+        let h = headers("x-forwarded-for", &["[2001:db8::7]:443"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("2001:db8::7"));
+        let h = headers("x-forwarded-for", &["::ffff:203.0.113.9"]);
+        assert_eq!(resolve("::ffff:10.0.0.2", &h, &t), ip("203.0.113.9"));
+        assert_eq!(
+            resolve(
+                "::ffff:198.51.100.1",
+                &HeaderMap::new(),
+                &TrustedProxies::none()
+            ),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn garbage_ends_the_walk_at_the_proxy_that_wrote_it() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        // "unknown" written by the trusted proxy: the spoofed address left of it is not taken.
+        let h = headers("x-forwarded-for", &["6.6.6.6, unknown"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+        let h = headers("x-forwarded-for", &["6.6.6.6, 10.0.0.9, not an ip"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+        let h = headers("x-forwarded-for", &["6.6.6.6, garbage, 10.0.0.9"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.9"));
+        let h = headers("x-forwarded-for", &[""]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn forwarded_with_quoted_ipv6_ports_and_other_parameters() {
+        let t = TrustedProxies::parse(["10.0.0.0/8"])
+            .unwrap()
+            .header(ForwardedHeader::Forwarded);
+        let h = headers(
+            "forwarded",
+            &[r#"for=6.6.6.6, for="[2001:db8:cafe::17]:4711";proto=https;by=10.0.0.1"#],
+        );
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("2001:db8:cafe::17"));
+        let h = headers("forwarded", &["For=\"198.51.100.17:80\"", "for=10.0.0.8"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("198.51.100.17"));
+        // Obfuscated identifiers and elements without `for` end the walk.
+        let h = headers("forwarded", &["for=6.6.6.6, for=_hidden"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+        let h = headers("forwarded", &["for=6.6.6.6, proto=https"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+        // X-Forwarded-For is not read when the proxies write Forwarded.
+        let h = headers("x-forwarded-for", &["6.6.6.6"]);
+        assert_eq!(resolve("10.0.0.2", &h, &t), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_unix_socket_peer_is_trusted_only_when_listed() {
+        let h = headers("x-forwarded-for", &["6.6.6.6, 203.0.113.4"]);
+        assert_eq!(ClientIp::resolve_unix(&h, &TrustedProxies::none()), None);
+        let t = TrustedProxies::parse(["unix"]).unwrap();
+        assert!(!t.is_empty());
+        assert_eq!(
+            ClientIp::resolve_unix(&h, &t),
+            Some(ClientIp(ip("203.0.113.4")))
+        );
+        assert_eq!(ClientIp::resolve_unix(&HeaderMap::new(), &t), None);
+    }
+
+    #[test]
+    fn mapped_ipv6_networks_match_ipv4_peers() {
+        let t = TrustedProxies::parse(["::ffff:10.0.0.0/104"]).unwrap();
+        assert!(t.contains(ip("10.1.2.3")));
+        assert!(t.contains(ip("::ffff:10.1.2.3")));
+        assert!(!t.contains(ip("11.0.0.1")));
+    }
+
+    #[test]
+    fn bad_entries_and_headers_are_config_errors() {
+        assert!(TrustedProxies::parse(["10.0.0.0/33"]).is_err());
+        assert!(TrustedProxies::parse(["example.com"]).is_err());
+        assert_eq!(
+            "Forwarded".parse::<ForwardedHeader>().unwrap(),
+            ForwardedHeader::Forwarded
+        );
+        assert_eq!(
+            "x-real-ip".parse::<ForwardedHeader>().unwrap_err().to_string(),
+            "invalid `forwarded_header`: expected `x-forwarded-for` or `forwarded`, got `x-real-ip`"
+        );
+    }
+}
