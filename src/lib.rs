@@ -62,6 +62,8 @@
 pub mod admin;
 pub mod body;
 mod client_ip;
+#[cfg(feature = "config")]
+pub mod config;
 mod error;
 pub mod extract;
 pub mod instrument;

@@ -1,4 +1,5 @@
-//! The callnext server: the seed application with its two middlewares.
+//! The callnext server: the seed application with its two middlewares, configured by a file,
+//! flags and `CALLNEXT_*` variables (flag > environment > file > default).
 //!
 //! run with: cargo run --release -- --help
 
@@ -6,12 +7,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::Duration as StdDuration;
 
+use callnext::admin::{Admin, Readiness};
+use callnext::config::{Config, Duration, FileError, LogFormat, Size};
 use callnext::metrics::Metrics;
-use callnext::serve::{shutdown_signal, Server};
+use callnext::serve::{shutdown_signal, BoundServer};
+use callnext::{Stack, TrustedProxies};
 use callnext_server::seed::{self, SeedConfig};
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 // Opt-in (`--features mimalloc`): cheaper allocation per request, but a longer latency tail and
 // more memory under many connections; see the feature's note in Cargo.toml.
@@ -19,140 +24,146 @@ use clap::{Parser, ValueEnum};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Exit code of a configuration mistake (as of a command-line usage error).
+const CONFIG_ERROR: u8 = 2;
+
 /// FastAPI-style async middleware, serving the seed application.
+///
+/// Settings come from flags, then `CALLNEXT_*` environment variables, then the configuration
+/// file, then defaults. Durations are written "30s", "10ms" (a bare number keeps the flag's
+/// unit), sizes "64KiB".
 #[derive(Debug, Parser)]
 #[command(name = "callnext", version)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
-    /// Port to listen on.
-    #[arg(long, default_value_t = 8000)]
-    port: u16,
-    /// Runtime worker threads (default: the number of cores); 1 runs a current-thread runtime.
-    #[arg(long)]
+    /// The configuration file (TOML); see callnext.example.toml.
+    #[arg(long, env = "CALLNEXT_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Check the configuration (file, flags, environment, TLS files, the stack) and exit.
+    #[arg(long, env = "CALLNEXT_CHECK_CONFIG")]
+    check_config: bool,
+    /// Print the stack the configuration builds (secrets redacted) and exit.
+    #[arg(long, env = "CALLNEXT_PRINT_STACK")]
+    print_stack: bool,
+    /// Print the whole configuration in effect (file, environment and flags merged, secrets
+    /// redacted) as TOML and exit.
+    #[arg(long, env = "CALLNEXT_PRINT_CONFIG")]
+    print_config: bool,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "CALLNEXT_HOST")]
+    host: Option<IpAddr>,
+    /// Port to listen on [default: 8000].
+    #[arg(long, env = "CALLNEXT_PORT")]
+    port: Option<u16>,
+    /// Serve on this Unix socket instead of host:port.
+    #[arg(long, env = "CALLNEXT_UDS", value_name = "PATH")]
+    uds: Option<String>,
+    /// Runtime worker threads (default: one per core); 1 runs a current-thread runtime.
+    #[arg(long, env = "CALLNEXT_WORKERS")]
     workers: Option<usize>,
     /// Turn off the simulated async I/O (sleeps) of the seed; responses stay the same.
-    #[arg(long)]
+    #[arg(long, env = "CALLNEXT_NO_SIMULATED_IO")]
     no_simulated_io: bool,
-    /// The option of the seed's struct middleware.
-    #[arg(long, env = "CALLNEXT_SOME_OPTION", default_value = "default_value")]
-    some_option: String,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Log level filter (`info`, `warn`, `callnext=debug`, …); `RUST_LOG` overrides it.
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    /// Most connections served at once.
-    #[arg(long, default_value_t = 25_000)]
-    max_connections: usize,
-    /// Seconds a connection may go without a complete request head while none of its requests
-    /// is being answered (slow or idle clients are closed after 1 to 1.5 times this); 0 = off.
-    #[arg(long, default_value_t = 30)]
-    header_read_timeout: u64,
-    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
-    #[arg(long, default_value_t = 10)]
-    drain_timeout: u64,
-    /// Serve HTTP/1.1 only (no h2c).
-    #[arg(long)]
+    /// The option of the seed's struct middleware [default: default_value].
+    #[arg(long, env = "CALLNEXT_SOME_OPTION")]
+    some_option: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CALLNEXT_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// Log level filter (`info`, `warn,callnext=debug`, …) [default: info]; `RUST_LOG` wins.
+    #[arg(long, env = "CALLNEXT_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Most connections served at once [default: 25000].
+    #[arg(long, env = "CALLNEXT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// How long a request head may take once begun; a bare number is seconds; 0 = off
+    /// [default: 30s].
+    #[arg(long, env = "CALLNEXT_HEADER_READ_TIMEOUT", value_parser = seconds)]
+    header_read_timeout: Option<Duration>,
+    /// How long an idle keep-alive connection stays open; a bare number is seconds
+    /// [default: 5s].
+    #[arg(long, env = "CALLNEXT_KEEP_ALIVE_TIMEOUT", value_parser = seconds)]
+    keep_alive_timeout: Option<Duration>,
+    /// How long in-flight requests get after SIGINT/SIGTERM; a bare number is seconds
+    /// [default: 10s].
+    #[arg(long, env = "CALLNEXT_DRAIN_TIMEOUT", value_parser = seconds)]
+    drain_timeout: Option<Duration>,
+    /// Serve HTTP/1.1 only (no h2c, no h2 over TLS).
+    #[arg(long, env = "CALLNEXT_HTTP1_ONLY")]
     http1_only: bool,
+    /// Most concurrent streams per HTTP/2 connection [default: 200].
+    #[arg(long, env = "CALLNEXT_MAX_CONCURRENT_STREAMS")]
+    max_concurrent_streams: Option<u32>,
+    /// Largest request head accepted, e.g. 64KiB [default: 64KiB].
+    #[arg(long, env = "CALLNEXT_MAX_HEADER_BYTES", value_parser = size)]
+    max_header_bytes: Option<Size>,
+    /// Listen backlog [default: 1024].
+    #[arg(long, env = "CALLNEXT_BACKLOG")]
+    backlog: Option<u32>,
+    /// Set SO_REUSEPORT so several processes can share the port.
+    #[arg(long, env = "CALLNEXT_REUSE_PORT")]
+    reuse_port: bool,
+    /// Comma-separated CIDRs (or `unix`) whose X-Forwarded-For / Forwarded is believed.
+    #[arg(long, env = "CALLNEXT_TRUSTED_PROXIES", value_parser = proxies)]
+    trusted_proxies: Option<Vec<String>>,
+    /// The header the trusted proxies write: x-forwarded-for or forwarded.
+    #[arg(long, env = "CALLNEXT_FORWARDED_HEADER")]
+    forwarded_header: Option<String>,
+    /// PEM certificate chain; with --tls-key, serves HTTPS.
+    #[arg(long, env = "CALLNEXT_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CALLNEXT_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<String>,
+    /// Serve the admin routes (metrics, health) on this address instead of inside the app.
+    #[arg(long, env = "CALLNEXT_ADMIN_BIND", value_name = "ADDR")]
+    admin_bind: Option<SocketAddr>,
+    /// Path of the Prometheus metrics endpoint; `off` turns metrics off [default: /metrics].
+    #[arg(long, env = "CALLNEXT_METRICS_PATH", value_parser = parse_metrics_path)]
+    metrics_path: Option<String>,
     /// Add a `Server-Timing` header (per-middleware wall time) to every response.
-    #[arg(long)]
+    #[arg(long, env = "CALLNEXT_SERVER_TIMING")]
     server_timing: bool,
-    /// A single poll of a middleware longer than this is logged and counted as blocking.
-    #[arg(long, default_value_t = 10)]
-    blocking_threshold_ms: u64,
-    /// Path of the Prometheus metrics endpoint, a route of the app behind the stack; `off`
-    /// turns metrics off.
-    #[arg(long, default_value = "/metrics", value_parser = parse_metrics_path)]
-    metrics_path: String,
+    /// A single poll of a middleware longer than this is logged and counted as blocking; a
+    /// bare number is milliseconds [default: 10ms].
+    #[arg(long, env = "CALLNEXT_BLOCKING_THRESHOLD_MS", value_parser = millis)]
+    blocking_threshold_ms: Option<Duration>,
     /// Turn off per-middleware poll timing and blocking detection.
-    #[arg(long)]
+    #[arg(long, env = "CALLNEXT_NO_INSTRUMENT")]
     no_instrument: bool,
     /// Serve `GET /demo/block?ms=N`, which blocks the runtime thread on purpose (N ≤ 1000).
-    #[arg(long)]
+    #[arg(long, env = "CALLNEXT_DEMO_BLOCKING")]
     demo_blocking: bool,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+fn seconds(value: &str) -> Result<Duration, String> {
+    Duration::parse_flag(value, StdDuration::from_secs(1))
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    init_tracing(&args);
-
-    // One worker needs no work-stealing scheduler: the current-thread runtime is cheaper.
-    let mut runtime = match args.workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(workers) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers.max(1));
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+fn millis(value: &str) -> Result<Duration, String> {
+    Duration::parse_flag(value, StdDuration::from_millis(1))
 }
 
-async fn run(args: Args) -> std::io::Result<()> {
-    let config = SeedConfig {
-        simulated_io: !args.no_simulated_io,
-        some_option: args.some_option.clone(),
-    };
-    let mut stack = seed::stack(&config)
-        .instrument(!args.no_instrument)
-        .server_timing(args.server_timing)
-        .blocking_threshold(Duration::from_millis(args.blocking_threshold_ms));
-    let mut router = seed::router(&config);
-    if args.metrics_path != "off" {
-        // The binary owns the registry and mounts it as a route, behind the stack.
-        let metrics = Metrics::new();
-        stack = stack.metrics(&metrics);
-        router = router.route(&args.metrics_path, metrics.route());
-    }
-    for entry in stack.describe() {
-        tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
-    }
-    if args.demo_blocking {
-        tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
-        router = router.merge(seed::demo_blocking_router());
-    }
-    let service = stack
-        .try_service(router)
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
+fn size(value: &str) -> Result<Size, String> {
+    value.parse()
+}
 
-    let server = Server::new()
-        .max_connections(args.max_connections)
-        .header_read_timeout(Duration::from_secs(args.header_read_timeout))
-        .drain_timeout(Duration::from_secs(args.drain_timeout))
-        .http2(!args.http1_only)
-        .bind(SocketAddr::new(args.host, args.port))
-        .await?;
-    tracing::info!(
-        "listening on http://{} (simulated I/O {})",
-        server.local_addr()?,
-        if config.simulated_io { "on" } else { "off" }
-    );
-    server.serve(service, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
+fn proxies(value: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    TrustedProxies::parse(&list).map_err(|err| err.to_string())?;
+    Ok(list)
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("expected `text` or `json`, got `{value}`")),
+    }
 }
 
 fn parse_metrics_path(path: &str) -> Result<String, String> {
@@ -163,15 +174,253 @@ fn parse_metrics_path(path: &str) -> Result<String, String> {
     }
 }
 
-fn init_tracing(args: &Args) {
+/// Whether a switch was given as a flag or in the environment (not left at its default).
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(
+        matches.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    ) && matches.get_flag(id)
+}
+
+/// The file (or defaults), then the environment and flags over it.
+fn configure(args: &Args, matches: &ArgMatches) -> Result<(Config, SeedConfig), FileError> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path, &["seed"])?,
+        None => Config::default(),
+    };
+    let mut seed: SeedConfig = config.section("seed")?;
+    let s = &mut config.server;
+    macro_rules! set {
+        ($($field:ident => $target:expr),* $(,)?) => {
+            $(if let Some(value) = args.$field.clone() { $target = value; })*
+        };
+    }
+    set! {
+        host => s.host,
+        port => s.port,
+        uds => s.uds,
+        workers => s.workers,
+        max_connections => s.max_connections,
+        header_read_timeout => s.header_read_timeout,
+        keep_alive_timeout => s.keep_alive_timeout,
+        drain_timeout => s.drain_timeout,
+        max_concurrent_streams => s.max_concurrent_streams,
+        max_header_bytes => s.max_header_bytes,
+        backlog => s.backlog,
+        trusted_proxies => s.trusted_proxies,
+        forwarded_header => s.forwarded_header,
+        tls_cert => s.tls_cert,
+        tls_key => s.tls_key,
+        log_format => config.log.format,
+        log_level => config.log.level,
+        metrics_path => config.admin.metrics_path,
+        blocking_threshold_ms => config.stack.blocking_threshold,
+        some_option => seed.some_option,
+    }
+    if let Some(bind) = args.admin_bind {
+        config.admin.bind = bind.to_string();
+    }
+    if given(matches, "http1_only") {
+        config.server.http1_only = true;
+    }
+    if given(matches, "reuse_port") {
+        config.server.reuse_port = true;
+    }
+    if given(matches, "server_timing") {
+        config.stack.server_timing = true;
+    }
+    if given(matches, "no_instrument") {
+        config.stack.instrument = false;
+    }
+    if given(matches, "no_simulated_io") {
+        seed.simulated_io = false;
+    }
+    config.validate()?;
+    config.set_section("seed", &seed)?;
+    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        return Err(config.error("log.level", format!("not a log filter: {err}")));
+    }
+    Ok((config, seed))
+}
+
+fn main() -> ExitCode {
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let (config, seed) = match configure(&args, &matches) {
+        Ok(configured) => configured,
+        Err(err) => return config_error(&err),
+    };
+    let registry = seed::registry(&seed);
+    let lines = match config.describe_stack(&registry) {
+        Ok(lines) => lines,
+        Err(err) => return config_error(&err),
+    };
+    // TLS files are read (and checked) here, before anything is served.
+    let server = match config.server() {
+        Ok(server) => server,
+        Err(err) => return config_error(&err),
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    if args.print_stack {
+        for line in &lines {
+            println!("{line}");
+        }
+        println!("  -  app                seed             endpoint");
+        return ExitCode::SUCCESS;
+    }
+    if args.check_config {
+        let origin = args
+            .config
+            .as_ref()
+            .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        println!("configuration ok ({origin}): {} middlewares", lines.len());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(&config);
+
+    // One worker needs no work-stealing scheduler: the current-thread runtime is cheaper.
+    let mut runtime = match config.server.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        workers => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+    };
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stack = match config.stack(&registry) {
+        Ok(stack) => stack,
+        Err(err) => return config_error(&err),
+    };
+    match runtime.block_on(run(config, seed, stack, server, args.demo_blocking)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(err: &FileError) -> ExitCode {
+    eprintln!("error: {err}");
+    ExitCode::from(CONFIG_ERROR)
+}
+
+async fn run(
+    config: Config,
+    seed: SeedConfig,
+    mut stack: Stack,
+    server: callnext::serve::Server,
+    demo_blocking: bool,
+) -> std::io::Result<()> {
+    let readiness = Readiness::new();
+    let mut admin = Admin::new().readiness(&readiness);
+    if config.admin.metrics_path != "off" {
+        // The binary owns the registry; the admin router serves it.
+        let metrics = Metrics::new();
+        stack = stack.metrics(&metrics);
+        admin = admin
+            .metrics(&metrics)
+            .metrics_path(&config.admin.metrics_path)
+            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
+    }
+    let mut router = seed::router(&seed);
+    if config.admin.bind.is_empty() {
+        // Inside the stack, so its middlewares can protect the admin routes too.
+        router = router.merge(admin.router());
+    }
+    for entry in stack.describe() {
+        tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
+    }
+    if demo_blocking {
+        tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
+        router = router.merge(seed::demo_blocking_router());
+    }
+    let service = stack
+        .try_service(router)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
+
+    let server = server.readiness(&readiness);
+    let bound = if config.server.uds.is_empty() {
+        server
+            .bind(SocketAddr::new(config.server.host, config.server.port))
+            .await?
+    } else {
+        bind_unix(server, &config.server.uds).await?
+    };
+    tracing::info!(
+        "listening on {} (simulated I/O {})",
+        bound.url(),
+        if seed.simulated_io { "on" } else { "off" }
+    );
+
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let admin_task = if config.admin.bind.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = config.admin.bind.parse().map_err(|err| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("admin.bind: {err}"),
+            )
+        })?;
+        let admin_server = callnext::serve::Server::new().bind(addr).await?;
+        tracing::info!("admin routes on {}", admin_server.url());
+        let service = Stack::new().name("admin").service(admin.router());
+        Some(tokio::spawn(admin_server.serve(service, until_stopped())))
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let served = bound.serve(service, until_stopped()).await;
+    if let Some(task) = admin_task {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn bind_unix(server: callnext::serve::Server, path: &str) -> std::io::Result<BoundServer> {
+    server.bind_unix(path).await
+}
+
+#[cfg(not(unix))]
+async fn bind_unix(_: callnext::serve::Server, _: &str) -> std::io::Result<BoundServer> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "Unix sockets need a Unix system",
+    ))
+}
+
+fn init_tracing(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&args.log_level))
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match args.log_format {
+    match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }

@@ -14,12 +14,14 @@ use axum::Router;
 use http::{HeaderName, HeaderValue};
 use serde_json::{json, Value};
 
+use callnext::config::Registry;
 use callnext::extract::{Json, Path};
 use callnext::middleware::process_time;
 use callnext::{Entry, HttpError, Middleware, Next, Request, Response, Stack, StackService};
 
-/// Settings of the seed application.
-#[derive(Debug, Clone)]
+/// Settings of the seed application: the `[seed]` table of the configuration file.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SeedConfig {
     /// Whether the handlers and the function middleware await their simulated I/O (sleeps of
     /// 100 ms, 50 ms, 10 ms and 5 ms). Turn off for benchmarks; responses stay the same.
@@ -207,6 +209,37 @@ pub fn stack(config: &SeedConfig) -> Stack {
             )
             .named("timing"),
         )
+}
+
+/// The seed's two middlewares as configuration kinds, registered by name in the order FastAPI
+/// runs them: `another` (its `some_option` from `[seed]`, or from `[middleware.another]`) and
+/// `timing`. `[stack] order` may list them without tables.
+pub fn registry(config: &SeedConfig) -> Registry {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AnotherSettings {
+        some_option: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TimingSettings {}
+
+    let some_option = config.some_option.clone();
+    let io = SimulatedIo(config.simulated_io);
+    Registry::new()
+        .middleware("another", move |settings| {
+            let s: AnotherSettings = settings.parse()?;
+            Ok(Entry::middleware(AnotherAsyncMiddleware {
+                some_option: s.some_option.unwrap_or_else(|| some_option.clone()),
+            }))
+        })
+        .middleware("timing", move |settings| {
+            let TimingSettings {} = settings.parse()?;
+            Ok(Entry::func_with_state(
+                io,
+                timing_and_custom_header_middleware,
+            ))
+        })
 }
 
 /// The whole seed application: [`stack`] in front of [`router`].

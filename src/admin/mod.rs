@@ -21,7 +21,7 @@
 //! assert_eq!(client.get("/health/ready").await.status(), 200);
 //! readiness.set(false); // what callnext's server does when shutdown begins
 //! assert_eq!(client.get("/health/ready").await.status(), 503);
-//! assert!(client.get("/metrics").await.text().contains("callnext_requests_total"));
+//! assert!(client.get("/metrics").await.text().contains("http_requests_total"));
 //! # });
 //! ```
 

@@ -1,0 +1,459 @@
+//! From `[stack]` and `[middleware.*]` to a [`Stack`]: the kinds a table can name, the
+//! application's own middlewares, the order, and the printed stack.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{Config, FileError};
+use crate::{Entry, MiddlewareKind, Stack};
+
+type Factory = Arc<dyn Fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError> + Send + Sync>;
+
+struct Kind {
+    name: String,
+    factory: Factory,
+    /// Position in the recommended order (DESIGN.md); `None` for the application's own.
+    rank: Option<u32>,
+    /// An application middleware registered by name: may stand in `order` without a table.
+    by_name: bool,
+}
+
+/// The middleware kinds a configuration can name: callnext's own, and the application's.
+///
+/// ```
+/// use callnext::config::{Config, Registry};
+/// use callnext::{Entry, Next, Request, Response};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Greeting {
+///     text: String,
+/// }
+///
+/// async fn greet(req: Request, next: Next<'_>) -> Response {
+///     next.run(req).await
+/// }
+///
+/// let registry = Registry::new()
+///     // Settings from `[middleware.greeting]`, checked when the stack is built.
+///     .middleware("greeting", |settings| {
+///         let greeting: Greeting = settings.parse()?;
+///         assert_eq!(greeting.text, "hi");
+///         Ok(Entry::func(greet))
+///     });
+/// let config = Config::parse("[middleware.greeting]\ntext = \"hi\"\n", "app.toml", &[]).unwrap();
+/// assert_eq!(config.stack(&registry).unwrap().len(), 1);
+///
+/// let config = Config::parse("[middleware.greeting]\ntxt = \"hi\"\n", "app.toml", &[]).unwrap();
+/// assert_eq!(
+///     config.stack(&registry).unwrap_err().to_string(),
+///     "app.toml:2: `middleware.greeting.txt`: unknown field `txt`, expected `text`"
+/// );
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    kinds: Vec<Arc<Kind>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.kinds.iter().map(|k| &k.name))
+            .finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// callnext's kinds, with their place in the recommended order.
+fn builtin() -> Vec<Arc<Kind>> {
+    let process_time: Factory = Arc::new(|settings| {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        struct ProcessTimeSettings {
+            header: String,
+        }
+        impl Default for ProcessTimeSettings {
+            fn default() -> Self {
+                Self {
+                    header: "x-process-time".to_owned(),
+                }
+            }
+        }
+        let s: ProcessTimeSettings = settings.parse()?;
+        let header = http::HeaderName::from_bytes(s.header.as_bytes()).map_err(|_| {
+            settings.error("header", format!("{:?} is not a header name", s.header))
+        })?;
+        Ok(Entry::hook(
+            crate::middleware::ProcessTime::new().header(header),
+        ))
+    });
+    vec![Arc::new(Kind {
+        name: "process_time".to_owned(),
+        factory: process_time,
+        rank: Some(15),
+        by_name: false,
+    })]
+}
+
+impl Registry {
+    /// callnext's own kinds (`process_time`; the batteries join as they are built).
+    pub fn new() -> Self {
+        Self { kinds: builtin() }
+    }
+
+    /// A kind that `[middleware.<name>]` tables can name with `kind = "..."`. Without an
+    /// `order`, its entries go after callnext's batteries, with the application's own.
+    #[must_use]
+    pub fn kind<F>(mut self, kind: &str, factory: F) -> Self
+    where
+        F: Fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError> + Send + Sync + 'static,
+    {
+        self.add(kind, Arc::new(factory), false);
+        self
+    }
+
+    /// An application middleware by name: `[stack] order` may list it without a table (its
+    /// settings are then empty), and a `[middleware.<name>]` table gives it settings. Without
+    /// an `order`, the application's middlewares go after callnext's batteries, in the order
+    /// they are registered here.
+    #[must_use]
+    pub fn middleware<F>(mut self, name: &str, factory: F) -> Self
+    where
+        F: Fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError> + Send + Sync + 'static,
+    {
+        self.add(name, Arc::new(factory), true);
+        self
+    }
+
+    fn add(&mut self, name: &str, factory: Factory, by_name: bool) {
+        self.kinds.retain(|k| k.name != name);
+        self.kinds.push(Arc::new(Kind {
+            name: name.to_owned(),
+            factory,
+            rank: None,
+            by_name,
+        }));
+    }
+
+    fn get(&self, kind: &str) -> Option<&Kind> {
+        self.kinds.iter().find(|k| k.name == kind).map(|k| &**k)
+    }
+
+    fn names(&self) -> String {
+        self.kinds
+            .iter()
+            .map(|k| format!("`{}`", k.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// One middleware's settings, as its factory sees them.
+#[derive(Debug)]
+pub struct MiddlewareSettings<'a> {
+    name: &'a str,
+    kind: &'a str,
+    table: Option<&'a toml::Table>,
+    config: &'a Config,
+}
+
+impl MiddlewareSettings<'_> {
+    /// The entry's name (its `[middleware.<name>]` table, or its name in `order`).
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> &str {
+        self.kind
+    }
+
+    /// The whole configuration (for settings of the application's own tables).
+    pub fn config(&self) -> &Config {
+        self.config
+    }
+
+    /// The table's keys (but `kind`) as `T`; an absent table is an empty one.
+    ///
+    /// # Errors
+    ///
+    /// A key of the wrong type or value, or unknown (with `#[serde(deny_unknown_fields)]`),
+    /// with its file, line and dotted key.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, FileError> {
+        let mut table = self.table.cloned().unwrap_or_default();
+        table.remove("kind");
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|err| self.error(&err.path().to_string(), err.inner().message()))
+    }
+
+    /// An error at `key` of this middleware's table.
+    pub fn error(&self, key: &str, message: impl fmt::Display) -> FileError {
+        let key = if key.is_empty() || key == "." {
+            format!("middleware.{}", self.name)
+        } else {
+            format!("middleware.{}.{key}", self.name)
+        };
+        self.config.error(&key, message)
+    }
+}
+
+/// One line of `--print-stack`: an entry and its settings, secrets redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StackLine {
+    /// Position in execution order.
+    pub index: usize,
+    /// The entry's name.
+    pub name: String,
+    /// Its configuration kind (`process_time`, or the application middleware's name).
+    pub kind: String,
+    /// How it runs (function, struct, hook, tower).
+    pub runs_as: MiddlewareKind,
+    /// Its settings as `key=value`, secrets redacted.
+    pub settings: Vec<String>,
+}
+
+impl fmt::Display for StackLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>3}  {:<18} {:<16} {:<9}",
+            self.index,
+            self.name,
+            self.kind,
+            self.runs_as.to_string()
+        )?;
+        if self.settings.is_empty() {
+            f.write_str(" (defaults)")
+        } else {
+            write!(f, " {}", self.settings.join(" "))
+        }
+    }
+}
+
+/// One planned entry: its name, kind and table.
+struct Planned<'a> {
+    name: &'a str,
+    kind: &'a Kind,
+    table: Option<&'a toml::Table>,
+}
+
+impl Config {
+    /// The stack `[stack]` and `[middleware.*]` describe, with the `[server] trusted_proxies`
+    /// that set each request's [`ClientIp`](crate::ClientIp).
+    ///
+    /// # Errors
+    ///
+    /// A name in `order` with no table that is no application middleware, a table left out
+    /// of a given `order`, a name listed twice, an unknown kind, or a middleware's invalid
+    /// settings.
+    pub fn stack(&self, registry: &Registry) -> Result<Stack, FileError> {
+        Ok(self.build(registry)?.0)
+    }
+
+    /// What [`Config::stack`] builds, line by line (for `--print-stack`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::stack`].
+    pub fn describe_stack(&self, registry: &Registry) -> Result<Vec<StackLine>, FileError> {
+        Ok(self.build(registry)?.1)
+    }
+
+    fn build(&self, registry: &Registry) -> Result<(Stack, Vec<StackLine>), FileError> {
+        let settings = &self.stack;
+        let mut stack = Stack::new()
+            .name(settings.name.clone())
+            .instrument(settings.instrument)
+            .blocking_threshold(settings.blocking_threshold.get())
+            .server_timing(settings.server_timing)
+            .trusted_proxies(self.trusted_proxies()?);
+        let mut lines = Vec::new();
+        for (index, planned) in self.plan(registry)?.into_iter().enumerate() {
+            let middleware = MiddlewareSettings {
+                name: planned.name,
+                kind: &planned.kind.name,
+                table: planned.table,
+                config: self,
+            };
+            let entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
+            lines.push(StackLine {
+                index,
+                name: planned.name.to_owned(),
+                kind: planned.kind.name.clone(),
+                runs_as: entry.kind(),
+                settings: planned.table.map(redacted).unwrap_or_default(),
+            });
+            stack = stack.push(entry);
+        }
+        stack
+            .validate()
+            .map_err(|err| self.error("stack.order", err))?;
+        Ok((stack, lines))
+    }
+
+    fn plan<'a>(&'a self, registry: &'a Registry) -> Result<Vec<Planned<'a>>, FileError> {
+        let resolve = |name: &'a str| -> Result<Planned<'a>, FileError> {
+            let table = self.middleware.get(name);
+            let kind_name = match table.and_then(|t| t.get("kind")) {
+                None => name,
+                Some(toml::Value::String(kind)) => kind.as_str(),
+                Some(other) => {
+                    return Err(self.error(
+                        &format!("middleware.{name}.kind"),
+                        format!("expected a string, got {}", other.type_str()),
+                    ))
+                }
+            };
+            match registry.get(kind_name) {
+                Some(kind) if table.is_some() || kind.by_name => Ok(Planned { name, kind, table }),
+                Some(_) => Err(self.error(
+                    "stack.order",
+                    format!("`{name}` has no [middleware.{name}] table"),
+                )),
+                None if table.is_some() => Err(self.error(
+                    &format!("middleware.{name}"),
+                    format!("unknown middleware kind `{kind_name}`, expected one of {}", registry.names()),
+                )),
+                None => Err(self.error(
+                    "stack.order",
+                    format!(
+                        "`{name}` has no [middleware.{name}] table and is not a middleware of the application ({})",
+                        registry.names()
+                    ),
+                )),
+            }
+        };
+        if let Some(order) = &self.stack.order {
+            let mut planned = Vec::with_capacity(order.len());
+            for (i, name) in order.iter().enumerate() {
+                if order[..i].contains(name) {
+                    return Err(self.error("stack.order", format!("`{name}` is listed twice")));
+                }
+                planned.push(resolve(name)?);
+            }
+            if let Some(left_out) = self.middleware.keys().find(|t| !order.contains(t)) {
+                return Err(self.error(
+                    &format!("middleware.{left_out}"),
+                    "this table is not in [stack] order; add it there or remove the table",
+                ));
+            }
+            return Ok(planned);
+        }
+        // The recommended order: callnext's batteries by rank, then the application's own
+        // middlewares in registration order, then tables of other application kinds.
+        let mut batteries = Vec::new();
+        let mut others = Vec::new();
+        for name in self.middleware.keys() {
+            let planned = resolve(name)?;
+            match planned.kind.rank {
+                Some(rank) => batteries.push((rank, planned)),
+                None if planned.kind.by_name && planned.kind.name == *name => {}
+                None => others.push(planned),
+            }
+        }
+        batteries.sort_by_key(|(rank, _)| *rank);
+        let mut planned: Vec<Planned<'a>> = batteries.into_iter().map(|(_, p)| p).collect();
+        for kind in registry.kinds.iter().filter(|k| k.by_name) {
+            planned.push(resolve(&kind.name)?);
+        }
+        planned.extend(others);
+        Ok(planned)
+    }
+}
+
+/// A table's settings as `key=value`, secrets hidden ([`redact`]).
+fn redacted(table: &toml::Table) -> Vec<String> {
+    table
+        .iter()
+        .filter(|(key, _)| key.as_str() != "kind")
+        .map(|(key, value)| {
+            let mut value = value.clone();
+            redact(key, &mut value);
+            format!("{key}={value}")
+        })
+        .collect()
+}
+
+/// Hides secrets in a value: keys naming a secret, token or password lose their value, and
+/// every URL its password (`redis://:pw@host`).
+pub(super) fn redact(key: &str, value: &mut toml::Value) {
+    let lower = key.to_ascii_lowercase();
+    let secret = ["secret", "token", "password", "passwd"]
+        .iter()
+        .any(|s| lower.contains(s));
+    match value {
+        toml::Value::String(s) if secret && !s.is_empty() => *s = "<redacted>".to_owned(),
+        toml::Value::String(s) => *s = redact_urls(s),
+        toml::Value::Array(items) => items.iter_mut().for_each(|v| redact(key, v)),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(k, v)| redact(k, v)),
+        _ => {}
+    }
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`, everywhere in `text`.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c == ',' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..=colon]);
+                        out.push_str("***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_and_secret_keys_their_values() {
+        assert_eq!(
+            redact_urls("\"redis://:hunter2@cache:6379/0\""),
+            "\"redis://:***@cache:6379/0\""
+        );
+        assert_eq!(
+            redact_urls("postgres://app:pw@db/x and sqlite://keys.db"),
+            "postgres://app:***@db/x and sqlite://keys.db"
+        );
+        let table: toml::Table =
+            toml::from_str("secret = \"abc\"\nstore = \"redis://u:p@h\"\nlimit = 3").unwrap();
+        assert_eq!(
+            redacted(&table),
+            [
+                "limit=3",
+                "secret=\"<redacted>\"",
+                "store=\"redis://u:***@h\""
+            ]
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The typed tables of the file: `[server]`, `[log]`, `[admin]`, `[stack]`, `[telemetry]`.
+//! Every key has a default; unknown keys are errors.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Duration, Size};
+
+/// `[server]`: the listener, its connections and the client address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// Address to listen on. Default `127.0.0.1`.
+    pub host: IpAddr,
+    /// Port to listen on. Default 8000.
+    pub port: u16,
+    /// Runtime worker threads; 0 = one per core (the default), 1 = a current-thread runtime.
+    pub workers: usize,
+    /// Most connections served at once. Default 25,000.
+    pub max_connections: usize,
+    /// How long a request head may take once begun. Default `"30s"`.
+    pub header_read_timeout: Duration,
+    /// How long an idle HTTP/1 connection stays open. Default `"5s"`.
+    pub keep_alive_timeout: Duration,
+    /// How long in-flight requests get after SIGINT/SIGTERM. Default `"10s"`.
+    pub drain_timeout: Duration,
+    /// Serve HTTP/1.1 only (no h2c, no h2 over TLS). Default false.
+    pub http1_only: bool,
+    /// CIDRs (or addresses, or `unix`) whose forwarding header is believed. Default none.
+    pub trusted_proxies: Vec<String>,
+    /// The header those proxies write: `x-forwarded-for` (default) or `forwarded`.
+    pub forwarded_header: String,
+    /// PEM certificate chain; with `tls_key`, serves HTTPS. Default none.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// Most concurrent streams per HTTP/2 connection. Default 200.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval; `"0s"` (default) = no pings.
+    pub http2_keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed. Default `"20s"`.
+    pub http2_keep_alive_timeout: Duration,
+    /// Largest request head accepted. Default `"64KiB"`.
+    pub max_header_bytes: Size,
+    /// Listen backlog. Default 1024.
+    pub backlog: u32,
+    /// `SO_REUSEPORT`, so several processes share the port. Default false.
+    pub reuse_port: bool,
+    /// Serve on this Unix socket path instead of `host:port`. Default none.
+    pub uds: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8000,
+            workers: 0,
+            max_connections: 25_000,
+            header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            http1_only: false,
+            trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".to_owned(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_concurrent_streams: 200,
+            http2_keep_alive_interval: Duration::from_secs(0),
+            http2_keep_alive_timeout: Duration::from_secs(20),
+            max_header_bytes: Size::from_bytes(64 * 1024),
+            backlog: 1024,
+            reuse_port: false,
+            uds: String::new(),
+        }
+    }
+}
+
+/// The log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: what the process logs and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LogSettings {
+    /// A tracing filter (`info`, `warn,callnext=debug`). Default `info`; `RUST_LOG` wins.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[admin]`: metrics and health endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminSettings {
+    /// `""` (default): the admin routes are routes of the app, behind the stack; an address
+    /// (`127.0.0.1:9000`): served on a listener of their own.
+    pub bind: String,
+    /// Path of the Prometheus metrics; `off` turns metrics off. Default `/metrics`.
+    pub metrics_path: String,
+    /// The live stack page (not available yet: `true` is refused).
+    pub page: bool,
+    /// Bearer token of the live stack page.
+    pub token: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            bind: String::new(),
+            metrics_path: "/metrics".to_owned(),
+            page: false,
+            token: String::new(),
+        }
+    }
+}
+
+/// `[stack]`: the order of the middlewares and the stack's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StackSettings {
+    /// Entry names in execution order. Without it, the configured middlewares go in the
+    /// recommended order, then the application's own.
+    pub order: Option<Vec<String>>,
+    /// Send `Server-Timing` with each middleware's time. Default false.
+    pub server_timing: bool,
+    /// A single poll longer than this is a blocking event. Default `"10ms"`.
+    pub blocking_threshold: Duration,
+    /// Per-middleware timing and blocking detection. Default true.
+    pub instrument: bool,
+    /// The stack's `stack` label in metrics. Default `main`.
+    pub name: String,
+}
+
+impl Default for StackSettings {
+    fn default() -> Self {
+        Self {
+            order: None,
+            server_timing: false,
+            blocking_threshold: Duration::from_millis(10),
+            instrument: true,
+            name: "main".to_owned(),
+        }
+    }
+}
+
+/// `[telemetry]`: OpenTelemetry traces (not available yet: an `endpoint` is refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TelemetrySettings {
+    /// OTLP endpoint, e.g. `http://127.0.0.1:4318`. Default none (off).
+    pub endpoint: String,
+    /// `http/protobuf` (default) or `http/json`.
+    pub protocol: String,
+    /// The `service.name` resource. Default `callnext`.
+    pub service_name: String,
+    /// Share of traces sampled, 0 to 1. Default 1.
+    pub sampling_ratio: f64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            protocol: "http/protobuf".to_owned(),
+            service_name: "callnext".to_owned(),
+            sampling_ratio: 1.0,
+        }
+    }
+}
