@@ -219,3 +219,34 @@ async fn a_metrics_path_that_is_not_a_path_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn admin_routes_move_to_their_own_listener_with_admin_bind() {
+    let mut server = Server::start(&["--no-simulated-io", "--admin-bind", "127.0.0.1:0"]).await;
+    let line = server
+        .wait_for(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin routes on http://"))
+        })
+        .await;
+    let admin = line["message"].as_str().unwrap()["admin routes on http://".len()..].to_owned();
+
+    // Not on the app's listener any more.
+    let (parts, _) = get(&server.url("/metrics")).await;
+    assert_eq!(parts.status, 404);
+    let (parts, _) = get(&server.url("/health/ready")).await;
+    assert_eq!(parts.status, 404);
+
+    get(&server.url("/items/1")).await;
+    let (parts, body) = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(parts.status, 200);
+    assert!(String::from_utf8_lossy(&body).contains(r#"route="/items/{item_id}",status="200"} 1"#));
+    // The app's middlewares do not run there.
+    assert!(!parts.headers.contains_key("x-another-middleware"));
+    let (parts, body) = get(&format!("http://{admin}/health/live")).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(&body[..], br#"{"status":"ok"}"#);
+    let (parts, _) = get(&format!("http://{admin}/health/ready")).await;
+    assert_eq!(parts.status, 200);
+}
