@@ -133,3 +133,50 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_serve_returns() {
         "{cut:?}"
     );
 }
+
+#[tokio::test]
+async fn http2_connections_finish_their_streams_and_get_a_goaway() {
+    let readiness = Readiness::new();
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let app = waiting_app(entered_tx, Arc::clone(&release));
+    let server = Server::new()
+        .readiness(&readiness)
+        .drain_timeout(Duration::from_secs(30));
+    let running = common::spawn(server, Stack::new().service(app)).await;
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/wait", running.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::spawn(sender.send_request(req));
+    entered.recv().await.unwrap();
+
+    let stopping = tokio::spawn(running.stop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readiness.is_ready() {
+        assert!(Instant::now() < deadline, "readiness never turned off");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    release.notify_one();
+    let res = response.await.unwrap().unwrap();
+    assert_eq!(res.status(), 200);
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"released");
+    // The server's GOAWAY ends the client's connection cleanly.
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection ends after the GOAWAY")
+        .unwrap()
+        .unwrap();
+    stopping.await.unwrap();
+}

@@ -250,3 +250,60 @@ async fn admin_routes_move_to_their_own_listener_with_admin_bind() {
     let (parts, _) = get(&format!("http://{admin}/health/ready")).await;
     assert_eq!(parts.status, 200);
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn uds_serves_on_a_unix_socket_and_removes_it_on_exit() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("callnext-bin-uds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("seed.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callnext"))
+        .args([
+            "--uds",
+            path.to_str().unwrap(),
+            "--no-simulated-io",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let expected = format!("listening on unix:{}", path.display());
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the server says where it listens")
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if json["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&expected))
+        {
+            break;
+        }
+    }
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream
+        .write_all(b"GET /items/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(r#"{"item_id":5}"#), "{response}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success());
+    assert!(!path.exists(), "the socket file is removed on exit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
