@@ -39,17 +39,24 @@ use crate::{ConfigError, HttpError};
 
 /// The client's address: the peer, or what a trusted proxy says the client was.
 ///
-/// Put on every request served by callnext's server or by `axum::serve` with a
-/// [`StackService`](crate::StackService) (see [`Stack::trusted_proxies`](crate::Stack::trusted_proxies));
-/// extract it in a handler or read it from the request's extensions in a middleware:
+/// Known for every request served by callnext's server or by `axum::serve` with a
+/// [`StackService`](crate::StackService) (see [`Stack::trusted_proxies`](crate::Stack::trusted_proxies)):
+/// extract it in a handler, or read it with [`ClientIp::of`] in a middleware:
 ///
 /// ```
-/// use callnext::ClientIp;
+/// use callnext::{ClientIp, Next, Request, Response};
 ///
 /// async fn whoami(ClientIp(ip): ClientIp) -> String {
 ///     ip.to_string()
 /// }
-/// # let _ = whoami;
+///
+/// async fn log_client(req: Request, next: Next<'_>) -> Response {
+///     if let Some(ip) = ClientIp::of(&req) {
+///         tracing::info!(%ip, "request");
+///     }
+///     next.run(req).await
+/// }
+/// # let _ = (whoami, log_client);
 /// ```
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are given as IPv4.
@@ -207,6 +214,22 @@ impl TrustedProxies {
 }
 
 impl ClientIp {
+    /// The client address of this request: the one a stack's trusted proxies gave (an
+    /// extension), else the peer of axum's `ConnectInfo<SocketAddr>`; `None` when neither is
+    /// there (a Unix socket without a trusted proxy, a service under plain hyper).
+    pub fn of<B>(req: &http::Request<B>) -> Option<Self> {
+        Self::from_extensions(req.extensions())
+    }
+
+    fn from_extensions(extensions: &http::Extensions) -> Option<Self> {
+        if let Some(ip) = extensions.get::<ClientIp>() {
+            return Some(*ip);
+        }
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| Self(peer.ip().to_canonical()))
+    }
+
     /// The client address of a request from `peer` with these headers.
     ///
     /// When `peer` is trusted, the forwarding header's entries are read from the right: the
@@ -296,11 +319,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, HttpError> {
-        if let Some(ip) = parts.extensions.get::<ClientIp>() {
-            return Ok(*ip);
-        }
-        if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            return Ok(Self(peer.ip().to_canonical()));
+        if let Some(ip) = Self::from_extensions(&parts.extensions) {
+            return Ok(ip);
         }
         tracing::error!(
             "ClientIp asked for, but the request has no peer address: serve it with callnext's \

@@ -26,8 +26,8 @@ fn whoami() -> Router {
         )
         .route(
             "/client",
-            get(|client: Option<axum::Extension<ClientIp>>| async move {
-                client.map_or_else(|| "none".to_owned(), |c| c.0.to_string())
+            get(|req: callnext::Request| async move {
+                ClientIp::of(&req).map_or_else(|| "none".to_owned(), |c| c.to_string())
             }),
         )
 }

@@ -124,13 +124,19 @@ where
     }
 }
 
-/// Puts the request's [`ClientIp`] on it, from its peer address, unless outer code already did.
+/// Puts the request's [`ClientIp`] on it when a trusted proxy says the client is someone else
+/// than the peer; otherwise [`ClientIp::of`] reads the peer from `ConnectInfo` (one extension
+/// fewer on every request).
 fn set_client_ip(req: &mut Request, trusted: &crate::TrustedProxies) {
-    if req.extensions().get::<ClientIp>().is_some() {
+    if trusted.is_empty() || req.extensions().get::<ClientIp>().is_some() {
         return;
     }
     let ip = if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        ClientIp::resolve(peer.ip(), req.headers(), trusted)
+        let ip = ClientIp::resolve(peer.ip(), req.headers(), trusted);
+        if ip.0 == peer.ip().to_canonical() {
+            return;
+        }
+        ip
     } else if req.extensions().get::<FromUnixSocket>().is_some() {
         match ClientIp::resolve_unix(req.headers(), trusted) {
             Some(ip) => ip,
