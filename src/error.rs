@@ -25,9 +25,14 @@ use crate::Response;
 /// assert_eq!(err.status(), StatusCode::NOT_FOUND);
 /// assert_eq!(err.detail(), "Item 99 not found");
 /// ```
+///
+/// It is one pointer wide (its parts are boxed), so `Result<T, HttpError>` stays small.
 #[derive(Debug, Clone)]
 #[must_use = "an HttpError does nothing until it is returned"]
-pub struct HttpError {
+pub struct HttpError(Box<Parts>);
+
+#[derive(Debug, Clone)]
+struct Parts {
     status: StatusCode,
     detail: Value,
     headers: HeaderMap,
@@ -36,11 +41,11 @@ pub struct HttpError {
 impl HttpError {
     /// An error with `status` and a `detail` (a string, or any JSON value).
     pub fn new(status: StatusCode, detail: impl Into<Value>) -> Self {
-        Self {
+        Self(Box::new(Parts {
             status,
             detail: detail.into(),
             headers: HeaderMap::new(),
-        }
+        }))
     }
 
     /// `404 Not Found` with `detail`.
@@ -82,31 +87,31 @@ impl HttpError {
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         let name = HeaderName::try_from(name).expect("invalid header name");
         let value = HeaderValue::try_from(value).expect("invalid header value");
-        self.headers.append(name, value);
+        self.0.headers.append(name, value);
         self
     }
 
     /// The status code.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The detail as JSON.
     pub fn detail(&self) -> &Value {
-        &self.detail
+        &self.0.detail
     }
 
     /// The extra headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.0.headers
     }
 }
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.detail {
-            Value::String(s) => write!(f, "{}: {s}", self.status),
-            other => write!(f, "{}: {other}", self.status),
+        match &self.0.detail {
+            Value::String(s) => write!(f, "{}: {s}", self.0.status),
+            other => write!(f, "{}: {other}", self.0.status),
         }
     }
 }
@@ -121,13 +126,13 @@ pub(crate) struct Detail<T> {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let mut res = json_response(
-            self.status,
-            &Detail {
-                detail: self.detail,
-            },
-        );
-        res.headers_mut().extend(self.headers);
+        let Parts {
+            status,
+            detail,
+            headers,
+        } = *self.0;
+        let mut res = json_response(status, &Detail { detail });
+        res.headers_mut().extend(headers);
         res
     }
 }
@@ -143,11 +148,17 @@ pub(crate) fn internal_error() -> Response {
     )
 }
 
+/// On an error response callnext rendered: its JSON body, so that a battery (the request id)
+/// can add a field without reading the body back.
+#[derive(Debug, Clone)]
+pub(crate) struct RenderedError(pub(crate) bytes::Bytes);
+
 /// A JSON response with `status`. The body types callnext serialises cannot fail; if one ever
 /// did, the body would be empty rather than the request failing.
 pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut res = Response::new(axum::body::Body::from(bytes));
+    let bytes = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let mut res = Response::new(axum::body::Body::from(bytes.clone()));
+    res.extensions_mut().insert(RenderedError(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

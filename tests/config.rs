@@ -166,7 +166,7 @@ fn order_builds_the_stack_and_its_mistakes_are_named() {
     let mistakes = [
         (
             "[stack]\norder = [\"audit\", \"cors\"]\n",
-            "app.toml:2: `stack.order`: `cors` has no [middleware.cors] table and is not a middleware of the application (`process_time`, `audit`, `tenant`)",
+            "app.toml:2: `stack.order`: `cors` has no [middleware.cors] table and is not a middleware of the application (`request_id`, `process_time`, `audit`, `tenant`)",
         ),
         (
             "[stack]\norder = [\"process_time\"]\n",
@@ -182,7 +182,7 @@ fn order_builds_the_stack_and_its_mistakes_are_named() {
         ),
         (
             "[middleware.limiter]\nkind = \"leaky_bucket\"\n",
-            "app.toml:1: `middleware.limiter`: unknown middleware kind `leaky_bucket`, expected one of `process_time`, `audit`, `tenant`",
+            "app.toml:1: `middleware.limiter`: unknown middleware kind `leaky_bucket`, expected one of `request_id`, `process_time`, `audit`, `tenant`",
         ),
         (
             "[middleware.limiter]\nkind = 3\n",

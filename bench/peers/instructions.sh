@@ -4,6 +4,7 @@
 # kernel's share of a request is not in them).
 #
 # run with: bench/peers/instructions.sh        (after run.sh has built the peers and callnext)
+#           ONLY='hyper|callnext|axum-mw' bench/peers/instructions.sh   (some servers only)
 #
 # Each server runs under `valgrind --tool=callgrind`, answers LOW and then, in a fresh process,
 # HIGH keep-alive requests for `GET /items/1` from curl; (I(HIGH) - I(LOW)) / (HIGH - LOW) is
@@ -56,6 +57,7 @@ echo "| server | instructions per request | ×hyper |"
 echo "|---|---:|---:|"
 hyper=""
 while read -r name cmd; do
+  [[ -z ${ONLY:-} || $name =~ ^(${ONLY})$ ]] || continue
   # shellcheck disable=SC2086
   low=$(instructions "$name" "$LOW" $cmd)
   # shellcheck disable=SC2086

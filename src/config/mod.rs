@@ -37,6 +37,7 @@
 //! assert_eq!(err.to_string(), "app.toml:2: `server.port`: invalid type: string \"x\", expected u16");
 //! ```
 
+mod kinds;
 mod registry;
 mod sections;
 mod units;

@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 
 use super::{Config, FileError};
 use crate::{Entry, MiddlewareKind, Stack};
@@ -75,37 +74,21 @@ impl Default for Registry {
 
 /// callnext's kinds, with their place in the recommended order.
 fn builtin() -> Vec<Arc<Kind>> {
-    let process_time: Factory = Arc::new(|settings| {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields, default)]
-        struct ProcessTimeSettings {
-            header: String,
-        }
-        impl Default for ProcessTimeSettings {
-            fn default() -> Self {
-                Self {
-                    header: "x-process-time".to_owned(),
-                }
-            }
-        }
-        let s: ProcessTimeSettings = settings.parse()?;
-        let header = http::HeaderName::from_bytes(s.header.as_bytes()).map_err(|_| {
-            settings.error("header", format!("{:?} is not a header name", s.header))
-        })?;
-        Ok(Entry::hook(
-            crate::middleware::ProcessTime::new().header(header),
-        ))
-    });
-    vec![Arc::new(Kind {
-        name: "process_time".to_owned(),
-        factory: process_time,
-        rank: Some(15),
-        by_name: false,
-    })]
+    super::kinds::BUILTIN
+        .iter()
+        .map(|&(name, rank, factory)| {
+            Arc::new(Kind {
+                name: name.to_owned(),
+                factory: Arc::new(factory),
+                rank: Some(rank),
+                by_name: false,
+            })
+        })
+        .collect()
 }
 
 impl Registry {
-    /// callnext's own kinds (`process_time`; the batteries join as they are built).
+    /// callnext's own kinds: the batteries of [`middleware`](crate::middleware).
     pub fn new() -> Self {
         Self { kinds: builtin() }
     }

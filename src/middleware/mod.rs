@@ -4,9 +4,12 @@
 //! | battery | module | kind |
 //! |---|---|---|
 //! | `X-Process-Time`: seconds spent in the rest of the stack | [`process_time`] | hook |
+//! | request id: UUIDv7 or a valid incoming id, everywhere | [`request_id`] | hook |
 //!
 //! [`Hook`]: crate::Hook
 
 pub mod process_time;
+pub mod request_id;
 
 pub use process_time::ProcessTime;
+pub use request_id::{RequestId, SetRequestId};

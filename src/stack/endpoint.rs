@@ -183,6 +183,8 @@ fn fastapi_error_body(res: &mut Response) {
     std::mem::swap(res.body_mut(), json.body_mut());
     res.headers_mut().extend(json.headers_mut().drain());
     res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    res.extensions_mut()
+        .extend(std::mem::take(json.extensions_mut()));
 }
 
 thread_local! {
