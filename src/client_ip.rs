@@ -69,6 +69,48 @@ impl fmt::Display for ClientIp {
     }
 }
 
+/// On a request that came over TLS: to callnext's server itself, or to a trusted proxy that
+/// says so (`X-Forwarded-Proto: https`, or `proto=https` in `Forwarded`). Batteries read it to
+/// send HSTS and to mark cookies `Secure`.
+///
+/// ```
+/// use callnext::Secure;
+///
+/// fn over_tls(req: &callnext::Request) -> bool {
+///     req.extensions().get::<Secure>().is_some()
+/// }
+/// # let _ = over_tls;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secure;
+
+/// Whether the proxy nearest to us says the client used https: the last `X-Forwarded-Proto`
+/// value, or the `proto` of the last `Forwarded` element.
+pub(crate) fn forwarded_https(headers: &HeaderMap, header: ForwardedHeader) -> bool {
+    let last = |name: HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(str::trim)
+            .map(str::to_owned)
+    };
+    match header {
+        ForwardedHeader::XForwardedFor => last(HeaderName::from_static("x-forwarded-proto"))
+            .is_some_and(|p| p.eq_ignore_ascii_case("https")),
+        ForwardedHeader::Forwarded => last(http::header::FORWARDED).is_some_and(|element| {
+            element.split(';').any(|pair| {
+                pair.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("proto")
+                        && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+                })
+            })
+        }),
+    }
+}
+
 /// Which header the trusted proxies write the client's address into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -199,6 +241,16 @@ impl TrustedProxies {
     pub fn header(mut self, header: ForwardedHeader) -> Self {
         self.header = header;
         self
+    }
+
+    /// The header these proxies write.
+    pub fn forwarded_header(&self) -> ForwardedHeader {
+        self.header
+    }
+
+    /// Whether a Unix socket peer is trusted.
+    pub(crate) fn trusts_unix(&self) -> bool {
+        self.unix
     }
 
     /// Whether there is no trusted proxy.
@@ -471,6 +523,27 @@ mod tests {
             Some(ClientIp(ip("203.0.113.4")))
         );
         assert_eq!(ClientIp::resolve_unix(&HeaderMap::new(), &t), None);
+    }
+
+    #[test]
+    fn the_nearest_proxy_says_whether_it_was_https() {
+        let xfp = |v: &[&str]| {
+            forwarded_https(
+                &headers("x-forwarded-proto", v),
+                ForwardedHeader::XForwardedFor,
+            )
+        };
+        assert!(xfp(&["https"]));
+        assert!(xfp(&["http, HTTPS"]));
+        assert!(!xfp(&["https, http"]));
+        assert!(!xfp(&[]));
+        let fwd =
+            |v: &[&str]| forwarded_https(&headers("forwarded", v), ForwardedHeader::Forwarded);
+        assert!(fwd(&["for=1.2.3.4;proto=https"]));
+        assert!(fwd(&[
+            "for=1.2.3.4;proto=http, for=5.6.7.8;Proto=\"https\""
+        ]));
+        assert!(!fwd(&["for=1.2.3.4;proto=https, for=5.6.7.8"]));
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub mod serve;
 mod stack;
 mod test_client;
 
-pub use client_ip::{ClientIp, ForwardedHeader, TrustedProxies};
+pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
 pub use error::{ConfigError, ConfigErrorKind, HttpError};
 pub use instrument::BlockingReport;
 pub use stack::{

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::{routing::get, Router};
 use bytes::Bytes;
-use callnext::serve::{Server, Tls, TlsConfig};
+use callnext::serve::{Server, TlsConfig};
+use callnext::Secure;
 use callnext::{ConfigErrorKind, Stack};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -47,7 +48,7 @@ fn app() -> Router {
     Router::new().route(
         "/",
         get(
-            |tls: Option<axum::Extension<Tls>>, version: http::Version| async move {
+            |tls: Option<axum::Extension<Secure>>, version: http::Version| async move {
                 format!("{version:?} tls={}", tls.is_some())
             },
         ),

@@ -5,7 +5,10 @@ use http::HeaderName;
 use serde::Deserialize;
 
 use super::{FileError, MiddlewareSettings};
-use crate::middleware::{request_id, ProcessTime, SetRequestId};
+use std::collections::BTreeMap;
+
+use crate::middleware::set_header::Mode;
+use crate::middleware::{request_id, ProcessTime, SecurityHeaders, SetHeaders, SetRequestId};
 use crate::Entry;
 
 type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
@@ -16,6 +19,8 @@ type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
 pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("request_id", 0, request_id),
     ("process_time", 15, process_time),
+    ("security_headers", 30, security_headers),
+    ("set_header", 35, set_header),
 ];
 
 fn header_name(
@@ -81,4 +86,82 @@ fn request_id(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             .on_invalid(on_invalid)
             .uuid_only(s.uuid_only),
     ))
+}
+
+fn security_headers(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        preset: String,
+        force: bool,
+        hsts: String,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                preset: "api".to_owned(),
+                force: false,
+                hsts: String::new(),
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let mut headers =
+        SecurityHeaders::preset(&s.preset).map_err(|err| settings.error("preset", err))?;
+    if !s.hsts.is_empty() {
+        headers = headers
+            .hsts(&s.hsts)
+            .map_err(|err| settings.error("hsts", err))?;
+    }
+    Ok(Entry::hook(headers.force(s.force)))
+}
+
+fn set_header(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        request_set: BTreeMap<String, String>,
+        request_append: BTreeMap<String, String>,
+        request_if_absent: BTreeMap<String, String>,
+        response_set: BTreeMap<String, String>,
+        response_append: BTreeMap<String, String>,
+        response_if_absent: BTreeMap<String, String>,
+    }
+    let s: Settings = settings.parse()?;
+    let mut headers = SetHeaders::new();
+    let groups = [
+        ("request_set", &s.request_set, true, Mode::Set),
+        ("request_append", &s.request_append, true, Mode::Append),
+        (
+            "request_if_absent",
+            &s.request_if_absent,
+            true,
+            Mode::IfAbsent,
+        ),
+        ("response_set", &s.response_set, false, Mode::Set),
+        ("response_append", &s.response_append, false, Mode::Append),
+        (
+            "response_if_absent",
+            &s.response_if_absent,
+            false,
+            Mode::IfAbsent,
+        ),
+    ];
+    for (key, map, request, mode) in groups {
+        for (name, value) in map {
+            let name = header_name(settings, &format!("{key}.{name}"), name)?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                settings.error(
+                    &format!("{key}.{name}"),
+                    format!("{value:?} is not a header value"),
+                )
+            })?;
+            headers = if request {
+                headers.request(mode, name, value)
+            } else {
+                headers.response(mode, name, value)
+            };
+        }
+    }
+    Ok(Entry::hook(headers))
 }

@@ -171,7 +171,7 @@ pub(crate) struct Watched<S> {
     pub(crate) activity: Arc<ConnActivity>,
     /// The peer, put on each request as axum's `ConnectInfo` (none on a Unix socket).
     pub(crate) peer: Option<SocketAddr>,
-    /// Whether the connection is TLS, put on each request as [`Tls`](super::Tls).
+    /// Whether the connection is TLS, put on each request as [`Secure`](crate::Secure).
     pub(crate) tls: bool,
 }
 
@@ -198,7 +198,7 @@ where
                 .insert(crate::client_ip::FromUnixSocket);
         }
         if self.tls {
-            req.extensions_mut().insert(super::Tls);
+            req.extensions_mut().insert(crate::Secure);
         }
         let in_flight = Answering::start(&self.activity);
         WatchedFuture {

@@ -19,11 +19,6 @@ pub use shutdown::shutdown_signal;
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
 
-/// On each request that came over TLS, in its extensions: the connection was encrypted up to
-/// this server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tls;
-
 /// Server settings. Build with [`Server::new`], then [`Server::bind`] (or
 /// [`Server::bind_unix`]).
 ///

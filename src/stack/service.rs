@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::chain::Chain;
 use super::next::Next;
-use crate::client_ip::FromUnixSocket;
+use crate::client_ip::{forwarded_https, FromUnixSocket};
 use crate::instrument::body::TimedBody;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{Ctx, RequestCtx, StackPoll};
@@ -131,21 +131,26 @@ fn set_client_ip(req: &mut Request, trusted: &crate::TrustedProxies) {
     if trusted.is_empty() || req.extensions().get::<ClientIp>().is_some() {
         return;
     }
-    let ip = if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        let ip = ClientIp::resolve(peer.ip(), req.headers(), trusted);
-        if ip.0 == peer.ip().to_canonical() {
+    let (ip, from_proxy) =
+        if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            let peer = peer.ip().to_canonical();
+            let from_proxy = trusted.contains(peer);
+            let ip = ClientIp::resolve(peer, req.headers(), trusted);
+            (Some(ip).filter(|ip| ip.0 != peer), from_proxy)
+        } else if req.extensions().get::<FromUnixSocket>().is_some() {
+            (
+                ClientIp::resolve_unix(req.headers(), trusted),
+                trusted.trusts_unix(),
+            )
+        } else {
             return;
-        }
-        ip
-    } else if req.extensions().get::<FromUnixSocket>().is_some() {
-        match ClientIp::resolve_unix(req.headers(), trusted) {
-            Some(ip) => ip,
-            None => return,
-        }
-    } else {
-        return;
-    };
-    req.extensions_mut().insert(ip);
+        };
+    if from_proxy && forwarded_https(req.headers(), trusted.forwarded_header()) {
+        req.extensions_mut().insert(crate::Secure);
+    }
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(ip);
+    }
 }
 
 /// `axum::serve(listener, service)`: each connection gets this service, with the peer address
