@@ -132,13 +132,27 @@ impl Registry {
     }
 
     fn names(&self) -> String {
-        self.kinds
-            .iter()
-            .map(|k| format!("`{}`", k.name))
-            .collect::<Vec<_>>()
-            .join(", ")
+        list(self.kinds.iter())
+    }
+
+    fn app_names(&self) -> String {
+        let names = list(self.kinds.iter().filter(|k| k.by_name));
+        if names.is_empty() {
+            "it has none".to_owned()
+        } else {
+            names
+        }
     }
 }
+
+fn list<'a>(kinds: impl Iterator<Item = &'a Arc<Kind>>) -> String {
+    kinds
+        .map(|k| format!("`{}`", k.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Registry {}
 
 /// One middleware's settings, as its factory sees them.
 #[derive(Debug)]
@@ -311,7 +325,7 @@ impl Config {
                     "stack.order",
                     format!(
                         "`{name}` has no [middleware.{name}] table and is not a middleware of the application ({})",
-                        registry.names()
+                        registry.app_names()
                     ),
                 )),
             }
