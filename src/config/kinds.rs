@@ -8,7 +8,7 @@ use super::{FileError, MiddlewareSettings};
 use std::collections::BTreeMap;
 
 use crate::middleware::set_header::Mode;
-use crate::middleware::{request_id, ProcessTime, SecurityHeaders, SetHeaders, SetRequestId};
+use crate::middleware::{request_id, Cors, ProcessTime, SecurityHeaders, SetHeaders, SetRequestId};
 use crate::Entry;
 
 type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
@@ -19,6 +19,7 @@ type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
 pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("request_id", 0, request_id),
     ("process_time", 15, process_time),
+    ("cors", 20, cors),
     ("security_headers", 30, security_headers),
     ("set_header", 35, set_header),
 ];
@@ -164,4 +165,71 @@ fn set_header(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         }
     }
     Ok(Entry::hook(headers))
+}
+
+fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        allow_origins: Vec<String>,
+        allow_methods: Vec<String>,
+        allow_headers: Vec<String>,
+        expose_headers: Vec<String>,
+        allow_credentials: bool,
+        max_age: super::Duration,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                allow_origins: Vec::new(),
+                allow_methods: vec!["GET".to_owned()],
+                allow_headers: Vec::new(),
+                expose_headers: Vec::new(),
+                allow_credentials: false,
+                max_age: super::Duration::from_secs(600),
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let cors = Cors::builder()
+        .allow_origins(&s.allow_origins)
+        .allow_methods(&s.allow_methods)
+        .allow_headers(&s.allow_headers)
+        .expose_headers(&s.expose_headers)
+        .allow_credentials(s.allow_credentials)
+        .max_age(s.max_age.get())
+        .build()
+        .map_err(|err| {
+            let message = err.to_string();
+            let key = [
+                "allow_origins",
+                "allow_methods",
+                "allow_headers",
+                "expose_headers",
+            ]
+            .into_iter()
+            .find(|k| message.starts_with(&format!("invalid `{k}`")))
+            .unwrap_or("");
+            settings.error(key, message)
+        })?;
+    // Scripts may read the other batteries' headers.
+    let mut exposed = Vec::new();
+    for table in settings
+        .config()
+        .middleware
+        .iter()
+        .filter_map(|(name, table)| {
+            let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or(name);
+            (kind == "request_id").then_some(table)
+        })
+    {
+        let header = table
+            .get("header")
+            .and_then(|h| h.as_str())
+            .unwrap_or("x-request-id");
+        if let Ok(name) = HeaderName::from_bytes(header.as_bytes()) {
+            exposed.push(name);
+        }
+    }
+    Ok(Entry::hook(cors.also_expose(&exposed)))
 }

@@ -1,0 +1,519 @@
+//! [`Cors`]: cross-origin resource sharing as Starlette's `CORSMiddleware` answers it, within
+//! what the Fetch standard allows, checked when it is built.
+//!
+//! - A request without `Origin` is not a CORS request: it passes untouched, no CORS headers.
+//! - A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is answered
+//!   here, before any later middleware (auth, rate limits) sees it: 200 `OK` with the allowed
+//!   methods, the requested headers mirrored when all headers are allowed, `Max-Age`; or 400
+//!   `{"detail":"Disallowed CORS origin, method, headers"}` naming what was refused.
+//! - Other requests from an allowed origin get `Access-Control-Allow-Origin` (and
+//!   `-Allow-Credentials`, `-Expose-Headers`) on every response, errors and early answers of
+//!   later middlewares included. `Vary: Origin` is added only when the answer depends on the
+//!   origin, merged into the response's `Vary`, never twice. A request with credentials
+//!   (`Cookie` or `Authorization`) to a wildcard configuration gets its own origin back,
+//!   never `*`.
+//!
+//! Written as a hook rather than on tower-http's `CorsLayer`, which adds headers to requests
+//! without `Origin`, always varies on three headers, answers disallowed preflights with 200,
+//! and panics on invalid settings instead of returning an error.
+//!
+//! ```
+//! use callnext::middleware::Cors;
+//! use callnext::{Stack, TestClient};
+//! use axum::{routing::get, Router};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cors = Cors::builder().allow_origins(["https://app.example"]).build().unwrap();
+//! let app = Router::new().route("/", get(|| async { "ok" }));
+//! let client = TestClient::new(Stack::new().hook(cors).service(app));
+//!
+//! let res = client.get("/").header("origin", "https://app.example").await;
+//! assert_eq!(res.header("access-control-allow-origin"), Some("https://app.example"));
+//! assert_eq!(res.header("vary"), Some("Origin"));
+//! assert_eq!(client.get("/").await.header("access-control-allow-origin"), None);
+//! # });
+//! ```
+//!
+//! With credentials, more methods and headers, and the mistakes it refuses:
+//!
+//! ```
+//! use callnext::middleware::Cors;
+//! use callnext::{Stack, TestClient};
+//! use axum::{routing::get, Router};
+//! use std::time::Duration;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cors = Cors::builder()
+//!     .allow_origins(["https://app.example"])
+//!     .allow_methods(["GET", "POST"])
+//!     .allow_headers(["authorization", "content-type"])
+//!     .allow_credentials(true)
+//!     .max_age(Duration::from_secs(3600))
+//!     .build()
+//!     .unwrap();
+//! let app = Router::new().route("/", get(|| async { "ok" }));
+//! let client = TestClient::new(Stack::new().hook(cors).service(app));
+//! let res = client
+//!     .options("/")
+//!     .header("origin", "https://app.example")
+//!     .header("access-control-request-method", "POST")
+//!     .header("access-control-request-headers", "authorization")
+//!     .await;
+//! assert_eq!(res.status(), 200);
+//! assert_eq!(res.header("access-control-allow-credentials"), Some("true"));
+//! assert_eq!(res.header("access-control-max-age"), Some("3600"));
+//!
+//! let err = Cors::builder().allow_origins(["*"]).allow_credentials(true).build().unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "invalid `allow_origins`: `*` cannot be used with credentials; list the origins"
+//! );
+//! # });
+//! ```
+
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
+
+/// Headers a browser may send without their being allowed (the CORS-safelisted ones).
+const SAFELISTED: [&str; 4] = [
+    "accept",
+    "accept-language",
+    "content-language",
+    "content-type",
+];
+
+/// The settings of a [`Cors`], checked by [`CorsBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CorsBuilder {
+    origins: Vec<String>,
+    methods: Vec<String>,
+    headers: Vec<String>,
+    expose: Vec<String>,
+    credentials: bool,
+    max_age: Duration,
+}
+
+impl Default for CorsBuilder {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            methods: vec!["GET".to_owned()],
+            headers: Vec::new(),
+            expose: Vec::new(),
+            credentials: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+fn strings<I, S>(items: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    items.into_iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+impl CorsBuilder {
+    /// Origins allowed (`https://app.example`, exactly as browsers send them: scheme, host,
+    /// optional port, no path), or `*` for any. Defaults to none.
+    pub fn allow_origins<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, origins: I) -> Self {
+        self.origins = strings(origins);
+        self
+    }
+
+    /// Methods allowed in preflights, or `*`. Defaults to `GET`, as Starlette.
+    pub fn allow_methods<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, methods: I) -> Self {
+        self.methods = strings(methods);
+        self
+    }
+
+    /// Request headers allowed besides the safelisted ones, or `*`. Defaults to none.
+    pub fn allow_headers<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, headers: I) -> Self {
+        self.headers = strings(headers);
+        self
+    }
+
+    /// Response headers scripts may read (`Access-Control-Expose-Headers`). Defaults to none.
+    pub fn expose_headers<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, headers: I) -> Self {
+        self.expose = strings(headers);
+        self
+    }
+
+    /// Allow cookies and `Authorization` (`Access-Control-Allow-Credentials: true`). Defaults
+    /// to off.
+    pub fn allow_credentials(mut self, on: bool) -> Self {
+        self.credentials = on;
+        self
+    }
+
+    /// How long browsers may cache a preflight's answer. Defaults to 10 minutes.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// `*` origins (or headers) with credentials, an origin that is `null`, has a path, or is
+    /// not `scheme://host[:port]`, a method or header name that is not one.
+    pub fn build(self) -> Result<Cors, ConfigError> {
+        let any_origin = self.origins.iter().any(|o| o == "*");
+        if any_origin && self.credentials {
+            return Err(ConfigError::invalid(
+                "allow_origins",
+                "`*` cannot be used with credentials; list the origins",
+            ));
+        }
+        let mut origins = Vec::new();
+        for origin in self.origins.iter().filter(|o| *o != "*") {
+            origins.push(check_origin(origin)?);
+        }
+        let any_method = self.methods.iter().any(|m| m == "*");
+        let mut methods = Vec::new();
+        for method in self.methods.iter().filter(|m| *m != "*") {
+            let parsed =
+                Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                    ConfigError::invalid(
+                        "allow_methods",
+                        format!("`{method}` is not an HTTP method"),
+                    )
+                })?;
+            methods.push(parsed);
+        }
+        let any_header = self.headers.iter().any(|h| h == "*");
+        if any_header && self.credentials {
+            return Err(ConfigError::invalid(
+                "allow_headers",
+                "`*` cannot be used with credentials; list the headers",
+            ));
+        }
+        let headers = header_names("allow_headers", self.headers.iter().filter(|h| *h != "*"))?;
+        let expose = header_names("expose_headers", self.expose.iter())?;
+        let methods_value = if any_method {
+            "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT".to_owned()
+        } else {
+            methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut allowed_headers: Vec<String> = SAFELISTED.iter().map(|s| (*s).to_owned()).collect();
+        allowed_headers.extend(headers.iter().map(|h| h.as_str().to_owned()));
+        allowed_headers.sort();
+        allowed_headers.dedup();
+        Ok(Cors {
+            any_origin,
+            origins,
+            any_method,
+            methods,
+            any_header,
+            headers,
+            credentials: self.credentials,
+            allow_methods: value(&methods_value)?,
+            allow_headers: value(&allowed_headers.join(", "))?,
+            expose: (!expose.is_empty())
+                .then(|| {
+                    value(
+                        &expose
+                            .iter()
+                            .map(HeaderName::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    )
+                })
+                .transpose()?,
+            max_age: HeaderValue::from(self.max_age.as_secs()),
+        })
+    }
+}
+
+fn value(s: &str) -> Result<HeaderValue, ConfigError> {
+    HeaderValue::from_str(s)
+        .map_err(|_| ConfigError::invalid("cors", format!("`{s}` is not a header value")))
+}
+
+fn header_names<'a>(
+    setting: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<Vec<HeaderName>, ConfigError> {
+    names
+        .map(|name| {
+            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ConfigError::invalid(setting, format!("`{name}` is not a header name"))
+            })
+        })
+        .collect()
+}
+
+/// An origin as browsers serialise it: `scheme://host[:port]`, lowercase scheme and host.
+fn check_origin(origin: &str) -> Result<HeaderValue, ConfigError> {
+    let bad = |why: &str| ConfigError::invalid("allow_origins", format!("`{origin}` {why}"));
+    if origin.eq_ignore_ascii_case("null") {
+        return Err(bad(
+            "is refused: any sandboxed page or file can send `null`",
+        ));
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err(bad("is not an origin: expected `scheme://host[:port]`"));
+    };
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(bad("is not an origin: expected `scheme://host[:port]`"));
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', '*', ' ']) {
+        return Err(bad(
+            "is not an origin: expected `scheme://host[:port]` with no path or pattern",
+        ));
+    }
+    if origin != origin.to_ascii_lowercase() {
+        return Err(bad(
+            "is not an origin as browsers send it: write it in lowercase",
+        ));
+    }
+    HeaderValue::from_str(origin).map_err(|_| bad("is not a header value"))
+}
+
+/// Answers CORS; see the [module docs](self). Made by [`Cors::builder`].
+#[derive(Debug, Clone)]
+pub struct Cors {
+    any_origin: bool,
+    origins: Vec<HeaderValue>,
+    any_method: bool,
+    methods: Vec<Method>,
+    any_header: bool,
+    headers: Vec<HeaderName>,
+    credentials: bool,
+    allow_methods: HeaderValue,
+    allow_headers: HeaderValue,
+    expose: Option<HeaderValue>,
+    max_age: HeaderValue,
+}
+
+impl Cors {
+    /// The settings, to [`build`](CorsBuilder::build).
+    pub fn builder() -> CorsBuilder {
+        CorsBuilder::default()
+    }
+
+    fn origin_allowed(&self, origin: &HeaderValue) -> bool {
+        self.any_origin || self.origins.iter().any(|o| o == origin)
+    }
+
+    /// Adds these to `Access-Control-Expose-Headers` (other batteries' headers).
+    #[must_use]
+    pub fn also_expose(mut self, names: &[HeaderName]) -> Self {
+        let mut all: Vec<String> = self
+            .expose
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(", ").map(str::to_owned).collect())
+            .unwrap_or_default();
+        for name in names {
+            if !all.iter().any(|n| n == name.as_str()) {
+                all.push(name.as_str().to_owned());
+            }
+        }
+        self.expose = HeaderValue::from_str(&all.join(", ")).ok();
+        self
+    }
+
+    fn preflight(&self, req: &Request, origin: &HeaderValue) -> Response {
+        let mut failures = Vec::new();
+        if !self.origin_allowed(origin) {
+            failures.push("origin");
+        }
+        let method = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        if !self.any_method && !method.is_some_and(|m| self.methods.contains(&m)) {
+            failures.push("method");
+        }
+        let requested = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+        if !self.any_header {
+            let all_allowed = requested.and_then(|v| v.to_str().ok()).is_none_or(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .all(|h| {
+                        let h = h.to_ascii_lowercase();
+                        SAFELISTED.contains(&h.as_str())
+                            || self.headers.iter().any(|a| a == h.as_str())
+                    })
+            });
+            if !all_allowed {
+                failures.push("headers");
+            }
+        }
+        if !failures.is_empty() {
+            let detail = format!("Disallowed CORS {}", failures.join(", "));
+            tracing::debug!(%detail, "preflight refused");
+            let mut res = axum::response::IntoResponse::into_response(HttpError::new(
+                StatusCode::BAD_REQUEST,
+                detail,
+            ));
+            // It answers for this origin only.
+            merge_vary(&mut res);
+            return res;
+        }
+        let mut res = Response::new(axum::body::Body::from("OK"));
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.allow_methods.clone(),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        let allow_headers = match requested {
+            Some(requested) if self.any_header => requested.clone(),
+            _ => self.allow_headers.clone(),
+        };
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+        self.allow_origin(&mut res, origin, false);
+        res
+    }
+
+    /// `Access-Control-Allow-Origin` (and credentials, exposed headers) for `origin`.
+    fn allow_origin(&self, res: &mut Response, origin: &HeaderValue, credentialed: bool) {
+        let echo = !self.any_origin || self.credentials || credentialed;
+        let h = res.headers_mut();
+        if echo {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        } else {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        }
+        if self.credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        if let Some(expose) = &self.expose {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+        }
+        if echo {
+            merge_vary(res);
+        }
+    }
+}
+
+/// Adds `Origin` to the response's `Vary`, once, keeping what is there.
+fn merge_vary(res: &mut Response) {
+    let existing: Vec<String> = res
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if existing
+        .iter()
+        .any(|t| t == "*" || t.eq_ignore_ascii_case("origin"))
+    {
+        return;
+    }
+    let mut merged = existing;
+    merged.push("Origin".to_owned());
+    if let Ok(value) = HeaderValue::from_str(&merged.join(", ")) {
+        res.headers_mut().insert(header::VARY, value);
+    }
+}
+
+/// What the response side needs: the request's origin, if it is allowed, and whether the
+/// request carried credentials.
+#[derive(Debug)]
+pub struct CorsState(Option<(HeaderValue, bool)>);
+
+impl Hook for Cors {
+    type State = CorsState;
+
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, CorsState> {
+        let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+            return Flow::Continue(CorsState(None));
+        };
+        if req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Flow::Respond(self.preflight(req, &origin));
+        }
+        if !self.origin_allowed(&origin) {
+            return Flow::Continue(CorsState(None));
+        }
+        let credentialed = req.headers().contains_key(header::COOKIE)
+            || req.headers().contains_key(header::AUTHORIZATION);
+        Flow::Continue(CorsState(Some((origin, credentialed))))
+    }
+
+    fn on_response<'a>(&'a self, state: CorsState, res: &'a mut Response) -> Flow<'a> {
+        if let CorsState(Some((origin, credentialed))) = state {
+            self.allow_origin(res, &origin, credentialed);
+        }
+        Flow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(builder: CorsBuilder) -> String {
+        builder.build().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mistakes_are_refused_when_built() {
+        assert_eq!(
+            err(Cors::builder().allow_origins(["null"])),
+            "invalid `allow_origins`: `null` is refused: any sandboxed page or file can send `null`"
+        );
+        assert_eq!(
+            err(Cors::builder().allow_origins(["app.example"])),
+            "invalid `allow_origins`: `app.example` is not an origin: expected `scheme://host[:port]`"
+        );
+        assert_eq!(
+            err(Cors::builder().allow_origins(["https://app.example/"])),
+            "invalid `allow_origins`: `https://app.example/` is not an origin: expected `scheme://host[:port]` with no path or pattern"
+        );
+        assert_eq!(
+            err(Cors::builder().allow_origins(["https://*.example.com"])),
+            "invalid `allow_origins`: `https://*.example.com` is not an origin: expected `scheme://host[:port]` with no path or pattern"
+        );
+        assert_eq!(
+            err(Cors::builder()
+                .allow_origins(["https://a.example"])
+                .allow_headers(["*"])
+                .allow_credentials(true)),
+            "invalid `allow_headers`: `*` cannot be used with credentials; list the headers"
+        );
+        assert_eq!(
+            err(Cors::builder().allow_methods(["GET", "FETCH ME"])),
+            "invalid `allow_methods`: `FETCH ME` is not an HTTP method"
+        );
+        assert!(Cors::builder()
+            .allow_origins(["http://localhost:3000"])
+            .build()
+            .is_ok());
+    }
+}
