@@ -165,8 +165,8 @@ fn order_builds_the_stack_and_its_mistakes_are_named() {
     );
     let mistakes = [
         (
-            "[stack]\norder = [\"audit\", \"cors\"]\n",
-            "app.toml:2: `stack.order`: `cors` has no [middleware.cors] table and is not a middleware of the application (`audit`, `tenant`)",
+            "[stack]\norder = [\"audit\", \"bouncer\"]\n",
+            "app.toml:2: `stack.order`: `bouncer` has no [middleware.bouncer] table and is not a middleware of the application (`audit`, `tenant`)",
         ),
         (
             "[stack]\norder = [\"process_time\"]\n",

@@ -132,7 +132,7 @@ fn each_kind_of_configuration_error_exits_2_with_one_line() {
         ("unknown key", "[server]\nprot = 1\n", "2: `server.prot`: unknown field `prot`, expected one of `host`, `port`,"),
         ("wrong type", "[server]\nport = \"x\"\n", "2: `server.port`: invalid type: string \"x\", expected u16"),
         ("invalid value", "[server]\nkeep_alive_timeout = \"5\"\n", "2: `server.keep_alive_timeout`: expected a duration with a unit such as \"30s\" or \"10ms\", got \"5\""),
-        ("order without table", "[stack]\norder = [\"another\", \"cors\"]\n", "2: `stack.order`: `cors` has no [middleware.cors] table and is not a middleware of the application"),
+        ("order without table", "[stack]\norder = [\"another\", \"bouncer\"]\n", "2: `stack.order`: `bouncer` has no [middleware.bouncer] table and is not a middleware of the application"),
         ("table not in order", "[stack]\norder = [\"timing\"]\n[middleware.another]\nsome_option = \"x\"\n", "3: `middleware.another`: this table is not in [stack] order"),
         ("application section", "[seed]\nsimulated = false\n", "2: `seed.simulated`: unknown field `simulated`, expected `simulated_io` or `some_option`"),
         ("middleware setting", "[middleware.timing]\nfast = true\n", "2: `middleware.timing.fast`: unknown field `fast`, there are no fields"),
