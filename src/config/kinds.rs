@@ -7,8 +7,11 @@ use serde::Deserialize;
 use super::{FileError, MiddlewareSettings};
 use std::collections::BTreeMap;
 
+use crate::middleware::limit::{BodyLimit, ConcurrencyLimit};
 use crate::middleware::set_header::Mode;
-use crate::middleware::{request_id, Cors, ProcessTime, SecurityHeaders, SetHeaders, SetRequestId};
+use crate::middleware::{
+    request_id, Cors, ProcessTime, SecurityHeaders, SetHeaders, SetRequestId, Timeout,
+};
 use crate::Entry;
 
 type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
@@ -22,6 +25,9 @@ pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("cors", 20, cors),
     ("security_headers", 30, security_headers),
     ("set_header", 35, set_header),
+    ("timeout", 40, timeout),
+    ("concurrency", 50, concurrency),
+    ("body_limit", 60, body_limit),
 ];
 
 fn header_name(
@@ -232,4 +238,78 @@ fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         }
     }
     Ok(Entry::hook(cors.also_expose(&exposed)))
+}
+
+fn timeout(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        after: super::Duration,
+        status: u16,
+        retry_after: super::Duration,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                after: super::Duration::from_secs(30),
+                status: 503,
+                retry_after: super::Duration::from_secs(1),
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    if s.after.get().is_zero() {
+        return Err(settings.error("after", "must be greater than zero"));
+    }
+    let status = http::StatusCode::from_u16(s.status)
+        .map_err(|_| settings.error("status", format!("expected 503 or 504, got {}", s.status)))?;
+    let timeout = Timeout::new(s.after.get())
+        .status(status)
+        .map_err(|err| settings.error("status", err))?
+        .retry_after(s.retry_after.get());
+    Ok(Entry::middleware(timeout))
+}
+
+fn concurrency(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        max: usize,
+        queue: usize,
+        retry_after: super::Duration,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                max: 1000,
+                queue: 0,
+                retry_after: super::Duration::from_secs(1),
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let limit = ConcurrencyLimit::new(s.max)
+        .map_err(|err| settings.error("max", err))?
+        .queue(s.queue)
+        .retry_after(s.retry_after.get().as_secs());
+    Ok(Entry::middleware(limit))
+}
+
+fn body_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        max: super::Size,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                max: super::Size::from_bytes(1_000_000),
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let max = usize::try_from(s.max.bytes()).unwrap_or(usize::MAX);
+    let limit = BodyLimit::new(max).map_err(|err| settings.error("max", err))?;
+    Ok(Entry::hook(limit))
 }

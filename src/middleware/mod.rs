@@ -6,19 +6,25 @@
 //! | `X-Process-Time`: seconds spent in the rest of the stack | [`process_time`] | hook |
 //! | request id: UUIDv7 or a valid incoming id, everywhere | [`request_id`] | hook |
 //! | CORS, as Starlette's `CORSMiddleware`, checked when built | [`cors`] | hook |
+//! | timeout: cancel the rest after a time, 503 (or 504) with `Retry-After` | [`timeout`] | struct |
+//! | concurrency limit: at most N inside, a bounded queue, 503 past it | [`limit`] | struct |
+//! | body limit: 413 by `Content-Length` or mid-stream | [`limit`] | hook |
 //! | security headers: `api`, `html` (helmet), `strict` (OWASP) presets, HSTS over TLS | [`security_headers`] | hook |
 //! | custom headers: set, append or default, on requests or responses | [`set_header`] | hook |
 //!
 //! [`Hook`]: crate::Hook
 
 pub mod cors;
+pub mod limit;
 pub mod process_time;
 pub mod request_id;
 pub mod security_headers;
 pub mod set_header;
+pub mod timeout;
 
 pub use cors::Cors;
 pub use process_time::ProcessTime;
 pub use request_id::{RequestId, SetRequestId};
 pub use security_headers::SecurityHeaders;
 pub use set_header::SetHeaders;
+pub use timeout::Timeout;

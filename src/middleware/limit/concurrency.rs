@@ -1,0 +1,147 @@
+//! [`ConcurrencyLimit`]: at most N requests inside the rest of the stack at once; the others
+//! wait in a bounded queue or are shed with `503 {"detail":"Service Unavailable"}` and
+//! `Retry-After`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{ConfigError, HttpError, Middleware, Next, Request, Response};
+
+/// Limits the requests inside the rest of the stack; see the [module docs](super).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConcurrencyLimit {
+    permits: Arc<Semaphore>,
+    max: usize,
+    queue: usize,
+    waiting: Arc<AtomicUsize>,
+    retry_after: HeaderValue,
+}
+
+impl ConcurrencyLimit {
+    /// At most `max` requests inside; with no queue, the next one is shed at once.
+    ///
+    /// # Errors
+    ///
+    /// `max` of zero (every request would be shed).
+    pub fn new(max: usize) -> Result<Self, ConfigError> {
+        if max == 0 {
+            return Err(ConfigError::invalid(
+                "max",
+                "must be at least 1 (every request would be shed)",
+            ));
+        }
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            queue: 0,
+            waiting: Arc::default(),
+            retry_after: HeaderValue::from_static("1"),
+        })
+    }
+
+    /// Let up to `queue` requests wait for a place (in arrival order) before shedding.
+    /// Defaults to 0.
+    pub fn queue(mut self, queue: usize) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// The `Retry-After` of a shed request, in seconds (at least 1). Defaults to 1.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = HeaderValue::from(secs.max(1));
+        self
+    }
+
+    /// Requests inside now.
+    pub fn in_flight(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
+
+    fn shed(&self) -> Response {
+        let mut res =
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+        res.headers_mut()
+            .insert(http::header::RETRY_AFTER, self.retry_after.clone());
+        res
+    }
+
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Some(permit);
+        }
+        // A place in the queue, or none.
+        let queued = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _leave = Leave(&self.waiting);
+        if queued >= self.queue {
+            return None;
+        }
+        Arc::clone(&self.permits).acquire_owned().await.ok()
+    }
+}
+
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Middleware for ConcurrencyLimit {
+    async fn call(&self, req: Request, next: Next<'_>) -> Response {
+        let Some(permit) = self.permit().await else {
+            tracing::debug!(
+                max = self.max,
+                queue = self.queue,
+                "over the concurrency limit; shed"
+            );
+            return self.shed();
+        };
+        let res = next.run(req).await;
+        // The place is held until the body has been sent (or dropped): a stream is still
+        // inside.
+        res.map(|body| {
+            Body::new(Holding {
+                body,
+                _permit: permit,
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct Holding {
+        #[pin]
+        body: Body,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
