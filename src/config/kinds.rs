@@ -28,6 +28,7 @@ pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("timeout", 40, timeout),
     ("concurrency", 50, concurrency),
     ("body_limit", 60, body_limit),
+    ("compression", 110, compression),
 ];
 
 fn header_name(
@@ -312,4 +313,41 @@ fn body_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     let max = usize::try_from(s.max.bytes()).unwrap_or(usize::MAX);
     let limit = BodyLimit::new(max).map_err(|err| settings.error("max", err))?;
     Ok(Entry::hook(limit))
+}
+
+fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        min_size: super::Size,
+        gzip: bool,
+        br: bool,
+        zstd: bool,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                min_size: super::Size::from_bytes(1000),
+                gzip: true,
+                br: true,
+                zstd: true,
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    #[cfg(feature = "compression")]
+    {
+        let compression = crate::middleware::Compression::new()
+            .min_size(s.min_size.bytes())
+            .map_err(|err| settings.error("min_size", err))?
+            .gzip(s.gzip)
+            .br(s.br)
+            .zstd(s.zstd);
+        Ok(compression.entry())
+    }
+    #[cfg(not(feature = "compression"))]
+    {
+        let _ = s;
+        Err(settings.error("", "compression needs callnext's `compression` feature"))
+    }
 }

@@ -9,11 +9,14 @@
 //! | timeout: cancel the rest after a time, 503 (or 504) with `Retry-After` | [`timeout`] | struct |
 //! | concurrency limit: at most N inside, a bounded queue, 503 past it | [`limit`] | struct |
 //! | body limit: 413 by `Content-Length` or mid-stream | [`limit`] | hook |
+//! | compression: gzip, br, zstd; never SSE; streams stay streamed (feature `compression`) | [`compression`] | tower |
 //! | security headers: `api`, `html` (helmet), `strict` (OWASP) presets, HSTS over TLS | [`security_headers`] | hook |
 //! | custom headers: set, append or default, on requests or responses | [`set_header`] | hook |
 //!
 //! [`Hook`]: crate::Hook
 
+#[cfg(feature = "compression")]
+pub mod compression;
 pub mod cors;
 pub mod limit;
 pub mod process_time;
@@ -22,6 +25,8 @@ pub mod security_headers;
 pub mod set_header;
 pub mod timeout;
 
+#[cfg(feature = "compression")]
+pub use compression::Compression;
 pub use cors::Cors;
 pub use process_time::ProcessTime;
 pub use request_id::{RequestId, SetRequestId};
