@@ -210,6 +210,9 @@ pub enum ConfigErrorKind {
     LayerFailed,
     /// Two different stacks record into one metrics registry under the same stack name.
     MetricsConflict,
+    /// The batteries' order breaks a rule of [`Stack::lint`](crate::Stack::lint), and the
+    /// stack is [strict](crate::Stack::strict_order).
+    OrderRule,
 }
 
 impl ConfigError {

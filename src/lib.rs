@@ -80,8 +80,8 @@ pub use error::{ConfigError, ConfigErrorKind, HttpError};
 pub use instrument::BlockingReport;
 pub use stack::{
     Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,
-    MiddlewareFnWithState, MiddlewareKind, Next, NextService, ResponseBody, ResponseFuture, Stack,
-    StackService, Waiting,
+    MiddlewareFnWithState, MiddlewareKind, Next, NextService, OrderWarning, ResponseBody,
+    ResponseFuture, Stack, StackService, Waiting,
 };
 pub use test_client::{TestClient, TestRequest, TestResponse, TestStream};
 

@@ -269,6 +269,11 @@ fn main() -> ExitCode {
             println!("{line}");
         }
         println!("  -  app                seed             endpoint");
+        if let Ok(stack) = config.stack(&registry) {
+            for warning in stack.lint() {
+                println!("warning: {warning} [{}]", warning.rule());
+            }
+        }
         return ExitCode::SUCCESS;
     }
     if args.check_config {

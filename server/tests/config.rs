@@ -256,3 +256,29 @@ fn the_example_file_runs_the_server() {
     assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
     assert!(response.contains("x-another-middleware: Processed by class-based middleware"));
 }
+
+#[test]
+fn print_stack_shows_the_order_linters_warnings() {
+    let dir = Dir::new("lint");
+    let file = dir.file(
+        "c.toml",
+        "[stack]\norder = [\"another\", \"request_id\", \"timing\"]\n\n[middleware.request_id]\n",
+    );
+    let out = callnext(&["--config", &file, "--print-stack"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l
+            == "warning: `request_id` runs after `another`: put the request id first, so every entry, log line and response carries it [request-id-first]"),
+        "{text}"
+    );
+    let strict = dir.file(
+        "s.toml",
+        "[stack]\norder = [\"another\", \"request_id\", \"timing\"]\nstrict_order = true\n\n[middleware.request_id]\n",
+    );
+    let out = callnext(&["--config", &strict, "--check-config"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with(&format!(
+        "error: {strict}:2: `stack.order`: `request_id` runs after `another`"
+    )));
+}

@@ -273,6 +273,7 @@ impl Config {
             .instrument(settings.instrument)
             .blocking_threshold(settings.blocking_threshold.get())
             .server_timing(settings.server_timing)
+            .strict_order(settings.strict_order)
             .trusted_proxies(self.trusted_proxies()?);
         let mut lines = Vec::new();
         for (index, planned) in self.plan(registry)?.into_iter().enumerate() {
@@ -295,6 +296,11 @@ impl Config {
         stack
             .validate()
             .map_err(|err| self.error("stack.order", err))?;
+        if settings.strict_order {
+            if let Some(warning) = stack.lint().first() {
+                return Err(self.error("stack.order", warning));
+            }
+        }
         Ok((stack, lines))
     }
 

@@ -152,6 +152,8 @@ pub struct StackSettings {
     pub instrument: bool,
     /// The stack's `stack` label in metrics. Default `main`.
     pub name: String,
+    /// Refuse an order that breaks the linter's rules, instead of warning. Default false.
+    pub strict_order: bool,
 }
 
 impl Default for StackSettings {
@@ -162,6 +164,7 @@ impl Default for StackSettings {
             blocking_threshold: Duration::from_millis(10),
             instrument: true,
             name: "main".to_owned(),
+            strict_order: false,
         }
     }
 }

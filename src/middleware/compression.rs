@@ -128,6 +128,7 @@ impl Compression {
             "compression",
             tower::ServiceBuilder::new().layer(layer).layer(fused),
         )
+        .battery(Some("compression"))
     }
 }
 

@@ -33,3 +33,22 @@ pub use request_id::{RequestId, SetRequestId};
 pub use security_headers::SecurityHeaders;
 pub use set_header::SetHeaders;
 pub use timeout::Timeout;
+
+/// The battery kind of a middleware type, if it is one of callnext's (for names and the order
+/// linter).
+pub(crate) fn battery_of<T: 'static>() -> Option<&'static str> {
+    use std::any::TypeId;
+    let id = TypeId::of::<T>();
+    [
+        (TypeId::of::<SetRequestId>(), "request_id"),
+        (TypeId::of::<Cors>(), "cors"),
+        (TypeId::of::<SecurityHeaders>(), "security_headers"),
+        (TypeId::of::<SetHeaders>(), "set_header"),
+        (TypeId::of::<Timeout>(), "timeout"),
+        (TypeId::of::<limit::ConcurrencyLimit>(), "concurrency"),
+        (TypeId::of::<limit::BodyLimit>(), "body_limit"),
+        (TypeId::of::<ProcessTime>(), "process_time"),
+    ]
+    .into_iter()
+    .find_map(|(t, kind)| (t == id).then_some(kind))
+}

@@ -77,6 +77,7 @@ impl Default for Stack {
                 record_timings: false,
                 fastapi_bodies: true,
                 trusted_proxies: Arc::default(),
+                strict_order: false,
             },
             name: Cow::Borrowed("main"),
             app_stats: Arc::default(),
@@ -256,6 +257,33 @@ impl Stack {
         self.entries.is_empty()
     }
 
+    /// The batteries' order checked against the recommended one: the request id first, CORS
+    /// outside auth, rate limits and sessions, the access log outside everything that can
+    /// answer early. Each broken rule is a warning in the log when the stack is built (an
+    /// error with [`Stack::strict_order`]).
+    pub fn lint(&self) -> Vec<crate::OrderWarning> {
+        super::lint::lint(&self.entries)
+    }
+
+    /// Refuse to build a stack whose order breaks a rule of [`Stack::lint`]
+    /// ([`ConfigErrorKind::OrderRule`](crate::ConfigErrorKind::OrderRule)) instead of logging a
+    /// warning. Defaults to off.
+    ///
+    /// ```
+    /// use callnext::middleware::{Cors, SetRequestId};
+    /// use callnext::{ConfigErrorKind, Stack};
+    ///
+    /// let cors = Cors::builder().allow_origins(["https://app.example"]).build().unwrap();
+    /// let stack = Stack::new().hook(cors).hook(SetRequestId::new()).strict_order(true);
+    /// let err = stack.try_service(axum::Router::new()).unwrap_err();
+    /// assert_eq!(err.kind(), ConfigErrorKind::OrderRule);
+    /// ```
+    #[must_use]
+    pub fn strict_order(mut self, on: bool) -> Self {
+        self.settings.strict_order = on;
+        self
+    }
+
     /// The first configuration mistake made while building this stack, if any.
     ///
     /// # Errors
@@ -278,6 +306,15 @@ impl Stack {
     /// ([`ConfigErrorKind::MetricsConflict`](crate::ConfigErrorKind::MetricsConflict)).
     pub fn try_service<S: HttpService>(&self, app: S) -> Result<StackService, ConfigError> {
         self.validate()?;
+        for warning in self.lint() {
+            if self.settings.strict_order {
+                return Err(ConfigError::new(
+                    crate::ConfigErrorKind::OrderRule,
+                    warning.to_string(),
+                ));
+            }
+            tracing::warn!(stack = %self.name, rule = warning.rule(), "{warning}");
+        }
         let blueprint = Blueprint {
             entries: &self.entries,
             settings: &self.settings,

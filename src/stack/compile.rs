@@ -34,6 +34,7 @@ pub(crate) struct Settings {
     pub(crate) record_timings: bool,
     pub(crate) fastapi_bodies: bool,
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
+    pub(crate) strict_order: bool,
 }
 
 /// Everything a build reads from the stack it builds.

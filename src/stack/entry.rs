@@ -80,6 +80,8 @@ pub struct Entry {
     pub(crate) def: EntryDef,
     /// Blocking events since the stack was built, shared by every service built from it.
     pub(crate) stats: Arc<BlockingStats>,
+    /// Which of callnext's batteries it is (`request_id`, `cors`, …), for the order linter.
+    pub(crate) battery: Option<&'static str>,
 }
 
 impl Entry {
@@ -89,7 +91,17 @@ impl Entry {
             kind,
             def,
             stats: Arc::default(),
+            battery: None,
         }
+    }
+
+    /// Marks the entry as one of callnext's batteries, named after it unless renamed later.
+    pub(crate) fn battery(mut self, battery: Option<&'static str>) -> Self {
+        if let Some(kind) = battery {
+            self.name = Cow::Borrowed(kind);
+        }
+        self.battery = battery;
+        self
     }
 
     /// A function middleware: `async fn(Request, Next) -> impl IntoResponse`.
@@ -124,7 +136,8 @@ impl Entry {
         )
     }
 
-    /// A struct middleware. Named after its type (`Auth` for `my_crate::Auth`).
+    /// A struct middleware. Named after its type (`Auth` for `my_crate::Auth`; callnext's
+    /// batteries after their kind, `timeout` for [`Timeout`](crate::middleware::Timeout)).
     #[must_use]
     pub fn middleware<M, R>(m: M) -> Self
     where
@@ -137,9 +150,11 @@ impl Entry {
             MiddlewareKind::Struct,
             EntryDef::Around(Arc::new(StructEntry(m, PhantomData))),
         )
+        .battery(crate::middleware::battery_of::<M>())
     }
 
-    /// A hook. Named after its type (`ApiKey` for `my_crate::ApiKey`).
+    /// A hook. Named after its type (`ApiKey` for `my_crate::ApiKey`; callnext's batteries
+    /// after their kind, `request_id` for [`SetRequestId`](crate::middleware::SetRequestId)).
     #[must_use]
     pub fn hook<H: Hook>(hook: H) -> Self {
         let name = Cow::Borrowed(short_type_name::<H>());
@@ -148,6 +163,7 @@ impl Entry {
             MiddlewareKind::Hook,
             EntryDef::Hook(Arc::new(HookAdapter(hook))),
         )
+        .battery(crate::middleware::battery_of::<H>())
     }
 
     /// A synchronous hook on the request, from a closure, under `name`: return `()` to go on,

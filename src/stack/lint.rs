@@ -1,0 +1,99 @@
+//! The order linter: the rules of the recommended order (DESIGN.md) checked on a stack's
+//! batteries when it is built.
+
+use std::fmt;
+
+use super::entry::Entry;
+
+/// One broken ordering rule: which rule, and a message naming both entries.
+///
+/// ```
+/// use callnext::middleware::{Cors, SetRequestId};
+/// use callnext::Stack;
+///
+/// let cors = Cors::builder().allow_origins(["https://app.example"]).build().unwrap();
+/// let stack = Stack::new().hook(cors).hook(SetRequestId::new());
+/// let warnings = stack.lint();
+/// assert_eq!(warnings[0].rule(), "request-id-first");
+/// assert_eq!(
+///     warnings[0].to_string(),
+///     "`request_id` runs after `cors`: put the request id first, so every entry, log line and response carries it"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderWarning {
+    rule: &'static str,
+    message: String,
+}
+
+impl OrderWarning {
+    /// The rule's short name (`request-id-first`, `cors-outside`, `access-log-outside`).
+    pub fn rule(&self) -> &'static str {
+        self.rule
+    }
+}
+
+impl fmt::Display for OrderWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Batteries that can answer a request without the rest of the stack.
+const ANSWERS_EARLY: [&str; 7] = [
+    "cors",
+    "timeout",
+    "concurrency",
+    "body_limit",
+    "rate_limit",
+    "session",
+    "auth",
+];
+
+/// Batteries whose answers must carry CORS headers (and which must let preflights pass).
+const INSIDE_CORS: [&str; 3] = ["auth", "rate_limit", "session"];
+
+pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
+    let mut warnings = Vec::new();
+    let of = |kind: &str| entries.iter().position(|e| e.battery == Some(kind));
+    if let Some(i) = of("request_id") {
+        if i > 0 {
+            warnings.push(OrderWarning {
+                rule: "request-id-first",
+                message: format!(
+                    "`{}` runs after `{}`: put the request id first, so every entry, log line and response carries it",
+                    entries[i].name, entries[0].name
+                ),
+            });
+        }
+    }
+    if let Some(cors) = of("cors") {
+        for early in entries[..cors]
+            .iter()
+            .filter(|e| e.battery.is_some_and(|b| INSIDE_CORS.contains(&b)))
+        {
+            warnings.push(OrderWarning {
+                rule: "cors-outside",
+                message: format!(
+                    "`{}` runs after `{}`: put CORS before it, so its answers carry CORS headers and preflights pass",
+                    entries[cors].name, early.name
+                ),
+            });
+        }
+    }
+    if let Some(log) = of("access_log") {
+        for early in entries[..log]
+            .iter()
+            .filter(|e| e.battery.is_some_and(|b| ANSWERS_EARLY.contains(&b)))
+        {
+            warnings.push(OrderWarning {
+                rule: "access-log-outside",
+                message: format!(
+                    "`{}` runs after `{}`, which can answer early: put the access log before it, so those answers are logged",
+                    entries[log].name, early.name
+                ),
+            });
+        }
+    }
+    warnings
+}
