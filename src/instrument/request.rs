@@ -196,6 +196,11 @@ impl RequestCtx {
 
     /// The route label of reports: the stack's own router knows best; a stack under
     /// `Router::layer` (or a route of an enclosing router) has only the route matched before it.
+    /// The route template the app matched (or the one matched before the stack).
+    pub(crate) fn route(&self) -> Option<MatchedPath> {
+        self.route_label().0
+    }
+
     pub(crate) fn route_label(&self) -> RouteLabel {
         let own = self
             .route

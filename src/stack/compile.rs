@@ -90,7 +90,11 @@ pub(crate) fn compile<S: HttpService>(
         .chain([Arc::clone(stack.app_stats), Arc::clone(stack.body_stats)])
         .collect();
     let settings = stack.settings;
-    let (endpoint, app_reports_route) = endpoint(app, app_slot, settings.fastapi_bodies);
+    let options = super::endpoint::AppOptions {
+        fastapi_bodies: settings.fastapi_bodies,
+        route_on_response: entries.iter().any(|e| e.battery == Some("access_log")),
+    };
+    let (endpoint, app_reports_route) = endpoint(app, app_slot, options);
     let report = Arc::new(StackReport {
         app_reports_route,
         #[cfg(feature = "prometheus")]

@@ -36,10 +36,19 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 /// Wraps `app` as the endpoint of a stack whose app boundary is `slot`. An axum `Router` with
 /// routes learns to report the route template it matched; the second value says whether the
 /// app reports routes.
+/// How the app's answers are finished.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AppOptions {
+    /// FastAPI's JSON bodies on the router's bare 404/405.
+    pub(crate) fastapi_bodies: bool,
+    /// Put the matched route template (`MatchedPath`) on the response, for an access log.
+    pub(crate) route_on_response: bool,
+}
+
 pub(crate) fn endpoint<S: HttpService>(
     app: S,
     slot: usize,
-    fastapi_bodies: bool,
+    fastapi_bodies: AppOptions,
 ) -> (Box<dyn Endpoint>, bool) {
     let app: Box<dyn Any> = Box::new(app);
     match app.downcast::<axum::Router>() {
@@ -70,11 +79,11 @@ pub(crate) fn endpoint<S: HttpService>(
 struct ServiceEndpoint<S> {
     service: S,
     slot: usize,
-    fastapi_bodies: bool,
+    fastapi_bodies: AppOptions,
 }
 
 impl<S> ServiceEndpoint<S> {
-    fn new(service: S, slot: usize, fastapi_bodies: bool) -> Self {
+    fn new(service: S, slot: usize, fastapi_bodies: AppOptions) -> Self {
         Self {
             service,
             slot,
@@ -97,7 +106,7 @@ impl<S: HttpService> Endpoint for ServiceEndpoint<S> {
                 inner: self.service.clone().oneshot(req),
                 ctx: Some(ctx),
             }
-            .map(move |result| app_response(result, fastapi_bodies))
+            .map(move |result| app_response(result, fastapi_bodies, ctx))
         })
     }
 }
@@ -106,7 +115,7 @@ impl<S: HttpService> Endpoint for ServiceEndpoint<S> {
 struct RouterEndpoint {
     router: axum::Router,
     slot: usize,
-    fastapi_bodies: bool,
+    fastapi_bodies: AppOptions,
 }
 
 impl Endpoint for RouterEndpoint {
@@ -125,9 +134,7 @@ impl Endpoint for RouterEndpoint {
             }
             .map(move |result| {
                 let Ok(mut res) = result;
-                if fastapi_bodies {
-                    fastapi_status_body(&mut res);
-                }
+                finish(&mut res, fastapi_bodies, ctx);
                 res
             })
         })
@@ -137,20 +144,31 @@ impl Endpoint for RouterEndpoint {
 /// The app's answer as the stack's response; an app's error is a 500.
 fn app_response<B: ResponseBody, E: Into<BoxError>>(
     result: Result<http::Response<B>, E>,
-    fastapi_bodies: bool,
+    options: AppOptions,
+    ctx: &RequestCtx,
 ) -> Response {
     match result {
         Ok(res) => {
             let mut res = res.map(Body::new);
-            if fastapi_bodies {
-                fastapi_status_body(&mut res);
-            }
+            finish(&mut res, options, ctx);
             res
         }
         Err(err) => {
             let err: BoxError = err.into();
             tracing::error!(error = %err, "app service failed; answered 500");
             internal_error()
+        }
+    }
+}
+
+#[inline]
+fn finish(res: &mut Response, options: AppOptions, ctx: &RequestCtx) {
+    if options.fastapi_bodies {
+        fastapi_status_body(res);
+    }
+    if options.route_on_response {
+        if let Some(route) = ctx.route() {
+            res.extensions_mut().insert(route);
         }
     }
 }
