@@ -79,7 +79,7 @@ pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
 pub use error::{ConfigError, ConfigErrorKind, HttpError};
 pub use instrument::BlockingReport;
 pub use stack::{
-    Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,
+    AnsweredBy, Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,
     MiddlewareFnWithState, MiddlewareKind, Next, NextService, OrderWarning, ResponseBody,
     ResponseFuture, Stack, StackService, Waiting,
 };

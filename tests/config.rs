@@ -199,7 +199,7 @@ fn order_builds_the_stack_and_its_mistakes_are_named() {
     // Every kind is listed, callnext's and the application's.
     let err = names("[middleware.limiter]\nkind = \"leaky_bucket\"\n").unwrap_err();
     assert!(
-        err.starts_with("app.toml:1: `middleware.limiter`: unknown middleware kind `leaky_bucket`, expected one of `request_id`, `process_time`, "),
+        err.starts_with("app.toml:1: `middleware.limiter`: unknown middleware kind `leaky_bucket`, expected one of `request_id`, "),
         "{err}"
     );
     assert!(err.ends_with("`audit`, `tenant`"), "{err}");

@@ -354,6 +354,7 @@ async fn run(
     let service = stack
         .try_service(router)
         .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
+    let drain_timeout = config.server.drain_timeout.get();
 
     let server = server.readiness(&readiness);
     let bound = if config.server.uds.is_empty() {
@@ -400,6 +401,13 @@ async fn run(
         task.await.map_err(std::io::Error::other)??;
     }
     served?;
+    // Every response sent is in the access log before the process exits.
+    if !tokio::task::spawn_blocking(move || stack.flush(drain_timeout))
+        .await
+        .unwrap_or(false)
+    {
+        tracing::warn!("the access log could not write everything within the drain timeout");
+    }
     tracing::info!("stopped");
     Ok(())
 }

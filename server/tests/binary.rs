@@ -307,3 +307,73 @@ async fn uds_serves_on_a_unix_socket_and_removes_it_on_exit() {
     assert!(!path.exists(), "the socket file is removed on exit");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn every_response_sent_before_sigterm_is_in_the_access_log() {
+    let dir = std::env::temp_dir().join(format!("callnext-bin-alog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let config = dir.join("callnext.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[middleware.request_id]\n\n[middleware.access_log]\npath = {:?}\n",
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut server =
+        Server::start(&["--config", config.to_str().unwrap(), "--no-simulated-io"]).await;
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let url = server.url("/items/1");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (ok, url) = (std::sync::Arc::clone(&ok), url.clone());
+            tokio::spawn(async move {
+                let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+                loop {
+                    let Ok(Ok(res)) = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        client.get(url.parse().unwrap()),
+                    )
+                    .await
+                    else {
+                        break;
+                    };
+                    if res.status() != 200 || res.into_body().collect().await.is_err() {
+                        break;
+                    }
+                    ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    while ok.load(std::sync::atomic::Ordering::SeqCst) < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (status, server)
+    });
+    let (status, _server) = exit.await.unwrap();
+    assert!(status.unwrap().success());
+    for client in clients {
+        client.await.unwrap();
+    }
+    let sent = ok.load(std::sync::atomic::Ordering::SeqCst);
+    let written = std::fs::read_to_string(&log).unwrap();
+    let records = written
+        .lines()
+        .filter(|l| l.contains("\"/items/1\""))
+        .count() as u64;
+    assert_eq!(
+        records, sent,
+        "responses received {sent}, records {records}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -21,6 +21,7 @@ type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
 /// compression), and factory.
 pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("request_id", 0, request_id),
+    ("access_log", 10, access_log),
     ("process_time", 15, process_time),
     ("cors", 20, cors),
     ("security_headers", 30, security_headers),
@@ -350,4 +351,112 @@ fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         let _ = s;
         Err(settings.error("", "compression needs callnext's `compression` feature"))
     }
+}
+
+fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    use crate::middleware::access_log::{AccessLog, Format, Rotate, Sink};
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        format: String,
+        path: String,
+        rotate: String,
+        max_files: usize,
+        queue: usize,
+        on_full: String,
+        exclude_paths: Vec<String>,
+        redact_query: Option<Vec<String>>,
+        sink: String,
+        url: String,
+        batch: usize,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                format: "json".to_owned(),
+                path: "stdout".to_owned(),
+                rotate: "never".to_owned(),
+                max_files: 7,
+                queue: 65_536,
+                on_full: "drop".to_owned(),
+                exclude_paths: vec!["/health/live".to_owned(), "/health/ready".to_owned()],
+                redact_query: None,
+                sink: "file".to_owned(),
+                url: String::new(),
+                batch: 1000,
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let format = match s.format.as_str() {
+        "json" => Format::Json,
+        "combined" => Format::Combined,
+        "common" => Format::Common,
+        other => {
+            return Err(settings.error(
+                "format",
+                format!("expected `json`, `combined` or `common`, got `{other}`"),
+            ))
+        }
+    };
+    if s.sink != "file" {
+        return Err(settings.error(
+            "sink",
+            format!(
+                "expected `file` (the `http` sink is not available in this version), got `{}`",
+                s.sink
+            ),
+        ));
+    }
+    let _ = (&s.url, s.batch);
+    if s.on_full != "drop" {
+        return Err(settings.error(
+            "on_full",
+            format!(
+                "expected `drop` (`block` is not available in this version), got `{}`",
+                s.on_full
+            ),
+        ));
+    }
+    let rotate = match s.rotate.as_str() {
+        "never" => Rotate::Never,
+        "hourly" => Rotate::Hourly,
+        "daily" => Rotate::Daily,
+        size => Rotate::Size(
+            size.parse::<super::Size>()
+                .map_err(|_| {
+                    settings.error(
+                        "rotate",
+                        format!("expected `never`, `hourly`, `daily` or a size such as \"100MB\", got `{size}`"),
+                    )
+                })?
+                .bytes(),
+        ),
+    };
+    let sink = if s.path == "stdout" {
+        Sink::Stdout
+    } else {
+        Sink::File {
+            path: s.path.clone().into(),
+            rotate,
+            max_files: s.max_files,
+        }
+    };
+    let mut builder = AccessLog::builder()
+        .format(format)
+        .sink(sink)
+        .queue(s.queue)
+        .exclude_paths(&s.exclude_paths);
+    if let Some(redact) = &s.redact_query {
+        builder = builder.redact_query(redact);
+    }
+    let log = builder.build().map_err(|err| {
+        let message = err.to_string();
+        let key = ["queue", "max_files", "path"]
+            .into_iter()
+            .find(|k| message.starts_with(&format!("invalid `{k}`")))
+            .unwrap_or("");
+        settings.error(key, message)
+    })?;
+    Ok(Entry::hook(log))
 }

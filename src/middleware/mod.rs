@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `X-Process-Time`: seconds spent in the rest of the stack | [`process_time`] | hook |
 //! | request id: UUIDv7 or a valid incoming id, everywhere | [`request_id`] | hook |
+//! | access log: JSON, combined or common; file or stdout; never blocks a request | [`access_log`] | hook |
 //! | CORS, as Starlette's `CORSMiddleware`, checked when built | [`cors`] | hook |
 //! | timeout: cancel the rest after a time, 503 (or 504) with `Retry-After` | [`timeout`] | struct |
 //! | concurrency limit: at most N inside, a bounded queue, 503 past it | [`limit`] | struct |
@@ -15,6 +16,7 @@
 //!
 //! [`Hook`]: crate::Hook
 
+pub mod access_log;
 #[cfg(feature = "compression")]
 pub mod compression;
 pub mod cors;
@@ -25,6 +27,7 @@ pub mod security_headers;
 pub mod set_header;
 pub mod timeout;
 
+pub use access_log::AccessLog;
 #[cfg(feature = "compression")]
 pub use compression::Compression;
 pub use cors::Cors;
@@ -41,6 +44,7 @@ pub(crate) fn battery_of<T: 'static>() -> Option<&'static str> {
     let id = TypeId::of::<T>();
     [
         (TypeId::of::<SetRequestId>(), "request_id"),
+        (TypeId::of::<AccessLog>(), "access_log"),
         (TypeId::of::<Cors>(), "cors"),
         (TypeId::of::<SecurityHeaders>(), "security_headers"),
         (TypeId::of::<SetHeaders>(), "set_header"),

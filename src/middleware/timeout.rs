@@ -105,6 +105,8 @@ impl Middleware for Timeout {
                 let mut res = HttpError::new(self.status, "Request timed out").into_response();
                 res.headers_mut()
                     .insert(http::header::RETRY_AFTER, self.retry_after.clone());
+                res.extensions_mut()
+                    .insert(crate::AnsweredBy::new("timeout".into()));
                 res
             }
         }

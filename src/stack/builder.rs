@@ -257,6 +257,20 @@ impl Stack {
         self.entries.is_empty()
     }
 
+    /// Writes out what the stack's entries still hold (the access log's queued records),
+    /// waiting at most `timeout` for each: call it after the server has stopped, so every
+    /// response sent is logged. `false` if an entry took longer.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        // Every entry is flushed, even after one that timed out.
+        let results: Vec<bool> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.flush.as_ref())
+            .map(|flush| flush(timeout))
+            .collect();
+        results.into_iter().all(|ok| ok)
+    }
+
     /// The batteries' order checked against the recommended one: the request id first, CORS
     /// outside auth, rate limits and sessions, the access log outside everything that can
     /// answer early. Each broken rule is a warning in the log when the stack is built (an

@@ -126,7 +126,7 @@ pub(crate) fn compile<S: HttpService>(
                             EntryDef::Hook(hook) => Arc::clone(hook),
                             _ => unreachable!("a run of hooks holds hooks"),
                         },
-                        name: Box::from(&*entries[i].name),
+                        name: Arc::from(&*entries[i].name),
                         slot: i,
                     })
                     .collect();

@@ -82,7 +82,12 @@ pub struct Entry {
     pub(crate) stats: Arc<BlockingStats>,
     /// Which of callnext's batteries it is (`request_id`, `cors`, …), for the order linter.
     pub(crate) battery: Option<&'static str>,
+    /// Writes what the entry still holds (an access log's queue) at shutdown.
+    pub(crate) flush: Option<Flusher>,
 }
+
+/// Flushes an entry's buffered output, waiting at most the given time.
+pub(crate) type Flusher = Arc<dyn Fn(std::time::Duration) -> bool + Send + Sync>;
 
 impl Entry {
     fn new(name: Cow<'static, str>, kind: MiddlewareKind, def: EntryDef) -> Self {
@@ -92,6 +97,7 @@ impl Entry {
             def,
             stats: Arc::default(),
             battery: None,
+            flush: None,
         }
     }
 
@@ -158,12 +164,20 @@ impl Entry {
     #[must_use]
     pub fn hook<H: Hook>(hook: H) -> Self {
         let name = Cow::Borrowed(short_type_name::<H>());
-        Self::new(
+        let flush = (&hook as &dyn std::any::Any)
+            .downcast_ref::<crate::middleware::AccessLog>()
+            .map(|log| {
+                let handle = log.handle();
+                Arc::new(move |timeout| handle.flush(timeout)) as Flusher
+            });
+        let mut entry = Self::new(
             name,
             MiddlewareKind::Hook,
             EntryDef::Hook(Arc::new(HookAdapter(hook))),
         )
-        .battery(crate::middleware::battery_of::<H>())
+        .battery(crate::middleware::battery_of::<H>());
+        entry.flush = flush;
+        entry
     }
 
     /// A synchronous hook on the request, from a closure, under `name`: return `()` to go on,

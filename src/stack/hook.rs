@@ -291,3 +291,32 @@ where
         }
     }
 }
+
+/// On a response a middleware answered itself, before the rest of the stack ran (a hook's
+/// `Flow::Respond` on the request side, a shed or timed-out request): that entry's name, for
+/// the access log and outer middlewares.
+///
+/// ```
+/// use callnext::{AnsweredBy, HttpError, Stack, TestClient};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let stack = Stack::new().on_request("deny", |_req: &mut callnext::Request| {
+///     Err::<(), _>(HttpError::forbidden("no"))
+/// });
+/// let res = TestClient::new(stack.service(axum::Router::new())).get("/").await;
+/// assert_eq!(res.extensions().get::<AnsweredBy>().unwrap().name(), "deny");
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredBy(std::sync::Arc<str>);
+
+impl AnsweredBy {
+    pub(crate) fn new(name: std::sync::Arc<str>) -> Self {
+        Self(name)
+    }
+
+    /// The entry's name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}

@@ -17,7 +17,7 @@ use super::hook::{DynFlow, DynHook, ErasedState, ResponseFlow, WaitFuture};
 use crate::error::internal_error;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{RequestCtx, NONE};
-use crate::{Next, Request, Response};
+use crate::{AnsweredBy, Next, Request, Response};
 
 /// The most hooks one group drives; a longer run of hooks becomes several groups.
 pub(crate) const MAX_GROUP: usize = 8;
@@ -25,7 +25,7 @@ pub(crate) const MAX_GROUP: usize = 8;
 /// One hook of a group.
 pub(crate) struct GroupHook {
     pub(crate) hook: Arc<dyn DynHook>,
-    pub(crate) name: Box<str>,
+    pub(crate) name: Arc<str>,
     pub(crate) slot: usize,
 }
 
@@ -99,7 +99,12 @@ fn run_group<'a>(
                     states[ran] = Some(state);
                     ran += 1;
                 }
-                Err(res) => {
+                Err(mut res) => {
+                    // Who answered, for the access log.
+                    if res.extensions().get::<AnsweredBy>().is_none() {
+                        res.extensions_mut()
+                            .insert(AnsweredBy::new(Arc::clone(&hook.name)));
+                    }
                     early = Some(res);
                     break;
                 }

@@ -41,7 +41,7 @@ pub use self::tower::NextService;
 pub(crate) use boundary::panic_message;
 pub use builder::Stack;
 pub use entry::{Entry, EntryInfo, MiddlewareKind};
-pub use hook::{Flow, Hook, HookOutcome, Waiting};
+pub use hook::{AnsweredBy, Flow, Hook, HookOutcome, Waiting};
 pub use lint::OrderWarning;
 pub use middleware::{Middleware, MiddlewareFn, MiddlewareFnWithState};
 pub use next::Next;

@@ -71,6 +71,8 @@ impl ConcurrencyLimit {
             HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
         res.headers_mut()
             .insert(http::header::RETRY_AFTER, self.retry_after.clone());
+        res.extensions_mut()
+            .insert(crate::AnsweredBy::new("concurrency".into()));
         res
     }
 

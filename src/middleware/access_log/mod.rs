@@ -1,0 +1,459 @@
+//! [`AccessLog`]: one record per request, written when its response body has been sent (or
+//! dropped: a client gone before the end is logged with status 499, nginx's convention).
+//!
+//! A record holds the time (RFC 3339, UTC), the [`ClientIp`], method, route template, path,
+//! query (with secret parameters redacted), protocol, status, bytes in and out, time to the
+//! response head and in all (ms), the [`RequestId`], user agent, referer, and the entry that
+//! answered when one answered early ([`AnsweredBy`]). Formats: JSON lines (default),
+//! `combined` and `common`. A writer thread behind a bounded queue does the I/O, so requests
+//! never wait on it; records that do not fit are dropped, counted, and noted in the log as
+//! `{"dropped":N}` once the queue drains. [`AccessLogHandle::flush`] at shutdown writes what
+//! is queued.
+//!
+//! ```
+//! use callnext::middleware::{AccessLog, SetRequestId};
+//! use callnext::{Stack, TestClient};
+//! use axum::{routing::get, Router};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = std::env::temp_dir().join(format!("callnext-doc-log-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("access.log");
+//! let log = AccessLog::builder().file(&path).build().unwrap();
+//! let handle = log.handle();
+//! let app = Router::new().route("/items/{id}", get(|| async { "item" }));
+//! let client = TestClient::new(Stack::new().hook(SetRequestId::new()).hook(log).service(app));
+//! client.get("/items/7?token=secret").header("x-request-id", "r-1").await;
+//!
+//! handle.flush(std::time::Duration::from_secs(5));
+//! let line = std::fs::read_to_string(&path).unwrap();
+//! let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+//! assert_eq!(record["route"], "/items/{id}");
+//! assert_eq!(record["query"], "token=REDACTED");
+//! assert_eq!(record["status"], 200);
+//! assert_eq!(record["request_id"], "r-1");
+//! assert_eq!(record["bytes_out"], 4);
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! # });
+//! ```
+//!
+//! In nginx's `combined` format on standard output, health checks left out:
+//!
+//! ```
+//! use callnext::middleware::access_log::{AccessLog, Format};
+//!
+//! let log = AccessLog::builder()
+//!     .format(Format::Combined)
+//!     .exclude_paths(["/health/live", "/health/ready"])
+//!     .queue(10_000)
+//!     .build()
+//!     .unwrap();
+//! # let _ = log;
+//! ```
+
+mod record;
+mod writer;
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use bytes::Bytes;
+use http::header;
+
+pub use record::Format;
+use record::Record;
+use writer::Queue;
+pub use writer::{Rotate, SharedWriter, Sink};
+
+use crate::middleware::RequestId;
+use crate::{AnsweredBy, ClientIp, ConfigError, Flow, Hook, Request, Response};
+
+/// Query parameters whose values are never logged, unless configured otherwise.
+const REDACTED_BY_DEFAULT: [&str; 7] = [
+    "token",
+    "access_token",
+    "refresh_token",
+    "api_key",
+    "apikey",
+    "password",
+    "secret",
+];
+
+/// The settings of an [`AccessLog`], checked by [`AccessLogBuilder::build`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct AccessLogBuilder {
+    format: Format,
+    sink: Sink,
+    queue: usize,
+    exclude: Vec<String>,
+    redact: Vec<String>,
+}
+
+impl Default for AccessLogBuilder {
+    fn default() -> Self {
+        Self {
+            format: Format::Json,
+            sink: Sink::Stdout,
+            queue: 65_536,
+            exclude: Vec::new(),
+            redact: REDACTED_BY_DEFAULT
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+}
+
+impl AccessLogBuilder {
+    /// The line format. Defaults to JSON.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Write to this file (created if needed, appended to), never rotated.
+    pub fn file(self, path: impl AsRef<Path>) -> Self {
+        self.sink(Sink::File {
+            path: path.as_ref().to_owned(),
+            rotate: Rotate::Never,
+            max_files: 7,
+        })
+    }
+
+    /// Where the records go. Defaults to standard output.
+    pub fn sink(mut self, sink: Sink) -> Self {
+        self.sink = sink;
+        self
+    }
+
+    /// How many records may wait for the writer; more are dropped (counted). Defaults to
+    /// 65,536.
+    pub fn queue(mut self, records: usize) -> Self {
+        self.queue = records;
+        self
+    }
+
+    /// Requests to these paths (exactly) are not logged.
+    pub fn exclude_paths<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, paths: I) -> Self {
+        self.exclude = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Query parameters whose values are replaced by `REDACTED` (case-insensitive). Defaults
+    /// to `token`, `access_token`, `refresh_token`, `api_key`, `apikey`, `password`, `secret`.
+    pub fn redact_query<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, names: I) -> Self {
+        self.redact = names.into_iter().map(|p| p.as_ref().to_owned()).collect();
+        self
+    }
+
+    /// Opens the sink and starts the writer.
+    ///
+    /// # Errors
+    ///
+    /// A queue of zero, a file that cannot be opened for appending, or a writer thread that
+    /// cannot start.
+    pub fn build(self) -> Result<AccessLog, ConfigError> {
+        if self.queue == 0 {
+            return Err(ConfigError::invalid("queue", "must hold at least 1 record"));
+        }
+        if let Sink::File {
+            max_files: 0,
+            rotate,
+            ..
+        } = &self.sink
+        {
+            if *rotate != Rotate::Never {
+                return Err(ConfigError::invalid(
+                    "max_files",
+                    "must keep at least 1 rotated file",
+                ));
+            }
+        }
+        let queue = Queue::start(&self.sink, self.queue)?;
+        Ok(AccessLog {
+            shared: Arc::new(Shared {
+                format: self.format,
+                exclude: self.exclude,
+                redact: self.redact,
+                queue,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    format: Format,
+    exclude: Vec<String>,
+    redact: Vec<String>,
+    queue: Arc<Queue>,
+}
+
+/// Logs each request; see the [module docs](self). Made by [`AccessLog::builder`].
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    shared: Arc<Shared>,
+}
+
+/// Flushes and counts an [`AccessLog`]'s records from outside the stack (at shutdown).
+#[derive(Debug, Clone)]
+pub struct AccessLogHandle {
+    queue: Arc<Queue>,
+}
+
+impl AccessLogHandle {
+    /// Waits (blocking the thread, at most `timeout`) until every record queued so far is
+    /// written; `false` if that took longer.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.queue.flush(timeout)
+    }
+
+    /// Writes what is queued and stops the writer; later records are dropped (counted).
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+
+    /// Records written.
+    pub fn written(&self) -> u64 {
+        self.queue.written()
+    }
+}
+
+impl AccessLog {
+    /// The settings, to [`build`](AccessLogBuilder::build).
+    pub fn builder() -> AccessLogBuilder {
+        AccessLogBuilder::default()
+    }
+
+    /// A handle to flush and count the records.
+    pub fn handle(&self) -> AccessLogHandle {
+        AccessLogHandle {
+            queue: Arc::clone(&self.shared.queue),
+        }
+    }
+}
+
+/// A request's record until its response has been sent; logged as 499 if dropped before.
+#[derive(Debug)]
+pub struct Pending {
+    record: Option<Box<Record>>,
+    started: Instant,
+    shared: Arc<Shared>,
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+impl Pending {
+    fn finish(&mut self, status: Option<u16>, bytes_out: u64) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        record.status = status.unwrap_or(499);
+        record.bytes_out = bytes_out;
+        record.duration_ms = record::millis(self.started.elapsed());
+        if let Some(counted) = &self.bytes_in {
+            record.bytes_in = counted.load(Ordering::Relaxed);
+        }
+        self.shared.queue.push(record.line(self.shared.format));
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Dropped before its response was sent: the client went away.
+        self.finish(None, 0);
+    }
+}
+
+fn header_text(req: &Request, name: header::HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+impl Hook for AccessLog {
+    type State = Option<Pending>;
+
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Pending>> {
+        let shared = &self.shared;
+        if shared.exclude.iter().any(|p| p == req.uri().path()) {
+            return Flow::Continue(None);
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let bytes_in = if declared.is_none() && !http_body::Body::is_end_stream(req.body()) {
+            let counted = Arc::new(AtomicU64::new(0));
+            let body = std::mem::take(req.body_mut());
+            *req.body_mut() = Body::new(CountIn {
+                body,
+                counted: Arc::clone(&counted),
+            });
+            Some(counted)
+        } else {
+            None
+        };
+        let at = SystemTime::now();
+        let record = Record {
+            time: humantime::format_rfc3339_millis(at).to_string(),
+            client_ip: ClientIp::of(req).map(|ip| ip.0),
+            method: req.method().to_string(),
+            route: None,
+            path: req.uri().path().to_owned(),
+            query: req
+                .uri()
+                .query()
+                .map(|q| record::redact_query(q, &shared.redact)),
+            protocol: record::protocol(req.version()),
+            status: 0,
+            bytes_in: declared.unwrap_or(0),
+            bytes_out: 0,
+            ttfb_ms: None,
+            duration_ms: 0.0,
+            request_id: RequestId::of(req).map(|id| id.as_str().to_owned()),
+            user_agent: header_text(req, header::USER_AGENT),
+            referer: header_text(req, header::REFERER),
+            answered_by: None,
+            at,
+        };
+        Flow::Continue(Some(Pending {
+            record: Some(Box::new(record)),
+            started: Instant::now(),
+            shared: Arc::clone(shared),
+            bytes_in,
+        }))
+    }
+
+    fn on_response<'a>(&'a self, pending: Option<Pending>, res: &'a mut Response) -> Flow<'a> {
+        let Some(mut pending) = pending else {
+            return Flow::Continue(());
+        };
+        if let Some(record) = pending.record.as_mut() {
+            record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
+            record.route = res
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|r| r.as_str().to_owned());
+            record.answered_by = res
+                .extensions()
+                .get::<AnsweredBy>()
+                .map(|a| a.name().to_owned());
+        }
+        let status = res.status().as_u16();
+        if http_body::Body::is_end_stream(res.body()) {
+            pending.finish(Some(status), 0);
+            return Flow::Continue(());
+        }
+        let body = std::mem::take(res.body_mut());
+        *res.body_mut() = Body::new(Logged {
+            body,
+            pending,
+            status,
+            bytes_out: 0,
+        });
+        Flow::Continue(())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body: counts bytes out and writes the record at its end.
+    struct Logged {
+        #[pin]
+        body: Body,
+        pending: Pending,
+        status: u16,
+        bytes_out: u64,
+    }
+
+    impl PinnedDrop for Logged {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Sent in full (hyper stops polling a body that says it has ended), or cut short.
+            let status = http_body::Body::is_end_stream(&*this.body).then_some(*this.status);
+            this.pending.finish(status, *this.bytes_out);
+        }
+    }
+}
+
+impl http_body::Body for Logged {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let mut this = self.project();
+        let polled = this.body.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes_out += data.len() as u64;
+                }
+                if this.body.is_end_stream() {
+                    this.pending.finish(Some(*this.status), *this.bytes_out);
+                }
+            }
+            Poll::Ready(None) => this.pending.finish(Some(*this.status), *this.bytes_out),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body of unknown length, counted as it is read.
+    struct CountIn {
+        #[pin]
+        body: Body,
+        counted: Arc<AtomicU64>,
+    }
+}
+
+impl http_body::Body for CountIn {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                this.counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
