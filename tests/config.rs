@@ -22,7 +22,7 @@ fn every_kind_of_mistake_is_one_line_with_file_line_and_key() {
         ),
         (
             "[log]\nlevel = \"info\"\nformt = \"json\"\n",
-            "app.toml:3: `log.formt`: unknown field `formt`, expected `level` or `format`",
+            "app.toml:3: `log.formt`: unknown field `formt`, expected one of `level`, `format`, `non_blocking`",
         ),
         (
             "[server]\nport = \"eighty\"\n",

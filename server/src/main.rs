@@ -72,6 +72,10 @@ struct Args {
     /// Log level filter (`info`, `warn,callnext=debug`, …) [default: info]; `RUST_LOG` wins.
     #[arg(long, env = "CALLNEXT_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Write log lines on the request's thread (blocking on stdout) instead of a thread of
+    /// their own.
+    #[arg(long, env = "CALLNEXT_LOG_BLOCKING")]
+    log_blocking: bool,
     /// Most connections served at once [default: 25000].
     #[arg(long, env = "CALLNEXT_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -232,6 +236,9 @@ fn configure(args: &Args, matches: &ArgMatches) -> Result<(Config, SeedConfig), 
     if given(matches, "no_instrument") {
         config.stack.instrument = false;
     }
+    if given(matches, "log_blocking") {
+        config.log.non_blocking = false;
+    }
     if given(matches, "no_simulated_io") {
         seed.simulated_io = false;
     }
@@ -284,7 +291,7 @@ fn main() -> ExitCode {
         println!("configuration ok ({origin}): {} middlewares", lines.len());
         return ExitCode::SUCCESS;
     }
-    init_tracing(&config);
+    let log_writer = init_tracing(&config);
 
     // One worker needs no work-stealing scheduler: the current-thread runtime is cheaper.
     let mut runtime = match config.server.workers {
@@ -307,13 +314,28 @@ fn main() -> ExitCode {
         Ok(stack) => stack,
         Err(err) => return config_error(&err),
     };
-    match runtime.block_on(run(config, seed, stack, server, args.demo_blocking)) {
+    let result = runtime.block_on(run(config, seed, stack, server, args.demo_blocking));
+    if let Some(writer) = log_writer {
+        let dropped = writer.dropped.dropped_lines();
+        if dropped > 0 {
+            tracing::warn!(dropped, "log lines dropped: the log writer fell behind");
+        }
+        // Dropping the guard writes the lines still buffered.
+        drop(writer);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The non-blocking log writer: its guard flushes on drop; `dropped` counts lost lines.
+struct LogWriter {
+    _guard: tracing_appender::non_blocking::WorkerGuard,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
 }
 
 fn config_error(err: &FileError) -> ExitCode {
@@ -425,16 +447,37 @@ async fn bind_unix(_: callnext::serve::Server, _: &str) -> std::io::Result<Bound
     ))
 }
 
-fn init_tracing(config: &Config) {
+/// Installs the log subscriber; with `[log] non_blocking` (the default), lines are written by a
+/// thread of tracing-appender's, so a request never waits on stdout.
+fn init_tracing(config: &Config) -> Option<LogWriter> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, log_writer) = if config.log.non_blocking {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .thread_name("callnext-log")
+            .finish(std::io::stdout());
+        let dropped = writer.error_counter();
+        (
+            BoxMakeWriter::new(writer),
+            Some(LogWriter {
+                _guard: guard,
+                dropped,
+            }),
+        )
+    } else {
+        (BoxMakeWriter::new(std::io::stdout), None)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    log_writer
 }

@@ -98,6 +98,9 @@ pub struct LogSettings {
     pub level: String,
     /// `text` (default) or `json`.
     pub format: LogFormat,
+    /// Write log lines from a thread of their own, so a request never waits on stdout; lines
+    /// that do not fit in its buffer are dropped and counted. Default true.
+    pub non_blocking: bool,
 }
 
 impl Default for LogSettings {
@@ -105,6 +108,7 @@ impl Default for LogSettings {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Text,
+            non_blocking: true,
         }
     }
 }
