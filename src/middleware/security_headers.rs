@@ -227,8 +227,15 @@ impl SecurityHeaders {
     }
 
     fn put(&self, res: &mut Response, name: &HeaderName, value: &HeaderValue) {
-        if self.force || !res.headers().contains_key(name) {
-            res.headers_mut().insert(name.clone(), value.clone());
+        // One hash of the name, not two (contains_key, then insert).
+        match res.headers_mut().entry(name) {
+            http::header::Entry::Vacant(slot) => {
+                slot.insert(value.clone());
+            }
+            http::header::Entry::Occupied(mut slot) if self.force => {
+                slot.insert(value.clone());
+            }
+            http::header::Entry::Occupied(_) => {}
         }
     }
 }
@@ -245,6 +252,7 @@ impl Hook for SecurityHeaders {
         for name in &self.remove {
             res.headers_mut().remove(name);
         }
+        res.headers_mut().reserve(self.headers.len() + 1);
         for (name, value) in &self.headers {
             self.put(res, name, value);
         }
