@@ -108,3 +108,39 @@ fn is_stream(res: &Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"))
 }
+
+pin_project_lite::pin_project! {
+    /// A body that keeps `T` alive until it is dropped (a connection's in-flight count, a
+    /// concurrency permit): the request is still being answered while its body streams.
+    pub(crate) struct Holding<T> {
+        #[pin]
+        body: Body,
+        held: T,
+    }
+}
+
+impl<T> Holding<T> {
+    pub(crate) fn new(body: Body, held: T) -> Self {
+        Self { body, held }
+    }
+}
+
+impl<T> http_body::Body for Holding<T> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

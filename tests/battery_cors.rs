@@ -1,8 +1,9 @@
 //! CORS with the rest of the stack: headers on later entries' 401 and 429, preflights answered
 //! before auth, Starlette's answers, `Vary` merged, and the configuration file.
 
+mod common;
+
 use axum::{routing::get, Router};
-use callnext::config::{Config, Registry};
 use callnext::middleware::Cors;
 use callnext::{HttpError, Stack, TestClient};
 use http::StatusCode;
@@ -189,16 +190,9 @@ async fn vary_is_merged_and_never_doubled() {
     assert_eq!(vary, ["Accept-Encoding, Origin"]);
 }
 
-fn from_config(text: &str) -> Result<Stack, String> {
-    Config::parse(text, "app.toml", &[])
-        .map_err(|e| e.to_string())?
-        .stack(&Registry::new())
-        .map_err(|e| e.to_string())
-}
-
 #[tokio::test]
 async fn from_the_configuration_file_exposing_the_request_id() {
-    let stack = from_config(
+    let stack = common::stack_from_config(
         r#"
 [middleware.request_id]
 
@@ -251,6 +245,10 @@ max_age = "1h"
         ),
     ];
     for (text, expected) in mistakes {
-        assert_eq!(from_config(text).err().as_deref(), Some(expected), "{text}");
+        assert_eq!(
+            common::stack_from_config(text).err().as_deref(),
+            Some(expected),
+            "{text}"
+        );
     }
 }

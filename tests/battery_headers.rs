@@ -2,8 +2,9 @@
 //! panics, other entries' early answers), HSTS only over TLS, handler headers kept unless
 //! forced, and from the configuration file.
 
+mod common;
+
 use axum::{routing::get, Router};
-use callnext::config::{Config, Registry};
 use callnext::extract::Path;
 use callnext::middleware::{SecurityHeaders, SetHeaders};
 use callnext::{HttpError, Stack, TestClient, TrustedProxies};
@@ -144,16 +145,9 @@ async fn custom_headers_land_on_errors_and_early_answers() {
     }
 }
 
-fn from_config(text: &str) -> Result<Stack, String> {
-    Config::parse(text, "app.toml", &[])
-        .map_err(|e| e.to_string())?
-        .stack(&Registry::new())
-        .map_err(|e| e.to_string())
-}
-
 #[tokio::test]
 async fn from_the_configuration_file() {
-    let stack = from_config(
+    let stack = common::stack_from_config(
         r#"
 [middleware.security_headers]
 preset = "strict"
@@ -193,6 +187,10 @@ request_if_absent = { "x-tenant" = "default" }
         ),
     ];
     for (text, expected) in mistakes {
-        assert_eq!(from_config(text).err().as_deref(), Some(expected), "{text}");
+        assert_eq!(
+            common::stack_from_config(text).err().as_deref(),
+            Some(expected),
+            "{text}"
+        );
     }
 }

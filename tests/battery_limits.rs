@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{routing::get, routing::post, Router};
-use callnext::config::{Config, Registry};
 use callnext::middleware::limit::{BodyLimit, ConcurrencyLimit};
 use callnext::middleware::{SetRequestId, Timeout};
 use callnext::serve::Server;
@@ -156,16 +155,9 @@ async fn a_place_is_held_until_the_streamed_body_ends() {
     assert_eq!(client.get("/").await.text(), "ok");
 }
 
-fn from_config(text: &str) -> Result<Stack, String> {
-    Config::parse(text, "app.toml", &[])
-        .map_err(|e| e.to_string())?
-        .stack(&Registry::new())
-        .map_err(|e| e.to_string())
-}
-
 #[tokio::test]
 async fn from_the_configuration_file() {
-    let stack = from_config(
+    let stack = common::stack_from_config(
         "[middleware.body_limit]\nmax = \"1KB\"\n\n[middleware.concurrency]\nmax = 10\nqueue = 5\n\n[middleware.timeout]\nafter = \"5s\"\nstatus = 504\n",
     )
     .unwrap();
@@ -197,6 +189,10 @@ async fn from_the_configuration_file() {
         ),
     ];
     for (text, expected) in mistakes {
-        assert_eq!(from_config(text).err().as_deref(), Some(expected), "{text}");
+        assert_eq!(
+            common::stack_from_config(text).err().as_deref(),
+            Some(expected),
+            "{text}"
+        );
     }
 }

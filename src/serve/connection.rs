@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::ConnectInfo;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::Service;
@@ -145,7 +143,7 @@ impl<I: AsyncWrite> AsyncWrite for Counted<I> {
 }
 
 /// Counts a request in flight on its connection until its response body is done or dropped.
-struct Answering(Arc<ConnActivity>);
+pub(crate) struct Answering(Arc<ConnActivity>);
 
 impl Answering {
     fn start(activity: &Arc<ConnActivity>) -> Self {
@@ -227,38 +225,9 @@ where
         let this = self.project();
         let Ok(res) = std::task::ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        Poll::Ready(Ok(res.map(|body| TrackedBody {
-            body,
-            _in_flight: in_flight,
-        })))
+        Poll::Ready(Ok(res.map(|body| TrackedBody::new(body, in_flight))))
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request counted in flight until hyper is done with it.
-    pub(crate) struct TrackedBody {
-        #[pin]
-        body: Body,
-        _in_flight: Option<Answering>,
-    }
-}
-
-impl http_body::Body for TrackedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
+/// A response body that keeps its request counted in flight until hyper is done with it.
+pub(crate) type TrackedBody = crate::body::Holding<Option<Answering>>;

@@ -165,3 +165,11 @@ pub fn names_middleware(line: &str, middleware: &str) -> bool {
         || line.contains(&format!("middleware={middleware} "))
         || line.ends_with(&format!("middleware={middleware}"))
 }
+
+/// The stack of a configuration text, or its error's one line.
+pub fn stack_from_config(text: &str) -> Result<callnext::Stack, String> {
+    callnext::config::Config::parse(text, "app.toml", &[])
+        .map_err(|e| e.to_string())?
+        .stack(&callnext::config::Registry::new())
+        .map_err(|e| e.to_string())
+}

@@ -2,14 +2,11 @@
 //! wait in a bounded queue or are shed with `503 {"detail":"Service Unavailable"}` and
 //! `Retry-After`.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::IntoResponse;
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -111,39 +108,6 @@ impl Middleware for ConcurrencyLimit {
         let res = next.run(req).await;
         // The place is held until the body has been sent (or dropped): a stream is still
         // inside.
-        res.map(|body| {
-            Body::new(Holding {
-                body,
-                _permit: permit,
-            })
-        })
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct Holding {
-        #[pin]
-        body: Body,
-        _permit: OwnedSemaphorePermit,
-    }
-}
-
-impl http_body::Body for Holding {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        res.map(|body| Body::new(crate::body::Holding::new(body, permit)))
     }
 }
