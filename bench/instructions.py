@@ -2,6 +2,7 @@
 """Instructions per request through each kind of stack, counted by callgrind.
 
 run with: python3 bench/instructions.py [groups...]
+          python3 bench/instructions.py batteries   (each battery alone, and the production stack)
 
 Builds `benches/instructions.rs` (release, as `cargo bench` does), runs each configuration under
 `valgrind --tool=callgrind`, counting only inside `serve_one` (one whole request: building it,
@@ -18,6 +19,8 @@ import tempfile
 
 GROUPS = ["axum", "fn", "fn_off", "struct", "hook", "hook_off", "hook_ready", "tower"]
 SIZES = [0, 1, 4, 16]
+BATTERIES = ["request_id", "access_log", "security_headers", "cors", "timeout", "concurrency",
+             "body_limit", "production"]
 REQUESTS = 1000
 
 
@@ -51,6 +54,15 @@ def instructions(exe, group, n, requests):
 def main():
     exe = build()
     groups = sys.argv[1:] or GROUPS
+    if groups == ["batteries"]:
+        base = instructions(exe, "fn", 0, REQUESTS) / REQUESTS
+        print("| battery | instructions per request | over the empty stack |")
+        print("|---|---:|---:|")
+        print(f"| (empty stack) | {base:.0f} | — |")
+        for battery in BATTERIES:
+            per = instructions(exe, f"battery_{battery}", 0, REQUESTS) / REQUESTS
+            print(f"| {battery} | {per:.0f} | +{per - base:.0f} |", flush=True)
+        return
     print("| stack | " + " | ".join(f"N={n}" for n in SIZES) + " | per layer (0→4) | per layer (0→16) |")
     print("|---|" + "---:|" * (len(SIZES) + 2))
     for group in groups:

@@ -92,6 +92,15 @@ fn main() {
             stack_of(n, Stack::new(), || Entry::layer("noop", NoopLayer)).service(endpoint()),
             requests,
         ),
+        battery if battery.starts_with("battery_") => {
+            // The timeout battery needs tokio's timer.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let stack = common::battery_stack(&battery["battery_".len()..]);
+            drive(&rt, stack.service(endpoint()), requests);
+        }
         other => panic!("unknown group {other}"),
     }
 }

@@ -137,12 +137,31 @@ fn stacks(c: &mut Criterion) {
     }
 }
 
+/// Each battery alone in front of the one-route app, and the production stack.
+fn batteries(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("battery");
+    for name in common::BATTERIES {
+        let svc = common::battery_stack(name).service(endpoint());
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let svc = svc.clone();
+                async move { svc.oneshot(request()).await.unwrap() }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(40)
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = stacks
+    targets = stacks, batteries
 }
 criterion_main!(benches);

@@ -85,3 +85,59 @@ pub(crate) fn request() -> Request {
 pub(crate) fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stack {
     (0..n).fold(base, |s, i| s.push(entry().named(format!("e{i}"))))
 }
+
+/// Each battery alone, and the production stack of `bench/batteries.sh`.
+pub(crate) const BATTERIES: [&str; 8] = [
+    "request_id",
+    "access_log",
+    "security_headers",
+    "cors",
+    "timeout",
+    "concurrency",
+    "body_limit",
+    "production",
+];
+
+/// A stack of the battery `name` (or of all of them for `production`), its access log
+/// written to nowhere.
+pub(crate) fn battery_stack(name: &str) -> Stack {
+    use callnext::middleware::access_log::{AccessLog, SharedWriter, Sink};
+    use callnext::middleware::limit::{BodyLimit, ConcurrencyLimit};
+    use callnext::middleware::{Cors, SecurityHeaders, SetRequestId, Timeout};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let access_log = || {
+        AccessLog::builder()
+            .sink(Sink::Writer(SharedWriter(Arc::new(Mutex::new(
+                std::io::sink(),
+            )))))
+            .build()
+            .unwrap()
+    };
+    let cors = || {
+        Cors::builder()
+            .allow_origins(["https://app.example"])
+            .build()
+            .unwrap()
+    };
+    let timeout = || Timeout::new(Duration::from_secs(30));
+    let concurrency = || ConcurrencyLimit::new(1000).unwrap();
+    match name {
+        "request_id" => Stack::new().hook(SetRequestId::new()),
+        "access_log" => Stack::new().hook(access_log()),
+        "security_headers" => Stack::new().hook(SecurityHeaders::api()),
+        "cors" => Stack::new().hook(cors()),
+        "timeout" => Stack::new().middleware(timeout()),
+        "concurrency" => Stack::new().middleware(concurrency()),
+        "body_limit" => Stack::new().hook(BodyLimit::new(1_000_000).unwrap()),
+        "production" => Stack::new()
+            .hook(SetRequestId::new())
+            .hook(access_log())
+            .hook(cors())
+            .hook(SecurityHeaders::api())
+            .middleware(timeout())
+            .middleware(concurrency()),
+        other => panic!("unknown battery {other}"),
+    }
+}

@@ -265,7 +265,9 @@ impl Pending {
         if let Some(counted) = &self.bytes_in {
             record.bytes_in = counted.load(Ordering::Relaxed);
         }
-        self.shared.queue.push(record.line(self.shared.format));
+        self.shared
+            .queue
+            .push(record.line(self.shared.format, &self.shared.redact));
     }
 }
 
@@ -274,12 +276,6 @@ impl Drop for Pending {
         // Dropped before its response was sent: the client went away.
         self.finish(None, 0);
     }
-}
-
-fn header_text(req: &Request, name: header::HeaderName) -> Option<String> {
-    req.headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 impl Hook for AccessLog {
@@ -306,28 +302,24 @@ impl Hook for AccessLog {
         } else {
             None
         };
-        let at = SystemTime::now();
+        let header = |name| req.headers().get(name).cloned();
         let record = Record {
-            time: humantime::format_rfc3339_millis(at).to_string(),
             client_ip: ClientIp::of(req).map(|ip| ip.0),
-            method: req.method().to_string(),
+            method: req.method().clone(),
             route: None,
-            path: req.uri().path().to_owned(),
-            query: req
-                .uri()
-                .query()
-                .map(|q| record::redact_query(q, &shared.redact)),
+            uri: req.uri().clone(),
+            redact: !shared.redact.is_empty(),
             protocol: record::protocol(req.version()),
             status: 0,
             bytes_in: declared.unwrap_or(0),
             bytes_out: 0,
             ttfb_ms: None,
             duration_ms: 0.0,
-            request_id: RequestId::of(req).map(|id| id.as_str().to_owned()),
-            user_agent: header_text(req, header::USER_AGENT),
-            referer: header_text(req, header::REFERER),
+            request_id: RequestId::of(req).map(|id| id.header_value().clone()),
+            user_agent: header(header::USER_AGENT),
+            referer: header(header::REFERER),
             answered_by: None,
-            at,
+            at: SystemTime::now(),
         };
         Flow::Continue(Some(Pending {
             record: Some(Box::new(record)),
@@ -343,14 +335,8 @@ impl Hook for AccessLog {
         };
         if let Some(record) = pending.record.as_mut() {
             record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
-            record.route = res
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|r| r.as_str().to_owned());
-            record.answered_by = res
-                .extensions()
-                .get::<AnsweredBy>()
-                .map(|a| a.name().to_owned());
+            record.route = res.extensions().get::<MatchedPath>().cloned();
+            record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
         }
         let status = res.status().as_u16();
         if http_body::Body::is_end_stream(res.body()) {
