@@ -286,6 +286,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             next.start(req).await
         };
         unfinished.armed = false;
+        without_forbidden_body(&ctx.method, &mut res);
 
         let route_label = ctx.route_label();
         let route: &str = &route_label;
@@ -312,6 +313,37 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 .record(&ctx.method, route, res.status(), elapsed);
         }
         res
+    }
+}
+
+/// Responses that must not have a body (RFC 9110: 1xx, 204, 304, and any answer to `HEAD`)
+/// get none, whatever produced them (an `HttpError::new(204, ...)` included); 1xx and 204
+/// lose their `Content-Length` too, a 304 or `HEAD` answer keeps the one it announced.
+fn without_forbidden_body(method: &http::Method, res: &mut Response) {
+    let status = res.status();
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if !bodiless && method != http::Method::HEAD {
+        return;
+    }
+    let size = http_body::Body::size_hint(res.body()).exact();
+    if !bodiless && !res.headers().contains_key(http::header::CONTENT_LENGTH) {
+        // A HEAD answer announces the length the GET's body would have.
+        if let Some(size) = size {
+            res.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(size));
+        }
+    }
+    if size != Some(0) {
+        *res.body_mut() = Body::empty();
+    }
+    res.extensions_mut().remove::<crate::error::RenderedError>();
+    if status.is_informational() || status == http::StatusCode::NO_CONTENT {
+        res.headers_mut().remove(http::header::CONTENT_LENGTH);
+        if res.headers().get(http::header::CONTENT_TYPE).is_some() {
+            res.headers_mut().remove(http::header::CONTENT_TYPE);
+        }
     }
 }
 
