@@ -49,12 +49,28 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Bytes, HttpErr
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => return Err(HttpError::payload_too_large()),
         Err(err) => {
+            if let Some(raised) = raised(&*err) {
+                return Err(raised.clone());
+            }
             tracing::debug!(error = %err, "failed to read request body");
             return Err(HttpError::bad_request("Failed to read request body"));
         }
     };
     *req.body_mut() = Body::from(bytes.clone());
     Ok(bytes)
+}
+
+/// The [`HttpError`] a request body's stream yielded (a middleware that wraps the body can end
+/// it with one), found anywhere in the error's source chain.
+pub(crate) fn raised<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e HttpError> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(raised) = err.downcast_ref::<HttpError>() {
+            return Some(raised);
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// Buffers a response body of known size up to `limit` bytes, passes it to `f`, and returns the

@@ -142,8 +142,14 @@ impl IntoResponse for HttpError {
             detail,
             headers,
         } = *self.0;
-        let mut res = json_response(status, &Detail { detail });
-        res.headers_mut().extend(headers);
+        let mut res = json_response(status, &Detail { detail: &detail });
+        res.headers_mut().extend(headers.clone());
+        // Outer middlewares can tell what was raised (Starlette's `except` around call_next).
+        res.extensions_mut().insert(HttpError(Box::new(Parts {
+            status,
+            detail,
+            headers,
+        })));
         res
     }
 }
@@ -157,6 +163,38 @@ pub(crate) fn internal_error() -> Response {
             detail: "Internal Server Error",
         },
     )
+}
+
+/// On the 500 a panic became: which entry panicked, and the panic's message, so an outer
+/// middleware can tell (the client sees only `{"detail":"Internal Server Error"}`).
+///
+/// ```
+/// use callnext::{Panicked, Stack, TestClient};
+/// use axum::{routing::get, Router};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = Router::new().route("/", get(|| async { panic!("boom"); #[allow(unreachable_code)] "" }));
+/// let res = TestClient::new(Stack::new().service(app)).get("/").await;
+/// let panicked = res.extensions().get::<Panicked>().unwrap();
+/// assert_eq!((panicked.entry(), panicked.message()), ("app", "boom"));
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panicked {
+    pub(crate) entry: Box<str>,
+    pub(crate) message: Box<str>,
+}
+
+impl Panicked {
+    /// The entry whose boundary caught it (`app` for the app).
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+
+    /// The panic's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 /// On an error response callnext rendered: its JSON body, so that a battery (the request id)

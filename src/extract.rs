@@ -134,12 +134,15 @@ impl ValidationError {
 impl IntoResponse for ValidationError {
     fn into_response(self) -> Response {
         tracing::debug!(status = %self.status, "request rejected");
-        json_response(
+        let mut res = json_response(
             self.status,
             &Detail {
-                detail: self.detail,
+                detail: &self.detail,
             },
-        )
+        );
+        // Outer middlewares can tell the request was rejected, and why.
+        res.extensions_mut().insert(self);
+        res
     }
 }
 
@@ -324,11 +327,14 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(err)
-                    if err.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-                {
-                    ValidationError::from_http(&HttpError::payload_too_large())
-                }
+                BytesRejection::FailedToBufferBody(err) => match crate::body::raised(&err) {
+                    // An HttpError a middleware's body stream ended with is that error.
+                    Some(raised) => ValidationError::from_http(raised),
+                    None if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                        ValidationError::from_http(&HttpError::payload_too_large())
+                    }
+                    None => ValidationError::from_http(&HttpError::bad_request(err.body_text())),
+                },
                 other => ValidationError::from_http(&HttpError::bad_request(other.body_text())),
             })?;
         parse_json(&bytes).map(Json)

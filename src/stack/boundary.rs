@@ -53,10 +53,7 @@ where
             slot,
         })
     }));
-    boxed.unwrap_or_else(|payload| {
-        log_panic(name, &*payload);
-        Box::pin(std::future::ready(internal_error()))
-    })
+    boxed.unwrap_or_else(|payload| Box::pin(std::future::ready(panic_response(name, &*payload))))
 }
 
 impl<F> Future for Boundary<'_, F>
@@ -94,11 +91,21 @@ where
         future.poll(cx).map(IntoResponse::into_response)
     })) {
         Ok(poll) => poll,
-        Err(payload) => {
-            log_panic(name, &*payload);
-            Poll::Ready(internal_error())
-        }
+        Err(payload) => Poll::Ready(panic_response(name, &*payload)),
     }
+}
+
+/// The 500 a panic caught at `name`'s boundary answers with (logged), carrying a
+/// [`Panicked`](crate::Panicked) in its extensions for outer middlewares.
+#[cold]
+pub(crate) fn panic_response(name: &str, payload: &(dyn std::any::Any + Send)) -> Response {
+    log_panic(name, payload);
+    let mut res = internal_error();
+    res.extensions_mut().insert(crate::Panicked {
+        entry: name.into(),
+        message: panic_message(payload).into(),
+    });
+    res
 }
 
 /// Logs a panic caught at the boundary of the middleware `name`.

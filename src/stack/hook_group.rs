@@ -11,10 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::boundary::log_panic;
+use super::boundary::panic_response;
 use super::chain::{Compiled, DynEntry, NextFuture};
 use super::hook::{DynFlow, DynHook, ErasedState, ResponseFlow, WaitFuture};
-use crate::error::internal_error;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{RequestCtx, NONE};
 use crate::{AnsweredBy, Next, Request, Response};
@@ -62,10 +61,7 @@ fn switch(ctx: &RequestCtx, report: &StackReport, to: usize) {
 fn guarded<T>(hook: &GroupHook, call: impl FnOnce() -> T, answer: fn(Box<Response>) -> T) -> T {
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(flow) => flow,
-        Err(payload) => {
-            log_panic(&hook.name, &*payload);
-            answer(Box::new(internal_error()))
-        }
+        Err(payload) => answer(Box::new(panic_response(&hook.name, &*payload))),
     }
 }
 
@@ -191,10 +187,7 @@ impl Future for TimedWait<'_, '_> {
         this.polled += this.ctx.mark().saturating_sub(poll_start);
         let poll = match poll {
             Ok(poll) => poll,
-            Err(payload) => {
-                log_panic(&this.hook.name, &*payload);
-                Poll::Ready(Err(Box::new(internal_error())))
-            }
+            Err(payload) => Poll::Ready(Err(Box::new(panic_response(&this.hook.name, &*payload)))),
         };
         if timed && poll.is_ready() {
             let total = this.ctx.mark().saturating_sub(this.started);

@@ -1,0 +1,110 @@
+//! What produced a response travels in its extensions, so a middleware can catch "the
+//! endpoint failed with X" (Starlette's `try: await call_next(request) except ...`); an
+//! HttpError a body stream ends with is rendered as that error.
+
+use axum::{routing::get, routing::post, Router};
+use callnext::extract::{Json, Path, ValidationError};
+use callnext::{HttpError, Next, Panicked, Request, Response, Stack, TestClient};
+use http::StatusCode;
+
+fn app() -> Router {
+    Router::new()
+        .route(
+            "/teapot",
+            get(|| async {
+                Err::<(), _>(
+                    HttpError::new(StatusCode::IM_A_TEAPOT, "short and stout")
+                        .with_header("x-tea", "earl grey"),
+                )
+            }),
+        )
+        .route(
+            "/items/{id}",
+            get(|Path(id): Path<u32>| async move { id.to_string() }),
+        )
+        .route(
+            "/panic",
+            get(|| async {
+                panic!("the kettle broke");
+                #[allow(unreachable_code)]
+                ""
+            }),
+        )
+        .route(
+            "/json",
+            post(|Json(v): Json<serde_json::Value>| async move { axum::Json(v) }),
+        )
+}
+
+/// Answers differently depending on what failed further in.
+async fn catcher(req: Request, next: Next<'_>) -> Response {
+    let mut res = next.run(req).await;
+    let caught = if let Some(err) = res.extensions().get::<HttpError>() {
+        format!("http {} {}", err.status().as_u16(), err.detail())
+    } else if res.extensions().get::<ValidationError>().is_some() {
+        "validation".to_owned()
+    } else if let Some(p) = res.extensions().get::<Panicked>() {
+        format!("panic in {}: {}", p.entry(), p.message())
+    } else {
+        "none".to_owned()
+    };
+    res.headers_mut()
+        .insert("x-caught", caught.parse().unwrap());
+    res
+}
+
+#[tokio::test]
+async fn a_middleware_sees_what_the_endpoint_raised() {
+    let client = TestClient::new(Stack::new().func(catcher).service(app()));
+    let res = client.get("/teapot").await;
+    assert_eq!(
+        res.header("x-caught"),
+        Some(r#"http 418 "short and stout""#)
+    );
+    assert_eq!(res.header("x-tea"), Some("earl grey"));
+    assert_eq!(
+        client.get("/items/x").await.header("x-caught"),
+        Some("validation")
+    );
+    assert_eq!(
+        client.get("/panic").await.header("x-caught"),
+        Some("panic in app: the kettle broke")
+    );
+    assert_eq!(
+        client.get("/items/1").await.header("x-caught"),
+        Some("none")
+    );
+}
+
+/// Wraps the request body in a stream that ends with an HttpError after its first chunk.
+async fn failing_body(mut req: Request, next: Next<'_>) -> Response {
+    let body = std::mem::take(req.body_mut());
+    let chunks = futures_util::stream::iter(vec![
+        Ok(bytes::Bytes::from("{\"a\":")),
+        Err(HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "quota of bytes used up",
+        )),
+    ]);
+    drop(body);
+    *req.body_mut() = axum::body::Body::from_stream(chunks);
+    next.run(req).await
+}
+
+#[tokio::test]
+async fn an_http_error_from_the_body_stream_is_that_error() {
+    let client = TestClient::new(Stack::new().func(failing_body).service(app()));
+    let res = client
+        .post("/json")
+        .json(&serde_json::json!({"a": 1}))
+        .await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.text(), r#"{"detail":"quota of bytes used up"}"#);
+
+    let mut req = Request::new(axum::body::Body::from_stream(futures_util::stream::iter(
+        vec![Err::<bytes::Bytes, _>(HttpError::forbidden("no more"))],
+    )));
+    let err = callnext::body::read_body(&mut req, 1024).await.unwrap_err();
+    assert_eq!(err.status(), 403);
+    assert_eq!(err.to_string(), "http error 403: no more");
+}
