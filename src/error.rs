@@ -165,6 +165,49 @@ pub(crate) fn internal_error() -> Response {
     )
 }
 
+/// The 500's body in debug mode.
+#[derive(Serialize)]
+pub(crate) struct DebugPanic<'a> {
+    pub(crate) detail: &'static str,
+    pub(crate) panic: &'a str,
+    pub(crate) entry: &'a str,
+    pub(crate) location: Option<&'a str>,
+}
+
+thread_local! {
+    /// Where the last panic on this thread happened, when the location hook is installed.
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Where the panic just caught on this thread happened (`src/app.rs:12:5`), if
+/// [`install_panic_location_hook`] was called.
+pub(crate) fn take_panic_location() -> Option<String> {
+    PANIC_LOCATION.with(|l| l.borrow_mut().take())
+}
+
+/// Installs a process-wide panic hook (keeping the one before it) that remembers each panic's
+/// location for [`Stack::debug`](crate::Stack::debug) 500s. callnext never installs it by
+/// itself; the binary does with `--debug`.
+///
+/// ```
+/// callnext::install_panic_location_hook();
+/// ```
+pub fn install_panic_location_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(location) = info.location() {
+            let text = format!(
+                "{}:{}:{}",
+                location.file(),
+                location.line(),
+                location.column()
+            );
+            PANIC_LOCATION.with(|l| *l.borrow_mut() = Some(text));
+        }
+        previous(info);
+    }));
+}
+
 /// On the 500 a panic became: which entry panicked, and the panic's message, so an outer
 /// middleware can tell (the client sees only `{"detail":"Internal Server Error"}`).
 ///

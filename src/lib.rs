@@ -76,7 +76,7 @@ mod stack;
 mod test_client;
 
 pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
-pub use error::{ConfigError, ConfigErrorKind, HttpError, Panicked};
+pub use error::{install_panic_location_hook, ConfigError, ConfigErrorKind, HttpError, Panicked};
 pub use instrument::BlockingReport;
 pub use stack::{
     AnsweredBy, Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,

@@ -108,3 +108,36 @@ async fn an_http_error_from_the_body_stream_is_that_error() {
     assert_eq!(err.status(), 403);
     assert_eq!(err.to_string(), "http error 403: no more");
 }
+
+#[tokio::test]
+async fn debug_mode_shows_the_panic_and_where_it_happened() {
+    callnext::install_panic_location_hook();
+    let stack = Stack::new()
+        .debug(true)
+        .on_request("boom", |req: &mut Request| {
+            if req.uri().path() == "/hook" {
+                panic!("hook went wrong");
+            }
+        });
+    let client = TestClient::new(stack.service(app()));
+    let body: serde_json::Value = client.get("/panic").await.json();
+    assert_eq!(body["detail"], "Internal Server Error");
+    assert_eq!(body["panic"], "the kettle broke");
+    assert_eq!(body["entry"], "app");
+    assert!(
+        body["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("tests/caught_errors.rs:"),
+        "{body}"
+    );
+    let body: serde_json::Value = client.get("/hook").await.json();
+    assert_eq!(body["panic"], "hook went wrong");
+    assert_eq!(body["entry"], "boom");
+
+    // Off by default: the client learns nothing.
+    let res = TestClient::new(Stack::new().service(app()))
+        .get("/panic")
+        .await;
+    assert_eq!(res.text(), r#"{"detail":"Internal Server Error"}"#);
+}

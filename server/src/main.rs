@@ -131,6 +131,9 @@ struct Args {
     /// bare number is milliseconds [default: 10ms].
     #[arg(long, env = "CALLNEXT_BLOCKING_THRESHOLD_MS", value_parser = millis)]
     blocking_threshold_ms: Option<Duration>,
+    /// Debug mode: a panic's message and location in its 500's JSON (never in production).
+    #[arg(long, env = "CALLNEXT_DEBUG")]
+    debug: bool,
     /// Turn off per-middleware poll timing and blocking detection.
     #[arg(long, env = "CALLNEXT_NO_INSTRUMENT")]
     no_instrument: bool,
@@ -233,6 +236,9 @@ fn configure(args: &Args, matches: &ArgMatches) -> Result<(Config, SeedConfig), 
     if given(matches, "server_timing") {
         config.stack.server_timing = true;
     }
+    if given(matches, "debug") {
+        config.stack.debug = true;
+    }
     if given(matches, "no_instrument") {
         config.stack.instrument = false;
     }
@@ -292,6 +298,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let log_writer = init_tracing(&config);
+    if config.stack.debug {
+        callnext::install_panic_location_hook();
+        tracing::warn!("debug mode: panics' messages and locations are sent to clients");
+    }
 
     // One worker needs no work-stealing scheduler: the current-thread runtime is cheaper.
     let mut runtime = match config.server.workers {

@@ -274,6 +274,7 @@ impl Config {
             .blocking_threshold(settings.blocking_threshold.get())
             .server_timing(settings.server_timing)
             .strict_order(settings.strict_order)
+            .debug(settings.debug)
             .trusted_proxies(self.trusted_proxies()?);
         let mut lines = Vec::new();
         for (index, planned) in self.plan(registry)?.into_iter().enumerate() {

@@ -158,6 +158,8 @@ pub struct StackSettings {
     pub name: String,
     /// Refuse an order that breaks the linter's rules, instead of warning. Default false.
     pub strict_order: bool,
+    /// A panic's message and location in its 500's JSON. Never in production. Default false.
+    pub debug: bool,
 }
 
 impl Default for StackSettings {
@@ -169,6 +171,7 @@ impl Default for StackSettings {
             instrument: true,
             name: "main".to_owned(),
             strict_order: false,
+            debug: false,
         }
     }
 }

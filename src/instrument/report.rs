@@ -32,6 +32,8 @@ pub(crate) struct StackReport {
     /// Whether the app is a router that reports the route it matched; when it is not, the
     /// route matched before the stack (under `Router::layer`) is the request's route.
     pub(crate) app_reports_route: bool,
+    /// Debug mode: a panic's message and location go into its 500's body.
+    pub(crate) debug: bool,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<StackMetrics>,
 }

@@ -53,7 +53,13 @@ where
             slot,
         })
     }));
-    boxed.unwrap_or_else(|payload| Box::pin(std::future::ready(panic_response(name, &*payload))))
+    boxed.unwrap_or_else(|payload| {
+        Box::pin(std::future::ready(panic_response(
+            name,
+            &*payload,
+            report.debug,
+        )))
+    })
 }
 
 impl<F> Future for Boundary<'_, F>
@@ -67,11 +73,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = self.project();
         let ctx = *this.ctx;
+        let debug = this.report.debug;
         if !ctx.timed {
-            return poll_guarded(this.future, this.name, cx);
+            return poll_guarded(this.future, this.name, debug, cx);
         }
         let parent = ctx.enter(*this.slot);
-        let poll = poll_guarded(this.future, this.name, cx);
+        let poll = poll_guarded(this.future, this.name, debug, cx);
         if ctx.exit(*this.slot, parent) {
             this.report.crossed(ctx, *this.slot);
         }
@@ -82,7 +89,12 @@ where
 /// Polls the entry's future, turning its panic into a 500. A future that panicked (or
 /// finished) panics again if polled again, which answers another 500: nothing unwinds further.
 #[inline]
-fn poll_guarded<F>(future: Pin<&mut F>, name: &str, cx: &mut Context<'_>) -> Poll<Response>
+fn poll_guarded<F>(
+    future: Pin<&mut F>,
+    name: &str,
+    debug: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Response>
 where
     F: Future,
     F::Output: IntoResponse,
@@ -91,19 +103,37 @@ where
         future.poll(cx).map(IntoResponse::into_response)
     })) {
         Ok(poll) => poll,
-        Err(payload) => Poll::Ready(panic_response(name, &*payload)),
+        Err(payload) => Poll::Ready(panic_response(name, &*payload, debug)),
     }
 }
 
 /// The 500 a panic caught at `name`'s boundary answers with (logged), carrying a
 /// [`Panicked`](crate::Panicked) in its extensions for outer middlewares.
 #[cold]
-pub(crate) fn panic_response(name: &str, payload: &(dyn std::any::Any + Send)) -> Response {
+pub(crate) fn panic_response(
+    name: &str,
+    payload: &(dyn std::any::Any + Send),
+    debug: bool,
+) -> Response {
     log_panic(name, payload);
-    let mut res = internal_error();
+    let location = crate::error::take_panic_location();
+    let message = panic_message(payload);
+    let mut res = if debug {
+        crate::error::json_response(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            &crate::error::DebugPanic {
+                detail: "Internal Server Error",
+                panic: message,
+                entry: name,
+                location: location.as_deref(),
+            },
+        )
+    } else {
+        internal_error()
+    };
     res.extensions_mut().insert(crate::Panicked {
         entry: name.into(),
-        message: panic_message(payload).into(),
+        message: message.into(),
     });
     res
 }

@@ -78,6 +78,7 @@ impl Default for Stack {
                 fastapi_bodies: true,
                 trusted_proxies: Arc::default(),
                 strict_order: false,
+                debug: false,
             },
             name: Cow::Borrowed("main"),
             app_stats: Arc::default(),
@@ -277,6 +278,31 @@ impl Stack {
     /// error with [`Stack::strict_order`]).
     pub fn lint(&self) -> Vec<crate::OrderWarning> {
         super::lint::lint(&self.entries)
+    }
+
+    /// Debug mode: a panic's message (and, with [`install_panic_location_hook`], where it
+    /// happened) is written into its 500's JSON, as `"panic"` and `"location"` beside
+    /// `"detail"`. Never in production: it shows the server's internals to clients. Defaults
+    /// to off.
+    ///
+    /// [`install_panic_location_hook`]: crate::install_panic_location_hook
+    ///
+    /// ```
+    /// use callnext::{Stack, TestClient};
+    /// use axum::{routing::get, Router};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = Router::new().route("/", get(|| async { panic!("boom"); #[allow(unreachable_code)] "" }));
+    /// let res = TestClient::new(Stack::new().debug(true).service(app)).get("/").await;
+    /// let body: serde_json::Value = res.json();
+    /// assert_eq!(body["detail"], "Internal Server Error");
+    /// assert_eq!(body["panic"], "boom");
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn debug(mut self, on: bool) -> Self {
+        self.settings.debug = on;
+        self
     }
 
     /// Refuse to build a stack whose order breaks a rule of [`Stack::lint`]

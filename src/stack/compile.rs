@@ -35,6 +35,7 @@ pub(crate) struct Settings {
     pub(crate) fastapi_bodies: bool,
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
     pub(crate) strict_order: bool,
+    pub(crate) debug: bool,
 }
 
 /// Everything a build reads from the stack it builds.
@@ -97,6 +98,7 @@ pub(crate) fn compile<S: HttpService>(
     let (endpoint, app_reports_route) = endpoint(app, app_slot, options);
     let report = Arc::new(StackReport {
         app_reports_route,
+        debug: settings.debug,
         #[cfg(feature = "prometheus")]
         metrics: stack_metrics(stack, &names)?,
         names,

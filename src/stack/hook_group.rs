@@ -58,10 +58,15 @@ fn switch(ctx: &RequestCtx, report: &StackReport, to: usize) {
 
 /// Calls one hook method, catching its panic as that hook's 500.
 #[inline]
-fn guarded<T>(hook: &GroupHook, call: impl FnOnce() -> T, answer: fn(Box<Response>) -> T) -> T {
+fn guarded<T>(
+    hook: &GroupHook,
+    debug: bool,
+    call: impl FnOnce() -> T,
+    answer: fn(Box<Response>) -> T,
+) -> T {
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(flow) => flow,
-        Err(payload) => answer(Box::new(panic_response(&hook.name, &*payload))),
+        Err(payload) => answer(Box::new(panic_response(&hook.name, &*payload, debug))),
     }
 }
 
@@ -85,7 +90,12 @@ fn run_group<'a>(
         while let Some(hook) = hooks.get(ran) {
             switch(ctx, report, hook.slot);
             let req = &mut req;
-            let outcome = match guarded(hook, move || hook.hook.on_request(req), DynFlow::Respond) {
+            let outcome = match guarded(
+                hook,
+                report.debug,
+                move || hook.hook.on_request(req),
+                DynFlow::Respond,
+            ) {
                 DynFlow::Continue(state) => Ok(state),
                 DynFlow::Respond(res) => Err(res),
                 DynFlow::Wait(future) => TimedWait::new(ctx, report, hook, future).await,
@@ -122,6 +132,7 @@ fn run_group<'a>(
                 let res_ref = &mut res;
                 let flow: ResponseFlow<'_> = guarded(
                     hook,
+                    report.debug,
                     move || hook.hook.on_response(state, res_ref),
                     ResponseFlow::Respond,
                 );
@@ -187,7 +198,11 @@ impl Future for TimedWait<'_, '_> {
         this.polled += this.ctx.mark().saturating_sub(poll_start);
         let poll = match poll {
             Ok(poll) => poll,
-            Err(payload) => Poll::Ready(Err(Box::new(panic_response(&this.hook.name, &*payload)))),
+            Err(payload) => Poll::Ready(Err(Box::new(panic_response(
+                &this.hook.name,
+                &*payload,
+                this.report.debug,
+            )))),
         };
         if timed && poll.is_ready() {
             let total = this.ctx.mark().saturating_sub(this.started);
