@@ -34,6 +34,8 @@ pub(crate) struct StackReport {
     pub(crate) app_reports_route: bool,
     /// Debug mode: a panic's message and location go into its 500's body.
     pub(crate) debug: bool,
+    /// The stack's exception handlers, if it has any.
+    pub(crate) handlers: Option<crate::stack::handlers::Handlers>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<StackMetrics>,
 }

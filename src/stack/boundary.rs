@@ -74,13 +74,19 @@ where
         let this = self.project();
         let ctx = *this.ctx;
         let debug = this.report.debug;
-        if !ctx.timed {
-            return poll_guarded(this.future, this.name, debug, cx);
-        }
-        let parent = ctx.enter(*this.slot);
-        let poll = poll_guarded(this.future, this.name, debug, cx);
-        if ctx.exit(*this.slot, parent) {
-            this.report.crossed(ctx, *this.slot);
+        let mut poll = if ctx.timed {
+            let parent = ctx.enter(*this.slot);
+            let poll = poll_guarded(this.future, this.name, debug, cx);
+            if ctx.exit(*this.slot, parent) {
+                this.report.crossed(ctx, *this.slot);
+            }
+            poll
+        } else {
+            poll_guarded(this.future, this.name, debug, cx)
+        };
+        // Errors are rendered by the stack's exception handlers where they become responses.
+        if let (Poll::Ready(res), Some(handlers)) = (&mut poll, &this.report.handlers) {
+            handlers.apply(res);
         }
         poll
     }

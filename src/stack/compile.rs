@@ -36,6 +36,7 @@ pub(crate) struct Settings {
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
     pub(crate) strict_order: bool,
     pub(crate) debug: bool,
+    pub(crate) handlers: super::handlers::Handlers,
 }
 
 /// Everything a build reads from the stack it builds.
@@ -99,6 +100,7 @@ pub(crate) fn compile<S: HttpService>(
     let report = Arc::new(StackReport {
         app_reports_route,
         debug: settings.debug,
+        handlers: (!settings.handlers.is_empty()).then(|| settings.handlers.clone()),
         #[cfg(feature = "prometheus")]
         metrics: stack_metrics(stack, &names)?,
         names,

@@ -17,7 +17,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 use super::boundary;
 use super::chain::NextFuture;
 use super::{HttpService, ResponseBody};
-use crate::error::{internal_error, json_response, Detail};
+use crate::error::internal_error;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::RequestCtx;
 use crate::{Request, Response};
@@ -197,7 +197,9 @@ fn fastapi_error_body(res: &mut Response) {
     {
         return;
     }
-    let mut json = json_response(res.status(), &Detail { detail });
+    // As an HttpError, so exception handlers and outer middlewares see it like any other.
+    let mut json =
+        axum::response::IntoResponse::into_response(crate::HttpError::new(res.status(), detail));
     std::mem::swap(res.body_mut(), json.body_mut());
     res.headers_mut().extend(json.headers_mut().drain());
     res.headers_mut().remove(http::header::CONTENT_LENGTH);
