@@ -60,6 +60,7 @@
 //! The README has the whole picture: serving, state, errors, the blocking detector, metrics.
 
 pub mod admin;
+mod background;
 pub mod body;
 mod client_ip;
 #[cfg(feature = "config")]
@@ -75,6 +76,7 @@ pub mod serve;
 mod stack;
 mod test_client;
 
+pub use background::{Background, BackgroundTasks};
 pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
 pub use error::{install_panic_location_hook, ConfigError, ConfigErrorKind, HttpError, Panicked};
 pub use instrument::BlockingReport;

@@ -387,6 +387,7 @@ async fn run(
         .try_service(router)
         .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
     let drain_timeout = config.server.drain_timeout.get();
+    let background = stack.background();
 
     let server = server.readiness(&readiness);
     let bound = if config.server.uds.is_empty() {
@@ -433,6 +434,14 @@ async fn run(
         task.await.map_err(std::io::Error::other)??;
     }
     served?;
+    // Background tasks of the responses sent get the drain timeout too.
+    let cut = background.wait(drain_timeout).await;
+    if cut > 0 {
+        tracing::warn!(
+            cut,
+            "background tasks still running at the drain timeout; cut"
+        );
+    }
     // Every response sent is in the access log before the process exits.
     if !tokio::task::spawn_blocking(move || stack.flush(drain_timeout))
         .await

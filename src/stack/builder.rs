@@ -61,6 +61,8 @@ pub struct Stack {
     /// or the name change.
     pub(crate) identity: Arc<dyn Send + Sync>,
     pub(crate) body_stats: Arc<BlockingStats>,
+    /// Background tasks of every service built from this stack, for the wait at shutdown.
+    pub(crate) background: Arc<crate::background::Tracker>,
     error: Option<ConfigError>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<crate::metrics::Metrics>,
@@ -85,6 +87,7 @@ impl Default for Stack {
             app_stats: Arc::default(),
             identity: Arc::new(()),
             body_stats: Arc::default(),
+            background: Arc::default(),
             error: None,
             #[cfg(feature = "prometheus")]
             metrics: None,
@@ -259,6 +262,12 @@ impl Stack {
         self.entries.is_empty()
     }
 
+    /// The [`BackgroundTasks`](crate::BackgroundTasks) of every service built from this stack:
+    /// wait for them at shutdown, after the server has stopped.
+    pub fn background(&self) -> crate::Background {
+        crate::Background(Arc::clone(&self.background))
+    }
+
     /// Writes out what the stack's entries still hold (the access log's queued records),
     /// waiting at most `timeout` for each: call it after the server has stopped, so every
     /// response sent is logged. `false` if an entry took longer.
@@ -427,6 +436,7 @@ impl Stack {
             app_stats: &self.app_stats,
             identity: &self.identity,
             body_stats: &self.body_stats,
+            background: &self.background,
             #[cfg(feature = "prometheus")]
             metrics: self.metrics.as_ref(),
         };

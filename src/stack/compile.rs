@@ -50,6 +50,7 @@ pub(crate) struct Blueprint<'a> {
     #[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
     pub(crate) identity: &'a Arc<dyn Send + Sync>,
     pub(crate) body_stats: &'a Arc<BlockingStats>,
+    pub(crate) background: &'a Arc<crate::background::Tracker>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<&'a crate::metrics::Metrics>,
 }
@@ -183,6 +184,7 @@ pub(crate) fn compile<S: HttpService>(
         }),
         shared_ctx,
         trusted_proxies: Arc::clone(&settings.trusted_proxies),
+        background: Arc::clone(stack.background),
     }))
 }
 

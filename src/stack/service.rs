@@ -32,6 +32,8 @@ pub(crate) struct StackInner {
     pub(crate) shared_ctx: bool,
     /// Whose forwarding headers set a request's [`ClientIp`](crate::ClientIp).
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
+    /// Where the responses' background tasks are counted.
+    pub(crate) background: Arc<crate::background::Tracker>,
 }
 
 /// Inserts the connection's `ConnectInfo` into a request's extensions (when served by
@@ -287,6 +289,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         };
         unfinished.armed = false;
         without_forbidden_body(&ctx.method, &mut res);
+        if let Some(tasks) = res.extensions_mut().remove::<crate::BackgroundTasks>() {
+            res = after_body(res, tasks, &inner.background);
+        }
 
         let route_label = ctx.route_label();
         let route: &str = &route_label;
@@ -343,6 +348,39 @@ fn without_forbidden_body(method: &http::Method, res: &mut Response) {
         res.headers_mut().remove(http::header::CONTENT_LENGTH);
         if res.headers().get(http::header::CONTENT_TYPE).is_some() {
             res.headers_mut().remove(http::header::CONTENT_TYPE);
+        }
+    }
+}
+
+/// Runs the response's background tasks once its body has been sent, or dropped.
+fn after_body(
+    res: Response,
+    tasks: crate::BackgroundTasks,
+    tracker: &Arc<crate::background::Tracker>,
+) -> Response {
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let tracker = Arc::clone(tracker);
+    res.map(|body| {
+        Body::new(crate::body::Holding::new(
+            body,
+            RunOnDrop(Some(move || {
+                crate::background::run(&tracker, tasks.take(), request_id)
+            })),
+        ))
+    })
+}
+
+/// Calls its closure when dropped: when hyper is done with the body it is held by.
+struct RunOnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for RunOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run();
         }
     }
 }
