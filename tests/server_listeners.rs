@@ -195,3 +195,45 @@ async fn http2_max_concurrent_streams_is_enforced() {
     assert_eq!(h2_peak_concurrency(1).await, 1);
     assert!(h2_peak_concurrency(8).await > 1);
 }
+
+#[tokio::test]
+async fn work_can_learn_that_the_client_has_gone() {
+    use callnext::serve::Disconnect;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, bool)>();
+    let app = Router::new().route(
+        "/detach",
+        get(move |disconnect: Disconnect| {
+            let tx = tx.clone();
+            async move {
+                let during = disconnect.is_disconnected();
+                // Work that outlives the response: it stops when the client leaves.
+                tokio::spawn(async move {
+                    disconnect.wait().await;
+                    let _ = tx.send((during, disconnect.is_disconnected()));
+                });
+                "detached"
+            }
+        }),
+    );
+    let running = common::spawn(Server::new(), Stack::new().service(app)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET /detach HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("detached"));
+    drop(stream);
+    let (during, after) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("the wait ends when the client leaves")
+        .unwrap();
+    assert!(!during);
+    assert!(after);
+    running.stop().await;
+
+    // Outside callnext's server the client never "leaves".
+    let never = Disconnect::default();
+    assert!(!never.is_disconnected());
+}

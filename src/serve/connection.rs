@@ -171,6 +171,8 @@ pub(crate) struct Watched<S> {
     pub(crate) peer: Option<SocketAddr>,
     /// Whether the connection is TLS, put on each request as [`Secure`](crate::Secure).
     pub(crate) tls: bool,
+    /// Closed when the connection ends, put on each request.
+    pub(crate) disconnect: super::Disconnect,
 }
 
 impl<S> Service<http::Request<Incoming>> for Watched<S>
@@ -198,6 +200,7 @@ where
         if self.tls {
             req.extensions_mut().insert(crate::Secure);
         }
+        req.extensions_mut().insert(self.disconnect.clone());
         let in_flight = Answering::start(&self.activity);
         WatchedFuture {
             inner: self.inner.call(req),

@@ -2,6 +2,7 @@
 //! connection limit, TCP or Unix sockets, and a graceful shutdown that ends.
 
 mod connection;
+mod disconnect;
 mod listener;
 mod run;
 mod shutdown;
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::admin::Readiness;
+pub use disconnect::Disconnect;
 use listener::Listener;
 pub use shutdown::shutdown_signal;
 #[cfg(feature = "tls")]

@@ -218,11 +218,14 @@ impl Shared {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(ConnActivity::new(&self.in_flight));
+        let disconnect = super::Disconnect::default();
+        let _closed = super::disconnect::CloseOnDrop(Arc::clone(&disconnect.0));
         let watched = TowerToHyperService::new(Watched {
             inner: service,
             activity: Arc::clone(&activity),
             peer,
             tls,
+            disconnect,
         });
         let io = TokioIo::new(Counted {
             io,
