@@ -1,6 +1,8 @@
 //! Compression with the rest of the stack: SSE left alone and streamed, other streams
 //! compressed chunk by chunk, small and already-encoded bodies untouched, and the file.
 
+mod common;
+
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,16 +166,10 @@ async fn from_the_configuration_file() {
     let res = client.get("/big").header("accept-encoding", "gzip").await;
     assert_eq!(res.header("content-encoding"), None);
 
-    let err = Config::parse(
-        "[middleware.compression]\nmin_size = \"1MB\"\n",
-        "app.toml",
-        &[],
-    )
-    .unwrap()
-    .stack(&Registry::new())
-    .unwrap_err();
+    let err =
+        common::stack_from_config("[middleware.compression]\nmin_size = \"1MB\"\n").unwrap_err();
     assert_eq!(
-        err.to_string(),
+        err,
         "app.toml:2: `middleware.compression.min_size`: invalid `min_size`: at most 64KiB (65535 bytes), got 1000000"
     );
 }

@@ -7,8 +7,8 @@ mod common;
 use axum::{routing::get, Router};
 use callnext::extract::Path;
 use callnext::middleware::{SecurityHeaders, SetHeaders};
-use callnext::{HttpError, Stack, TestClient, TrustedProxies};
-use http::{HeaderName, HeaderValue, StatusCode};
+use callnext::{Stack, TestClient, TrustedProxies};
+use http::{HeaderName, HeaderValue};
 
 fn app() -> Router {
     Router::new()
@@ -34,22 +34,9 @@ fn app() -> Router {
         )
 }
 
-fn deny_limited(stack: Stack) -> Stack {
-    stack.on_request("limiter", |req: &mut callnext::Request| {
-        if req.uri().path() == "/limited" {
-            Err(HttpError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too Many Requests",
-            ))
-        } else {
-            Ok(())
-        }
-    })
-}
-
 #[tokio::test]
 async fn the_api_preset_is_on_every_response() {
-    let stack = deny_limited(Stack::new().hook(SecurityHeaders::api()));
+    let stack = common::limited(Stack::new().hook(SecurityHeaders::api()));
     let client = TestClient::new(stack.service(app()));
     let cases = [
         client.get("/").await,
@@ -136,7 +123,7 @@ async fn custom_headers_land_on_errors_and_early_answers() {
             HeaderName::from_static("x-trace"),
             HeaderValue::from_static("b"),
         );
-    let stack = deny_limited(Stack::new().hook(headers));
+    let stack = common::limited(Stack::new().hook(headers));
     let client = TestClient::new(stack.service(app()));
     for path in ["/", "/missing", "/panic", "/limited"] {
         let res = client.get(path).await;

@@ -7,7 +7,6 @@ use axum::{routing::get, Router};
 use callnext::config::{Config, Registry};
 use callnext::middleware::{RequestId, SetRequestId};
 use callnext::{Flow, HttpError, Stack, TestClient};
-use http::StatusCode;
 
 fn app() -> Router {
     Router::new()
@@ -29,23 +28,10 @@ fn app() -> Router {
         )
 }
 
-/// A later entry that answers 429 for `/limited`, like a rate limit.
-fn limiter(stack: Stack) -> Stack {
-    stack.on_request("limiter", |req: &mut callnext::Request| {
-        if req.uri().path() == "/limited" {
-            Err(HttpError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too Many Requests",
-            ))
-        } else {
-            Ok(())
-        }
-    })
-}
-
 #[tokio::test]
 async fn the_id_is_on_panics_and_on_later_entries_early_answers() {
-    let client = TestClient::new(limiter(Stack::new().hook(SetRequestId::new())).service(app()));
+    let client =
+        TestClient::new(common::limited(Stack::new().hook(SetRequestId::new())).service(app()));
 
     let res = client.get("/panic").header("x-request-id", "req-1").await;
     assert_eq!(res.status(), 500);
@@ -125,28 +111,16 @@ async fn from_the_configuration_file() {
     let res = client.get("/").header("x-trace-id", "good").await;
     assert_eq!(res.text(), "good");
 
-    let err = Config::parse(
-        "[middleware.request_id]\ninvalid = \"drop\"\n",
-        "app.toml",
-        &[],
-    )
-    .unwrap()
-    .stack(&Registry::new())
-    .unwrap_err();
+    let err =
+        common::stack_from_config("[middleware.request_id]\ninvalid = \"drop\"\n").unwrap_err();
     assert_eq!(
-        err.to_string(),
+        err,
         "app.toml:2: `middleware.request_id.invalid`: unknown variant `drop`, expected `replace` or `reject`"
     );
-    let err = Config::parse(
-        "[middleware.request_id]\nheader = \"x trace\"\n",
-        "app.toml",
-        &[],
-    )
-    .unwrap()
-    .stack(&Registry::new())
-    .unwrap_err();
+    let err =
+        common::stack_from_config("[middleware.request_id]\nheader = \"x trace\"\n").unwrap_err();
     assert_eq!(
-        err.to_string(),
+        err,
         "app.toml:2: `middleware.request_id.header`: \"x trace\" is not a header name"
     );
 }

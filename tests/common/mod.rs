@@ -173,3 +173,17 @@ pub fn stack_from_config(text: &str) -> Result<callnext::Stack, String> {
         .stack(&callnext::config::Registry::new())
         .map_err(|e| e.to_string())
 }
+
+/// A later entry that answers 429 for `/limited`, like a rate limit.
+pub fn limited(stack: callnext::Stack) -> callnext::Stack {
+    stack.on_request("limiter", |req: &mut Request| {
+        if req.uri().path() == "/limited" {
+            Err(callnext::HttpError::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests",
+            ))
+        } else {
+            Ok(())
+        }
+    })
+}
