@@ -196,3 +196,54 @@ async fn from_the_configuration_file() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_places_taken_are_a_gauge_in_the_metrics() {
+    let gate = Arc::new(Notify::new());
+    let metrics = callnext::metrics::Metrics::new();
+    let app = {
+        let gate = Arc::clone(&gate);
+        Router::new()
+            .route(
+                "/held",
+                get(move || {
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        gate.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route("/metrics", metrics.route())
+    };
+    let stack = Stack::new()
+        .middleware(ConcurrencyLimit::new(10).unwrap())
+        .metrics(&metrics);
+    let client = TestClient::new(stack.service(app));
+    let held = tokio::spawn(client.get("/held").send());
+    // The scrape itself holds a place too, so one held request shows as 2.
+    let gauge = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(
+                    "callnext_concurrency_in_flight{stack=\"main\",middleware=\"concurrency\"}",
+                )
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client.get("/metrics").await.text();
+        if gauge(&text).as_deref() == Some("2") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    assert_eq!(held.await.unwrap().text(), "done");
+    assert_eq!(
+        gauge(&client.get("/metrics").await.text()).as_deref(),
+        Some("1")
+    );
+}

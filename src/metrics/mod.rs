@@ -59,6 +59,7 @@ pub(crate) const REQUEST_DURATION: &str = "http_request_duration_seconds";
 pub(crate) const IN_FLIGHT: &str = "http_requests_in_flight";
 pub(crate) const POLL_SECONDS: &str = "callnext_middleware_poll_seconds";
 pub(crate) const BLOCKING_TOTAL: &str = "callnext_blocking_events_total";
+pub(crate) const CONCURRENCY_IN_FLIGHT: &str = "callnext_concurrency_in_flight";
 
 /// The route label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = crate::instrument::UNMATCHED;

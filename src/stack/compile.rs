@@ -198,6 +198,11 @@ fn stack_metrics(
         return Ok(None);
     };
     metrics.claim_stack(stack.name, stack.identity)?;
+    for entry in stack.entries {
+        if let Some(hook) = &entry.on_metrics {
+            hook(metrics, stack.name, &entry.name);
+        }
+    }
     let labels = |name: &str| {
         vec![
             ("stack", stack.name.to_string()),

@@ -84,7 +84,15 @@ pub struct Entry {
     pub(crate) battery: Option<&'static str>,
     /// Writes what the entry still holds (an access log's queue) at shutdown.
     pub(crate) flush: Option<Flusher>,
+    /// Gives the entry its own series when the stack records into a metrics registry
+    /// (registry, stack name, entry name).
+    #[cfg(feature = "prometheus")]
+    pub(crate) on_metrics: Option<MetricsHook>,
 }
+
+/// See [`Entry::on_metrics`].
+#[cfg(feature = "prometheus")]
+pub(crate) type MetricsHook = Arc<dyn Fn(&crate::metrics::Metrics, &str, &str) + Send + Sync>;
 
 /// Flushes an entry's buffered output, waiting at most the given time.
 pub(crate) type Flusher = Arc<dyn Fn(std::time::Duration) -> bool + Send + Sync>;
@@ -98,6 +106,8 @@ impl Entry {
             stats: Arc::default(),
             battery: None,
             flush: None,
+            #[cfg(feature = "prometheus")]
+            on_metrics: None,
         }
     }
 
@@ -151,12 +161,34 @@ impl Entry {
         R: IntoResponse + 'static,
     {
         let name = Cow::Borrowed(short_type_name::<M>());
-        Self::new(
+        #[cfg(feature = "prometheus")]
+        let on_metrics = (&m as &dyn std::any::Any)
+            .downcast_ref::<crate::middleware::limit::ConcurrencyLimit>()
+            .map(|limit| {
+                let gauge = Arc::clone(&limit.gauge);
+                Arc::new(
+                    move |metrics: &crate::metrics::Metrics, stack: &str, entry: &str| {
+                        let labels = vec![
+                            ("stack", stack.to_owned()),
+                            ("middleware", entry.to_owned()),
+                        ];
+                        let _ = gauge
+                            .set(metrics.gauge(crate::metrics::CONCURRENCY_IN_FLIGHT, &labels));
+                    },
+                ) as MetricsHook
+            });
+        #[allow(unused_mut)]
+        let mut entry = Self::new(
             name,
             MiddlewareKind::Struct,
             EntryDef::Around(Arc::new(StructEntry(m, PhantomData))),
         )
-        .battery(crate::middleware::battery_of::<M>())
+        .battery(crate::middleware::battery_of::<M>());
+        #[cfg(feature = "prometheus")]
+        {
+            entry.on_metrics = on_metrics;
+        }
+        entry
     }
 
     /// A hook. Named after its type (`ApiKey` for `my_crate::ApiKey`; callnext's batteries

@@ -21,6 +21,9 @@ pub struct ConcurrencyLimit {
     queue: usize,
     waiting: Arc<AtomicUsize>,
     retry_after: HeaderValue,
+    /// `callnext_concurrency_in_flight`, once the stack records into a metrics registry.
+    #[cfg(feature = "prometheus")]
+    pub(crate) gauge: Arc<std::sync::OnceLock<metrics::Gauge>>,
 }
 
 impl ConcurrencyLimit {
@@ -42,6 +45,8 @@ impl ConcurrencyLimit {
             queue: 0,
             waiting: Arc::default(),
             retry_after: HeaderValue::from_static("1"),
+            #[cfg(feature = "prometheus")]
+            gauge: Arc::default(),
         })
     }
 
@@ -105,9 +110,44 @@ impl Middleware for ConcurrencyLimit {
             );
             return self.shed();
         };
+        let place = Place::take(permit, self);
         let res = next.run(req).await;
         // The place is held until the body has been sent (or dropped): a stream is still
         // inside.
-        res.map(|body| Body::new(crate::body::Holding::new(body, permit)))
+        res.map(|body| Body::new(crate::body::Holding::new(body, place)))
+    }
+}
+
+/// A request's place inside: its permit, counted in the in-flight gauge while held.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    #[cfg(feature = "prometheus")]
+    gauge: Option<metrics::Gauge>,
+}
+
+impl Place {
+    fn take(permit: OwnedSemaphorePermit, limit: &ConcurrencyLimit) -> Self {
+        #[cfg(not(feature = "prometheus"))]
+        let _ = limit;
+        #[cfg(feature = "prometheus")]
+        let gauge = limit.gauge.get().cloned();
+        #[cfg(feature = "prometheus")]
+        if let Some(gauge) = &gauge {
+            gauge.increment(1.0);
+        }
+        Self {
+            _permit: permit,
+            #[cfg(feature = "prometheus")]
+            gauge,
+        }
+    }
+}
+
+#[cfg(feature = "prometheus")]
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.decrement(1.0);
+        }
     }
 }
