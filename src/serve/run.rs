@@ -22,6 +22,36 @@ use super::listener::Accepted;
 use super::{BoundServer, Server};
 use crate::Response;
 
+/// The app's service as a connection task needs it (one name for the bounds).
+trait AppService:
+    Service<
+        http::Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A connection's byte stream: TCP, TLS over TCP, or a Unix socket.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for I {}
+
 /// What every connection task of one server shares.
 struct Shared {
     builder: auto::Builder<TokioExecutor>,
@@ -178,12 +208,8 @@ impl Shared {
         peer: Option<std::net::SocketAddr>,
         watcher: Watcher,
     ) where
-        S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AppService,
+        I: Io,
     {
         #[cfg(feature = "tls")]
         if let Some(acceptor) = &self.tls {
@@ -210,12 +236,8 @@ impl Shared {
         tls: bool,
         watcher: Watcher,
     ) where
-        S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AppService,
+        I: Io,
     {
         let activity = Arc::new(ConnActivity::new(&self.in_flight));
         let disconnect = super::Disconnect::default();
