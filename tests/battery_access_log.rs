@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::{routing::get, routing::post, Router};
 use callnext::config::{Config, Registry};
-use callnext::middleware::access_log::{AccessLog, Format, SharedWriter, Sink};
+use callnext::middleware::access_log::{AccessLog, Format, OnFull, SharedWriter, Sink};
 use callnext::middleware::limit::BodyLimit;
 use callnext::middleware::SetRequestId;
 use callnext::serve::Server;
@@ -303,6 +303,55 @@ async fn a_full_queue_drops_and_counts_and_says_so() {
 }
 
 #[tokio::test]
+async fn a_full_queue_makes_requests_wait_when_configured() {
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let writer = Gated {
+        gate: Arc::clone(&gate),
+        bytes: Arc::clone(&bytes),
+        entered: entered_tx,
+    };
+    let log = AccessLog::builder()
+        .queue(2)
+        .on_full(OnFull::Block)
+        .sink(Sink::Writer(SharedWriter(Arc::new(Mutex::new(writer)))))
+        .build()
+        .unwrap();
+    let handle = log.handle();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let client = TestClient::new(Stack::new().hook(log).service(app(tx)));
+    client.get("/items/1").await;
+    tokio::task::spawn_blocking(move || entered.recv().unwrap())
+        .await
+        .unwrap();
+    // The writer is stuck: two records fit in the queue.
+    client.get("/items/1").await;
+    client.get("/items/1").await;
+    // The next request waits for room before it runs.
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/items/1").await.status() }
+    });
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a request went on with the queue full"
+    );
+    let (open, cv) = &*gate;
+    *open.lock().unwrap() = true;
+    cv.notify_all();
+    assert_eq!(waiting.await.unwrap(), 200);
+    assert!(handle.flush(Duration::from_secs(10)));
+    let text = String::from_utf8_lossy(&bytes.lock().unwrap()).into_owned();
+    let records = text.lines().filter(|l| l.contains("\"path\"")).count();
+    assert_eq!((records, handle.dropped()), (4, 0), "{text}");
+}
+
+#[tokio::test]
 async fn from_the_configuration_file() {
     let dir = std::env::temp_dir().join(format!("callnext-alog-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -341,8 +390,8 @@ async fn from_the_configuration_file() {
             "app.toml:2: `middleware.access_log.queue`: invalid `queue`: must hold at least 1 record",
         ),
         (
-            "[middleware.access_log]\non_full = \"block\"\n",
-            "app.toml:2: `middleware.access_log.on_full`: expected `drop` (`block` is not available in this version), got `block`",
+            "[middleware.access_log]\non_full = \"wait\"\n",
+            "app.toml:2: `middleware.access_log.on_full`: expected `drop` or `block`, got `wait`",
         ),
     ];
     for (text, expected) in mistakes {

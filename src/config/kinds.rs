@@ -354,7 +354,7 @@ fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    use crate::middleware::access_log::{AccessLog, Format, Rotate, Sink};
+    use crate::middleware::access_log::{AccessLog, Format, OnFull, Rotate, Sink};
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
@@ -409,15 +409,16 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         ));
     }
     let _ = (&s.url, s.batch);
-    if s.on_full != "drop" {
-        return Err(settings.error(
-            "on_full",
-            format!(
-                "expected `drop` (`block` is not available in this version), got `{}`",
-                s.on_full
-            ),
-        ));
-    }
+    let on_full = match s.on_full.as_str() {
+        "drop" => OnFull::Drop,
+        "block" => OnFull::Block,
+        other => {
+            return Err(settings.error(
+                "on_full",
+                format!("expected `drop` or `block`, got `{other}`"),
+            ))
+        }
+    };
     let rotate = match s.rotate.as_str() {
         "never" => Rotate::Never,
         "hourly" => Rotate::Hourly,
@@ -446,6 +447,7 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         .format(format)
         .sink(sink)
         .queue(s.queue)
+        .on_full(on_full)
         .exclude_paths(&s.exclude_paths);
     if let Some(redact) = &s.redact_query {
         builder = builder.redact_query(redact);

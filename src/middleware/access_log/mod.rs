@@ -69,7 +69,7 @@ use http::header;
 pub use record::Format;
 use record::Record;
 use writer::Queue;
-pub use writer::{Rotate, SharedWriter, Sink};
+pub use writer::{OnFull, Rotate, SharedWriter, Sink};
 
 use crate::middleware::RequestId;
 use crate::{AnsweredBy, ClientIp, ConfigError, Flow, Hook, Request, Response};
@@ -92,6 +92,7 @@ pub struct AccessLogBuilder {
     format: Format,
     sink: Sink,
     queue: usize,
+    on_full: OnFull,
     exclude: Vec<String>,
     redact: Vec<String>,
 }
@@ -102,6 +103,7 @@ impl Default for AccessLogBuilder {
             format: Format::Json,
             sink: Sink::Stdout,
             queue: 65_536,
+            on_full: OnFull::Drop,
             exclude: Vec::new(),
             redact: REDACTED_BY_DEFAULT
                 .iter()
@@ -137,6 +139,13 @@ impl AccessLogBuilder {
     /// 65,536.
     pub fn queue(mut self, records: usize) -> Self {
         self.queue = records;
+        self
+    }
+
+    /// What a request does when the queue is full: [`OnFull::Drop`] (the default) drops its
+    /// record and counts it; [`OnFull::Block`] makes it wait for room before it runs.
+    pub fn on_full(mut self, on_full: OnFull) -> Self {
+        self.on_full = on_full;
         self
     }
 
@@ -180,6 +189,7 @@ impl AccessLogBuilder {
         Ok(AccessLog {
             shared: Arc::new(Shared {
                 format: self.format,
+                on_full: self.on_full,
                 exclude: self.exclude,
                 redact: self.redact,
                 queue,
@@ -191,6 +201,7 @@ impl AccessLogBuilder {
 #[derive(Debug)]
 struct Shared {
     format: Format,
+    on_full: OnFull,
     exclude: Vec<String>,
     redact: Vec<String>,
     queue: Arc<Queue>,
@@ -265,9 +276,11 @@ impl Pending {
         if let Some(counted) = &self.bytes_in {
             record.bytes_in = counted.load(Ordering::Relaxed);
         }
-        self.shared
-            .queue
-            .push(record.line(self.shared.format, &self.shared.redact));
+        let line = record.line(self.shared.format, &self.shared.redact);
+        match self.shared.on_full {
+            OnFull::Drop => self.shared.queue.push(line),
+            OnFull::Block => self.shared.queue.push_admitted(line),
+        }
     }
 }
 
@@ -321,12 +334,19 @@ impl Hook for AccessLog {
             answered_by: None,
             at: SystemTime::now(),
         };
-        Flow::Continue(Some(Pending {
+        let pending = Pending {
             record: Some(Box::new(record)),
             started: Instant::now(),
             shared: Arc::clone(shared),
             bytes_in,
-        }))
+        };
+        if shared.on_full == OnFull::Block && !shared.queue.has_room() {
+            return Flow::wait(async move {
+                pending.shared.queue.room().await;
+                Ok::<_, std::convert::Infallible>(Some(pending))
+            });
+        }
+        Flow::Continue(Some(pending))
     }
 
     fn on_response<'a>(&'a self, pending: Option<Pending>, res: &'a mut Response) -> Flow<'a> {

@@ -76,6 +76,18 @@ pub enum Sink {
     Writer(SharedWriter),
 }
 
+/// What a request does when the queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnFull {
+    /// Its record is dropped and counted (the default): requests never wait on the log.
+    #[default]
+    Drop,
+    /// The request waits, before it runs, until the writer has made room: no record is lost,
+    /// and a log that cannot keep up slows the service down instead.
+    Block,
+}
+
 /// Records waiting for the writer, and what it is asked to do.
 #[derive(Default)]
 struct Pending {
@@ -99,6 +111,8 @@ pub(super) struct Queue {
     dropped_total: AtomicU64,
     written: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the requests waiting for room ([`OnFull::Block`]) when the writer takes a batch.
+    room: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Queue {
@@ -128,6 +142,7 @@ impl Queue {
             dropped_total: AtomicU64::new(0),
             written: AtomicU64::new(0),
             thread: Mutex::new(None),
+            room: tokio::sync::Notify::new(),
         });
         let writer = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
@@ -154,6 +169,45 @@ impl Queue {
         drop(pending);
         if wake {
             self.wake.notify_one();
+        }
+    }
+
+    /// Queues a line even past the capacity; for a request that was admitted when there was
+    /// room ([`OnFull::Block`]), so the overshoot is bounded by the requests in flight.
+    pub(super) fn push_admitted(&self, line: String) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.stop {
+            drop(pending);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.lines.push(line);
+        let wake = pending.lines.len() >= (self.capacity / 2).max(1);
+        drop(pending);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether a record would fit now.
+    pub(super) fn has_room(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.stop || pending.lines.len() < self.capacity
+    }
+
+    /// Waits until a record fits ([`OnFull::Block`]); the writer wakes the waiters each time
+    /// it takes a batch.
+    pub(super) async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            self.wake.notify_one();
+            notified.await;
         }
     }
 
@@ -214,6 +268,9 @@ impl Queue {
                 std::mem::swap(&mut lines, &mut pending.lines);
                 (std::mem::take(&mut pending.flushes), pending.stop)
             };
+            if !lines.is_empty() {
+                self.room.notify_waiters();
+            }
             for line in lines.drain(..) {
                 if out
                     .write_all(line.as_bytes())
