@@ -60,6 +60,8 @@
 //! The README has the whole picture: serving, state, errors, the blocking detector, metrics.
 
 pub mod admin;
+#[cfg(feature = "redis")]
+pub mod backends;
 mod background;
 pub mod body;
 mod client_ip;
@@ -67,6 +69,7 @@ mod client_ip;
 pub mod config;
 mod error;
 pub mod extract;
+mod identity;
 pub mod instrument;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
@@ -79,6 +82,7 @@ mod test_client;
 pub use background::{Background, BackgroundTasks};
 pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
 pub use error::{install_panic_location_hook, ConfigError, ConfigErrorKind, HttpError, Panicked};
+pub use identity::{ApiKeyId, UserId};
 pub use instrument::BlockingReport;
 pub use stack::{
     AnsweredBy, Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,

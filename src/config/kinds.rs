@@ -29,6 +29,7 @@ pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("timeout", 40, timeout),
     ("concurrency", 50, concurrency),
     ("body_limit", 60, body_limit),
+    ("rate_limit", 70, rate_limit),
     ("compression", 110, compression),
 ];
 
@@ -239,6 +240,29 @@ fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             exposed.push(name);
         }
     }
+    for table in settings
+        .config()
+        .middleware
+        .iter()
+        .filter_map(|(name, table)| {
+            let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or(name);
+            (kind == "rate_limit").then_some(table)
+        })
+    {
+        use crate::middleware::rate_limit::Headers;
+        let mode = match table.get("headers").and_then(|h| h.as_str()) {
+            Some("legacy") => Headers::Legacy,
+            Some("x") => Headers::X,
+            Some("none") => Headers::None,
+            _ => Headers::Draft,
+        };
+        for name in mode.names() {
+            let name = HeaderName::from_static(name);
+            if !exposed.contains(&name) {
+                exposed.push(name);
+            }
+        }
+    }
     Ok(Entry::hook(cors.also_expose(&exposed)))
 }
 
@@ -313,6 +337,184 @@ fn body_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     let s: Settings = settings.parse()?;
     let max = usize::try_from(s.max.bytes()).unwrap_or(usize::MAX);
     let limit = BodyLimit::new(max).map_err(|err| settings.error("max", err))?;
+    Ok(Entry::hook(limit))
+}
+
+/// One value or a list of them (`limit = "10/s"` or `limit = ["10/s", "1000/h"]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            Self::One(one) => vec![one],
+            Self::Many(many) => many,
+        }
+    }
+}
+
+fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    use crate::middleware::rate_limit::{Headers, KeyBy, OnStoreError, RateLimit};
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        store: String,
+        limit: OneOrMany<String>,
+        burst: Option<OneOrMany<u64>>,
+        key: String,
+        paths: Vec<String>,
+        on_store_error: String,
+        headers: String,
+        shadow: bool,
+        cost: u64,
+        count_preflights: bool,
+        ipv6_prefix: u8,
+        max_keys: usize,
+        store_timeout: super::Duration,
+        prefix: Option<String>,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                store: "memory".to_owned(),
+                limit: OneOrMany::One("100/minute".to_owned()),
+                burst: None,
+                key: "ip".to_owned(),
+                paths: Vec::new(),
+                on_store_error: "open".to_owned(),
+                headers: "draft".to_owned(),
+                shadow: false,
+                cost: 1,
+                count_preflights: false,
+                ipv6_prefix: 64,
+                max_keys: 100_000,
+                store_timeout: super::Duration::from_millis(50),
+                prefix: None,
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let limits = s.limit.into_vec();
+    let bursts = match s.burst {
+        None => vec![None; limits.len()],
+        Some(OneOrMany::One(burst)) if limits.len() == 1 => vec![Some(burst)],
+        Some(OneOrMany::One(_)) => {
+            return Err(settings.error(
+                "burst",
+                "with several limits, give `burst` as a list, one per limit",
+            ))
+        }
+        Some(OneOrMany::Many(bursts)) if bursts.len() == limits.len() => {
+            bursts.into_iter().map(Some).collect()
+        }
+        Some(OneOrMany::Many(bursts)) => {
+            return Err(settings.error(
+                "burst",
+                format!("{} bursts for {} limits", bursts.len(), limits.len()),
+            ))
+        }
+    };
+    let mut builder = RateLimit::builder().name(settings.name());
+    for (limit, burst) in limits.into_iter().zip(bursts) {
+        builder = builder.limit(limit);
+        if let Some(burst) = burst {
+            builder = builder.burst(burst);
+        }
+    }
+    let key = match s.key.as_str() {
+        "ip" => KeyBy::Ip,
+        "api_key" => KeyBy::ApiKey,
+        "user" => KeyBy::User,
+        other => match other.strip_prefix("header:") {
+            Some(name) => KeyBy::Header(header_name(settings, "key", name)?),
+            None => {
+                return Err(settings.error(
+                    "key",
+                    format!("expected `ip`, `api_key`, `user` or `header:<name>`, got `{other}`"),
+                ))
+            }
+        },
+    };
+    let on_store_error = match s.on_store_error.as_str() {
+        "open" => OnStoreError::Open,
+        "closed" => OnStoreError::Closed,
+        "local" => OnStoreError::Local,
+        other => {
+            return Err(settings.error(
+                "on_store_error",
+                format!("expected `open`, `closed` or `local`, got `{other}`"),
+            ))
+        }
+    };
+    let headers = match s.headers.as_str() {
+        "draft" => Headers::Draft,
+        "legacy" => Headers::Legacy,
+        "x" => Headers::X,
+        "none" => Headers::None,
+        other => {
+            return Err(settings.error(
+                "headers",
+                format!("expected `draft`, `legacy`, `x` or `none`, got `{other}`"),
+            ))
+        }
+    };
+    builder = builder
+        .key(key)
+        .paths(&s.paths)
+        .on_store_error(on_store_error)
+        .headers(headers)
+        .shadow(s.shadow)
+        .fixed_cost(s.cost)
+        .count_preflights(s.count_preflights)
+        .ipv6_prefix(s.ipv6_prefix)
+        .max_keys(s.max_keys)
+        .store_timeout(s.store_timeout.get());
+    if let Some(prefix) = s.prefix {
+        builder = builder.prefix(prefix);
+    }
+    match s.store.as_str() {
+        "memory" => {}
+        url if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://") =>
+        {
+            #[cfg(feature = "redis")]
+            {
+                builder = builder.redis(settings.redis("store", url)?);
+            }
+            #[cfg(not(feature = "redis"))]
+            return Err(settings.error(
+                "store",
+                "a Redis store needs callnext built with its `redis` feature",
+            ));
+        }
+        other => {
+            return Err(settings.error(
+                "store",
+                format!("expected `memory` or a `redis://` URL, got `{other}`"),
+            ))
+        }
+    }
+    let limit = builder.build().map_err(|err| {
+        let message = err.to_string();
+        let key = [
+            "limit",
+            "burst",
+            "cost",
+            "ipv6_prefix",
+            "max_keys",
+            "store_timeout",
+            "name",
+        ]
+        .into_iter()
+        .find(|k| message.starts_with(&format!("invalid `{k}`")))
+        .map_or("", |k| if k == "name" { "limit" } else { k });
+        settings.error(key, message)
+    })?;
     Ok(Entry::hook(limit))
 }
 

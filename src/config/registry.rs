@@ -161,9 +161,28 @@ pub struct MiddlewareSettings<'a> {
     kind: &'a str,
     table: Option<&'a toml::Table>,
     config: &'a Config,
+    #[cfg(feature = "redis")]
+    redis: &'a std::cell::RefCell<Vec<crate::backends::Redis>>,
 }
 
 impl MiddlewareSettings<'_> {
+    /// The Redis at `url`, shared with every other entry of this stack that names the same
+    /// URL (one client per server).
+    ///
+    /// # Errors
+    ///
+    /// A URL the `redis` crate cannot read, at `key`.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self, key: &str, url: &str) -> Result<crate::backends::Redis, FileError> {
+        let mut clients = self.redis.borrow_mut();
+        let redis = crate::backends::Redis::open(url).map_err(|err| self.error(key, err))?;
+        if let Some(shared) = clients.iter().find(|r| r.url() == redis.url()) {
+            return Ok(shared.clone());
+        }
+        clients.push(redis.clone());
+        Ok(redis)
+    }
+
     /// The entry's name (its `[middleware.<name>]` table, or its name in `order`).
     pub fn name(&self) -> &str {
         self.name
@@ -277,12 +296,16 @@ impl Config {
             .debug(settings.debug)
             .trusted_proxies(self.trusted_proxies()?);
         let mut lines = Vec::new();
+        #[cfg(feature = "redis")]
+        let redis = std::cell::RefCell::default();
         for (index, planned) in self.plan(registry)?.into_iter().enumerate() {
             let middleware = MiddlewareSettings {
                 name: planned.name,
                 kind: &planned.kind.name,
                 table: planned.table,
                 config: self,
+                #[cfg(feature = "redis")]
+                redis: &redis,
             };
             let entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
             lines.push(StackLine {

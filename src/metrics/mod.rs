@@ -60,6 +60,9 @@ pub(crate) const IN_FLIGHT: &str = "http_requests_in_flight";
 pub(crate) const POLL_SECONDS: &str = "callnext_middleware_poll_seconds";
 pub(crate) const BLOCKING_TOTAL: &str = "callnext_blocking_events_total";
 pub(crate) const CONCURRENCY_IN_FLIGHT: &str = "callnext_concurrency_in_flight";
+pub(crate) const RATE_LIMIT_REQUESTS: &str = "callnext_rate_limit_requests_total";
+pub(crate) const RATE_LIMIT_STORE_ERRORS: &str = "callnext_rate_limit_store_errors_total";
+pub(crate) const RATE_LIMIT_STORE_SECONDS: &str = "callnext_rate_limit_store_seconds";
 
 /// The route label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = crate::instrument::UNMATCHED;
@@ -79,7 +82,7 @@ struct Registry {
     /// Counters and gauges; never installed as the global recorder.
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    histograms: Mutex<[Family; 2]>,
+    histograms: Mutex<[Family; 3]>,
     /// The stacks recording here, by name: the stack's identity, held by the stack and every
     /// service built from it; once they are all gone, the name is free again.
     stacks: Mutex<Vec<(String, Weak<dyn Send + Sync>)>>,
@@ -108,6 +111,14 @@ impl Metrics {
                 BLOCKING_TOTAL,
                 "Single polls of a middleware that exceeded the blocking threshold.",
             ),
+            (
+                RATE_LIMIT_REQUESTS,
+                "Requests a rate limiter decided, per policy: allowed, limited, or limited in shadow mode.",
+            ),
+            (
+                RATE_LIMIT_STORE_ERRORS,
+                "Rate-limit decisions the store could not make, by the action taken instead.",
+            ),
         ] {
             recorder.describe_counter(KeyName::from(name), None, SharedString::from(help));
         }
@@ -129,6 +140,11 @@ impl Metrics {
                     Family::new(
                         POLL_SECONDS,
                         "Per request, time spent inside a middleware's own polls (inner layers excluded).",
+                        POLL_BUCKETS_NS,
+                    ),
+                    Family::new(
+                        RATE_LIMIT_STORE_SECONDS,
+                        "Time a rate limiter waited for its store (Redis), per call.",
                         POLL_BUCKETS_NS,
                     ),
                 ]),

@@ -10,6 +10,7 @@
 //! | timeout: cancel the rest after a time, 503 (or 504) with `Retry-After` | [`timeout`] | struct |
 //! | concurrency limit: at most N inside, a bounded queue, 503 past it | [`limit`] | struct |
 //! | body limit: 413 by `Content-Length` or mid-stream | [`limit`] | hook |
+//! | rate limit: GCRA, several policies, memory or Redis, IETF headers | [`rate_limit`] | hook |
 //! | compression: gzip, br, zstd; never SSE; streams stay streamed (feature `compression`) | [`compression`] | tower |
 //! | security headers: `api`, `html` (helmet), `strict` (OWASP) presets, HSTS over TLS | [`security_headers`] | hook |
 //! | custom headers: set, append or default, on requests or responses | [`set_header`] | hook |
@@ -22,6 +23,7 @@ pub mod compression;
 pub mod cors;
 pub mod limit;
 pub mod process_time;
+pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
 pub mod set_header;
@@ -32,6 +34,7 @@ pub use access_log::AccessLog;
 pub use compression::Compression;
 pub use cors::Cors;
 pub use process_time::ProcessTime;
+pub use rate_limit::RateLimit;
 pub use request_id::{RequestId, SetRequestId};
 pub use security_headers::SecurityHeaders;
 pub use set_header::SetHeaders;
@@ -51,6 +54,7 @@ pub(crate) fn battery_of<T: 'static>() -> Option<&'static str> {
         (TypeId::of::<Timeout>(), "timeout"),
         (TypeId::of::<limit::ConcurrencyLimit>(), "concurrency"),
         (TypeId::of::<limit::BodyLimit>(), "body_limit"),
+        (TypeId::of::<RateLimit>(), "rate_limit"),
         (TypeId::of::<ProcessTime>(), "process_time"),
     ]
     .into_iter()

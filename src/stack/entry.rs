@@ -202,6 +202,17 @@ impl Entry {
                 let handle = log.handle();
                 Arc::new(move |timeout| handle.flush(timeout)) as Flusher
             });
+        #[cfg(feature = "prometheus")]
+        let on_metrics = (&hook as &dyn std::any::Any)
+            .downcast_ref::<crate::middleware::RateLimit>()
+            .map(|limit| {
+                let limit = limit.clone();
+                Arc::new(
+                    move |metrics: &crate::metrics::Metrics, stack: &str, entry: &str| {
+                        limit.register_metrics(metrics, stack, entry);
+                    },
+                ) as MetricsHook
+            });
         let mut entry = Self::new(
             name,
             MiddlewareKind::Hook,
@@ -209,6 +220,10 @@ impl Entry {
         )
         .battery(crate::middleware::battery_of::<H>());
         entry.flush = flush;
+        #[cfg(feature = "prometheus")]
+        {
+            entry.on_metrics = on_metrics;
+        }
         entry
     }
 

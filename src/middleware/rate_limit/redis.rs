@@ -1,0 +1,211 @@
+//! The Redis store: the GCRA steps of [`gcra::decide`](super::gcra::decide) as one Lua
+//! script, evaluated atomically with Redis's own clock, behind a timeout and a circuit
+//! breaker.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Script;
+
+use super::gcra::{Decision, Outcome, Rate, MAX_POLICIES};
+use crate::backends::Redis;
+
+/// Decides every policy first and writes only if all allow; state is the TAT in integer
+/// microseconds (epoch microseconds stay below 2^53, exact in Lua's doubles), kept for as long
+/// as the bucket takes to be full again (`PX`), so a missing key is a full bucket and nothing
+/// needs cleaning up. `KEYS[i]`: policy i's key; `ARGV[1]`: the cost; `ARGV[2i]`,
+/// `ARGV[2i+1]`: policy i's interval and burst. Returns `ok`, then per policy remaining,
+/// retry-after and time-to-full (µs).
+const SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cost = tonumber(ARGV[1])
+local ok = 1
+local tats, news, limits = {}, {}, {}
+for i = 1, #KEYS do
+  local T, B = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local limit = now + T * B
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat > limit then tat = limit end
+  if tat < now then tat = now end
+  local new = tat + T * cost
+  if new > limit then ok = 0 end
+  tats[i], news[i], limits[i] = tat, new, limit
+end
+local out = {ok}
+for i = 1, #KEYS do
+  local T, B = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local cur = tats[i]
+  if ok == 1 and cost > 0 then
+    cur = news[i]
+    redis.call('SET', KEYS[i], string.format('%.0f', cur), 'PX', math.max(1, math.ceil((cur - now) / 1000)))
+  end
+  local remaining = math.floor((limits[i] - cur) / T)
+  if remaining > B then remaining = B end
+  local retry = 0
+  if ok == 0 then retry = math.max(0, news[i] - limits[i]) end
+  out[#out + 1] = remaining
+  out[#out + 1] = retry
+  out[#out + 1] = cur - now
+end
+return out
+";
+
+/// Failures in a row that open the breaker.
+const TRIPS_AFTER: u32 = 3;
+/// How long an open breaker skips the store before letting one request try it again.
+pub(crate) const COOLDOWN: Duration = Duration::from_millis(500);
+
+/// Why the store gave no decision.
+#[derive(Debug)]
+pub(crate) enum StoreError {
+    /// No answer within the timeout.
+    Timeout,
+    /// Redis answered with an error, or the connection failed.
+    Redis(redis::RedisError),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("no answer within the timeout"),
+            Self::Redis(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+/// The store and its breaker.
+#[derive(Debug)]
+pub(crate) struct RedisStore {
+    redis: Redis,
+    script: Script,
+    timeout: Duration,
+    failures: AtomicU32,
+    /// While open: microseconds (on the store's clock) until the next try; 0 when closed.
+    open_until: AtomicU64,
+    /// Whether the last state change logged was "down" (so each change is logged once).
+    down: AtomicBool,
+    base: tokio::time::Instant,
+}
+
+impl RedisStore {
+    pub(crate) fn new(redis: Redis, timeout: Duration) -> Self {
+        Self {
+            redis,
+            script: Script::new(SCRIPT),
+            timeout,
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        self.redis.url()
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX) + 1
+    }
+
+    /// Whether the breaker lets this request ask the store: closed, or open with its cooldown
+    /// over and this request the one chosen to try.
+    pub(crate) fn admit(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_us();
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now + COOLDOWN.as_micros() as u64,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// One round trip: the script over `keys` (one per policy).
+    pub(crate) async fn check(
+        &self,
+        keys: &[String],
+        rates: &[Rate],
+        cost: u64,
+        limiter: &str,
+    ) -> Result<Decision, StoreError> {
+        let call = async {
+            let mut connection = self.redis.connection().await?;
+            let mut invocation = self.script.prepare_invoke();
+            invocation.arg(cost);
+            for (key, rate) in keys.iter().zip(rates) {
+                invocation.key(key).arg(rate.interval_us).arg(rate.burst);
+            }
+            invocation.invoke_async::<Vec<i64>>(&mut connection).await
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(reply)) => parse(&reply, rates.len()).ok_or_else(|| {
+                StoreError::Redis(redis::RedisError::from((
+                    redis::ErrorKind::TypeError,
+                    "unexpected reply from the rate-limit script",
+                )))
+            }),
+            Ok(Err(err)) => Err(StoreError::Redis(err)),
+            Err(_) => Err(StoreError::Timeout),
+        };
+        match &result {
+            Ok(_) => {
+                self.failures.store(0, Ordering::Relaxed);
+                self.open_until.store(0, Ordering::Release);
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        middleware = limiter,
+                        store = self.url(),
+                        "rate limit store is back: deciding with it again"
+                    );
+                }
+            }
+            Err(err) => {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= TRIPS_AFTER || self.open_until.load(Ordering::Relaxed) != 0 {
+                    self.open_until.store(
+                        self.now_us() + COOLDOWN.as_micros() as u64,
+                        Ordering::Release,
+                    );
+                }
+                if !self.down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        middleware = limiter,
+                        store = self.url(),
+                        error = %err,
+                        "rate limit store failed: applying on_store_error until it answers again"
+                    );
+                }
+            }
+        }
+        result
+    }
+}
+
+fn parse(reply: &[i64], n: usize) -> Option<Decision> {
+    if reply.len() != 1 + 3 * n || n > MAX_POLICIES {
+        return None;
+    }
+    let mut outcomes = [Outcome::default(); MAX_POLICIES];
+    for (i, o) in outcomes.iter_mut().take(n).enumerate() {
+        let at = |j: usize| u64::try_from(reply[1 + 3 * i + j]).ok();
+        *o = Outcome {
+            remaining: at(0)?,
+            retry_us: at(1)?,
+            reset_us: at(2)?,
+        };
+    }
+    Some(Decision {
+        allowed: reply[0] == 1,
+        outcomes,
+        len: n,
+    })
+}
