@@ -1,0 +1,186 @@
+//! The rate limiter's Redis store against real Redis servers: the same decisions as the
+//! memory store, one round trip per request, and what each failure policy does while a Redis
+//! is down and after it comes back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::{routing::get, Router};
+use callnext::backends::Redis;
+use callnext::metrics::Metrics;
+use callnext::middleware::rate_limit::{OnStoreError, RateLimit, RateLimitBuilder};
+use callnext::{Stack, TestClient};
+use common::{redis_url, unique, OwnRedis};
+
+fn app() -> Router {
+    Router::new().route("/", get(|| async { "hi" }))
+}
+
+/// Costs from the `x-cost` header.
+fn limiter(prefix: &str) -> RateLimitBuilder {
+    RateLimit::builder()
+        .limit("5/minute")
+        .prefix(prefix)
+        .cost(|req: &callnext::Request| {
+            req.headers()
+                .get("x-cost")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1)
+        })
+}
+
+fn client(limit: RateLimit) -> TestClient<callnext::StackService> {
+    TestClient::new(Stack::new().hook(limit).service(app()))
+}
+
+/// `r` and `t` of a `RateLimit` header.
+fn reported(res: &callnext::TestResponse) -> (u64, u64) {
+    let header = res.header("ratelimit").expect("ratelimit header");
+    let field = |name: &str| {
+        header
+            .split(';')
+            .find_map(|p| p.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (field("r="), field("t="))
+}
+
+#[tokio::test]
+async fn memory_and_redis_decide_alike() {
+    let memory = client(limiter("unused").build().unwrap());
+    let redis = Redis::open(&redis_url()).unwrap();
+    let shared = client(limiter(&unique("alike")).redis(redis).build().unwrap());
+    // Within a minute-long window a few milliseconds of real time change no decision, no
+    // remaining count, and (rounded up to seconds) a reset by at most one.
+    for cost in [1u32, 1, 2, 0, 1, 3, 1, 0, 2] {
+        let (a, b) = (
+            memory
+                .get("/")
+                .header("x-cost", cost.to_string())
+                .send()
+                .await,
+            shared
+                .get("/")
+                .header("x-cost", cost.to_string())
+                .send()
+                .await,
+        );
+        assert_eq!(a.status(), b.status(), "cost {cost}");
+        let ((ra, ta), (rb, tb)) = (reported(&a), reported(&b));
+        assert_eq!(ra, rb, "cost {cost}");
+        assert!(ta.abs_diff(tb) <= 1, "cost {cost}: {ta} vs {tb}");
+        assert_eq!(
+            a.header("retry-after").is_some(),
+            b.header("retry-after").is_some()
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_round_trip_per_request() {
+    let own = OwnRedis::start().await;
+    let limit = limiter("trips")
+        .limit("1000/hour")
+        .redis(Redis::open(&own.url()).unwrap())
+        .build()
+        .unwrap();
+    let client = client(limit);
+    client.get("/").await; // loads the script (NOSCRIPT, then SCRIPT LOAD)
+    own.cli(&["CONFIG", "RESETSTAT"]);
+    for _ in 0..20 {
+        client.get("/").await;
+    }
+    let stats = own.cli(&["INFO", "commandstats"]);
+    let calls = |cmd: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .map_or(0, |rest| {
+                rest.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+    };
+    // The client sent 20 EVALSHAs; GET and SET ran inside them; nothing else was sent (the
+    // RESETSTAT itself and the INFO reading this are the only other entries).
+    assert_eq!(calls("evalsha"), 20, "{stats}");
+    assert_eq!(calls("script"), 0, "{stats}");
+    assert_eq!(calls("eval"), 0, "{stats}");
+    assert_eq!(calls("get"), 40, "{stats}");
+    // State is the TAT, kept only until the bucket is full again.
+    let keys = own.cli(&["--scan", "--pattern", "trips:*"]);
+    let key = keys.lines().next().expect("a key");
+    let ttl_ms: u64 = own.cli(&["PTTL", key]).trim().parse().unwrap();
+    assert!(ttl_ms > 0 && ttl_ms <= 12_000 * 21, "{key}: {ttl_ms}");
+}
+
+#[tokio::test]
+async fn each_failure_policy_while_redis_is_down_and_recovery() {
+    let mut own = OwnRedis::start().await;
+    let redis = Redis::open(&own.url()).unwrap();
+    let metrics = Metrics::new();
+    let build = |name: &str, on: OnStoreError| {
+        RateLimit::builder()
+            .limit("2/minute")
+            .name(name)
+            .redis(redis.clone())
+            .on_store_error(on)
+            .build()
+            .unwrap()
+    };
+    let stack = |limit| Stack::new().name("outage").metrics(&metrics).hook(limit);
+    let open = TestClient::new(stack(build("open", OnStoreError::Open)).service(app()));
+    let closed = TestClient::new(
+        Stack::new()
+            .hook(build("closed", OnStoreError::Closed))
+            .service(app()),
+    );
+    let local = TestClient::new(
+        Stack::new()
+            .hook(build("local", OnStoreError::Local))
+            .service(app()),
+    );
+    // Up: Redis decides.
+    assert!(open.get("/").await.header("ratelimit").is_some());
+    assert_eq!(closed.get("/").await.status(), 200);
+
+    own.kill();
+    for _ in 0..10 {
+        let res = open.get("/").await;
+        assert_eq!(res.status(), 200, "open lets every request through");
+    }
+    let started = Instant::now();
+    let refused = closed.get("/").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.text(), r#"{"detail":"Service Unavailable"}"#);
+    // Refused within one store timeout (50 ms) plus scheduling, never a hang.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(local.get("/").await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429], "local keeps limiting");
+    let text = metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("callnext_rate_limit_store_errors_total{")
+                && l.contains("action=\"open\"")
+                && !l.ends_with(" 0")),
+        "{text}"
+    );
+
+    own.resume().await;
+    let back = Instant::now();
+    loop {
+        if open.get("/").await.header("ratelimit").is_some() {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(2),
+            "Redis not used again within 2 s of its return"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
