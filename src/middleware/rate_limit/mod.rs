@@ -744,6 +744,7 @@ pub(crate) struct LimiterMetrics {
     limited: Vec<metrics::Counter>,
     shadow_limited: Vec<metrics::Counter>,
     store_errors: [metrics::Counter; 3],
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     store_seconds: Arc<crate::metrics::Histogram>,
 }
 
