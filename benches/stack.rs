@@ -156,12 +156,38 @@ fn batteries(c: &mut Criterion) {
     g.finish();
 }
 
+/// The memory store's check with 100,000 callers active, each check a different one (the
+/// cache-unfriendly case).
+fn rate_limit(c: &mut Criterion) {
+    use callnext::middleware::RateLimit;
+    const CALLERS: u32 = 100_000;
+    let limit = RateLimit::builder()
+        .limit("1000000/hour")
+        .max_keys(2 * CALLERS as usize)
+        .build()
+        .unwrap();
+    let ip = |i: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | i));
+    for i in 0..CALLERS {
+        limit.check_ip(ip(i), 1);
+    }
+    let mut g = c.benchmark_group("rate_limit");
+    let mut i = 0u32;
+    g.bench_function("memory_check_100k_callers", |b| {
+        b.iter(|| {
+            i = (i + 1) % CALLERS;
+            std::hint::black_box(limit.check_ip(ip(i), 1))
+        })
+    });
+    g.finish();
+    assert!(limit.memory_keys() >= CALLERS as usize);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(40)
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = stacks, batteries
+    targets = stacks, batteries, rate_limit
 }
 criterion_main!(benches);

@@ -87,7 +87,7 @@ pub(crate) fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stac
 }
 
 /// Each battery alone, and the production stack of `bench/batteries.sh`.
-pub(crate) const BATTERIES: [&str; 8] = [
+pub(crate) const BATTERIES: [&str; 9] = [
     "request_id",
     "access_log",
     "security_headers",
@@ -95,6 +95,7 @@ pub(crate) const BATTERIES: [&str; 8] = [
     "timeout",
     "concurrency",
     "body_limit",
+    "rate_limit",
     "production",
 ];
 
@@ -131,6 +132,12 @@ pub(crate) fn battery_stack(name: &str) -> Stack {
         "timeout" => Stack::new().middleware(timeout()),
         "concurrency" => Stack::new().middleware(concurrency()),
         "body_limit" => Stack::new().hook(BodyLimit::new(1_000_000).unwrap()),
+        "rate_limit" => Stack::new().hook(
+            callnext::middleware::RateLimit::builder()
+                .limit("1000000/s")
+                .build()
+                .unwrap(),
+        ),
         "production" => Stack::new()
             .hook(SetRequestId::new())
             .hook(access_log())

@@ -7,8 +7,9 @@
 //! first drops those, then (under a flood of distinct callers) the callers closest to a full
 //! bucket, whose forgetting matters least.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -18,16 +19,29 @@ use super::Caller;
 /// Shards: enough that two cores rarely meet on one lock.
 const SHARDS: usize = 64;
 
+/// The policies' TATs (0 past the limiter's policies).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     tats: [u64; MAX_POLICIES],
-    /// The largest TAT: when the entry is worth nothing any more.
-    full_at: u64,
 }
 
-#[derive(Debug)]
+impl Entry {
+    /// The largest TAT: when the entry is worth nothing any more.
+    fn full_at(&self) -> u64 {
+        self.tats.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// Keyed by a hash computed once per check (it also picks the shard), so a check hashes the
+/// caller once.
+type Map<K> = HashTable<(K, Entry)>;
+
+/// Addresses and text keys apart: an address key is 16 bytes with no pointer to follow, so
+/// the common case's bucket is 48 bytes.
+#[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Caller, Entry, foldhash::fast::RandomState>,
+    ips: Map<u128>,
+    texts: Map<Box<str>>,
 }
 
 /// The memory store of [`RateLimit`](super::RateLimit); also the `local` fallback of the
@@ -46,13 +60,7 @@ impl MemoryStore {
     pub(crate) fn new(max_keys: usize) -> Self {
         let shard_cap = max_keys.div_ceil(SHARDS).max(8);
         Self {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
-                    })
-                })
-                .collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             shard_cap,
             hasher: foldhash::fast::RandomState::default(),
             base: tokio::time::Instant::now(),
@@ -62,7 +70,9 @@ impl MemoryStore {
 
     /// Microseconds on the store's clock (tokio's, so a paused test clock drives it).
     pub(crate) fn now_us(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX) + 1
+        // Seconds and micros apart: `as_micros` divides a u128, a good part of a check.
+        let elapsed = self.base.elapsed();
+        elapsed.as_secs() * 1_000_000 + u64::from(elapsed.subsec_micros()) + 1
     }
 
     /// Decides a request of `cost` from `caller` against `rates`, now.
@@ -71,36 +81,33 @@ impl MemoryStore {
     }
 
     fn check_at(&self, caller: &Caller, rates: &[Rate], cost: u64, now: u64) -> Decision {
-        let index = (self.hasher.hash_one(caller) as usize) % SHARDS;
+        let hash = self.hasher.hash_one(caller);
+        // Bits the shard's table does not use for its buckets (low) or tags (top seven).
+        let index = ((hash >> 40) as usize) % SHARDS;
         let mut shard = self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut tats = [None; MAX_POLICIES];
-        let n = rates.len();
-        if let Some(entry) = shard.map.get(caller) {
-            for (tat, stored) in tats.iter_mut().zip(entry.tats) {
-                *tat = Some(stored);
-            }
-        }
-        let decision = decide(&mut tats[..n], now, rates, cost);
-        if decision.allowed && cost > 0 {
-            let mut entry = Entry {
-                tats: [0; MAX_POLICIES],
-                full_at: 0,
-            };
-            for (stored, tat) in entry.tats.iter_mut().zip(&tats[..n]) {
-                *stored = tat.unwrap_or(0);
-                entry.full_at = entry.full_at.max(*stored);
-            }
-            if let Some(slot) = shard.map.get_mut(caller) {
-                *slot = entry;
-            } else {
-                if shard.map.len() >= self.shard_cap {
-                    let evicted = shard.make_room(self.shard_cap, now);
-                    self.evicted.fetch_add(evicted, Ordering::Relaxed);
-                }
-                shard.map.insert(caller.clone(), entry);
-            }
+        let (decision, evicted) = match caller {
+            Caller::Ip(ip) => decide_in(
+                &mut shard,
+                |s| &mut s.ips,
+                hash,
+                ip,
+                |k: &u128| self.hasher.hash_one(k),
+                (rates, cost, now, self.shard_cap),
+            ),
+            Caller::Text(text) => decide_in(
+                &mut shard,
+                |s| &mut s.texts,
+                hash,
+                text,
+                |k: &Box<str>| self.hasher.hash_one(&**k),
+                (rates, cost, now, self.shard_cap),
+            ),
+        };
+        drop(shard);
+        if evicted > 0 {
+            self.evicted.fetch_add(evicted, Ordering::Relaxed);
         }
         decision
     }
@@ -109,7 +116,7 @@ impl MemoryStore {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
     }
 
@@ -119,10 +126,8 @@ impl MemoryStore {
         self.shards
             .iter()
             .map(|s| {
-                s.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .map
-                    .capacity()
+                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                s.ips.capacity() + s.texts.capacity()
             })
             .sum()
     }
@@ -133,26 +138,78 @@ impl MemoryStore {
     }
 }
 
+/// One decision in one of a shard's maps; also how many live entries had to go.
+fn decide_in<K: Eq + Clone>(
+    shard: &mut Shard,
+    map: impl Fn(&mut Shard) -> &mut Map<K>,
+    hash: u64,
+    key: &K,
+    rehash: impl Fn(&K) -> u64,
+    (rates, cost, now, cap): (&[Rate], u64, u64, usize),
+) -> (Decision, u64) {
+    let n = rates.len();
+    let mut tats = [None; MAX_POLICIES];
+    let slot = map(shard).find_mut(hash, |(k, _)| k == key);
+    if let Some((_, entry)) = &slot {
+        for (tat, stored) in tats.iter_mut().zip(entry.tats) {
+            *tat = Some(stored);
+        }
+    }
+    let decision = decide(&mut tats[..n], now, rates, cost);
+    if !decision.allowed || cost == 0 {
+        return (decision, 0);
+    }
+    let mut entry = Entry {
+        tats: [0; MAX_POLICIES],
+    };
+    for (stored, tat) in entry.tats.iter_mut().zip(&tats[..n]) {
+        *stored = tat.unwrap_or(0);
+    }
+    if let Some((_, slot)) = slot {
+        *slot = entry;
+        return (decision, 0);
+    }
+    let mut evicted = 0;
+    if shard.len() >= cap {
+        evicted = shard.make_room(cap, now);
+    }
+    map(shard).insert_unique(hash, (key.clone(), entry), |(k, _)| rehash(k));
+    (decision, evicted)
+}
+
 impl Shard {
+    fn len(&self) -> usize {
+        self.ips.len() + self.texts.len()
+    }
+
     /// Drops the expired entries; if that frees less than an eighth of the shard, also the
     /// entries closest to expiring, down to seven eighths. Returns how many live ones went.
     /// Amortised: after a pass, at least `cap / 8` inserts happen before the next.
     fn make_room(&mut self, cap: usize, now: u64) -> u64 {
-        self.map.retain(|_, e| e.full_at > now);
+        self.ips.retain(|(_, e)| e.full_at() > now);
+        self.texts.retain(|(_, e)| e.full_at() > now);
         let keep = cap - cap / 8;
-        if self.map.len() <= keep {
+        if self.len() <= keep {
             return 0;
         }
-        let mut ends: Vec<u64> = self.map.values().map(|e| e.full_at).collect();
+        let mut ends: Vec<u64> = self
+            .ips
+            .iter()
+            .map(|(_, e)| e.full_at())
+            .chain(self.texts.iter().map(|(_, e)| e.full_at()))
+            .collect();
         let cut = ends.len() - keep;
         let (_, threshold, _) = ends.select_nth_unstable(cut - 1);
         let threshold = *threshold;
-        let before = self.map.len();
-        self.map.retain(|_, e| e.full_at > threshold);
-        (before - self.map.len()) as u64
+        let before = self.len();
+        self.ips.retain(|(_, e)| e.full_at() > threshold);
+        self.texts.retain(|(_, e)| e.full_at() > threshold);
+        (before - self.len()) as u64
     }
 }
 
+/// The hash of the key alone (no variant tag), so a table can rehash its keys without making
+/// a `Caller` again.
 impl Hash for Caller {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match self {

@@ -553,6 +553,37 @@ impl RateLimit {
         }
     }
 
+    /// Decides (and takes `cost` from) the client at `ip` in the memory store, as the hook
+    /// would for a request from it (IPv6 grouped by its prefix); `None` when this limiter
+    /// decides in Redis. For limits outside HTTP requests, such as messages on a WebSocket.
+    ///
+    /// ```
+    /// use callnext::middleware::RateLimit;
+    ///
+    /// let limit = RateLimit::builder().limit("2/minute").build().unwrap();
+    /// let ip = "192.0.2.7".parse().unwrap();
+    /// assert!(limit.check_ip(ip, 2).unwrap().allowed);
+    /// let refused = limit.check_ip(ip, 1).unwrap();
+    /// assert!(!refused.allowed);
+    /// assert_eq!(refused.retry_us(), 30_000_000);
+    /// ```
+    pub fn check_ip(&self, ip: IpAddr, cost: u64) -> Option<Decision> {
+        match &self.shared.store {
+            Store::Memory(memory) => {
+                Some(memory.check(&self.ip_caller(ip), &self.shared.rates, cost))
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis { .. } => None,
+        }
+    }
+
+    fn ip_caller(&self, ip: IpAddr) -> Caller {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Caller::Ip(u128::from(v4.to_ipv6_mapped())),
+            IpAddr::V6(v6) => Caller::Ip(u128::from(v6) & self.shared.ipv6_mask),
+        }
+    }
+
     /// Callers the memory store forgot before their bucket was full again, to stay within
     /// `max_keys` (a flood of distinct callers).
     pub fn memory_evicted(&self) -> u64 {
@@ -605,10 +636,9 @@ impl RateLimit {
             KeyBy::Fn(f) => f(req).and_then(|v| text("f:", &v)),
         };
         keyed.unwrap_or_else(|| match ClientIp::of(req) {
-            Some(ClientIp(IpAddr::V4(v4))) => Caller::Ip(u128::from(v4.to_ipv6_mapped())),
-            Some(ClientIp(IpAddr::V6(v6))) => Caller::Ip(u128::from(v6) & self.shared.ipv6_mask),
-            // No address at all (a Unix socket without a trusted proxy): one caller.
-            None => Caller::Text("a:unknown".into()),
+            Some(ClientIp(ip)) => self.ip_caller(ip),
+            // No address at all (a Unix socket without a trusted proxy): one caller, `::`.
+            None => Caller::Ip(0),
         })
     }
 
