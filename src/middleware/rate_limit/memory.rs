@@ -93,7 +93,7 @@ impl MemoryStore {
                 |s| &mut s.ips,
                 hash,
                 ip,
-                |k: &u128| self.hasher.hash_one(k),
+                |k| self.hasher.hash_one(k),
                 (rates, cost, now, self.shard_cap),
             ),
             Caller::Text(text) => decide_in(
@@ -101,7 +101,7 @@ impl MemoryStore {
                 |s| &mut s.texts,
                 hash,
                 text,
-                |k: &Box<str>| self.hasher.hash_one(&**k),
+                |k| self.hasher.hash_one(&**k),
                 (rates, cost, now, self.shard_cap),
             ),
         };
