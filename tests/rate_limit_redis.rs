@@ -50,32 +50,37 @@ fn reported(res: &callnext::TestResponse) -> (u64, u64) {
 
 #[tokio::test]
 async fn memory_and_redis_decide_alike() {
-    let memory = client(limiter("unused").build().unwrap());
-    let redis = Redis::open(&redis_url()).unwrap();
-    let shared = client(limiter(&unique("alike")).redis(redis).build().unwrap());
-    // Within a minute-long window a few milliseconds of real time change no decision, no
-    // remaining count, and (rounded up to seconds) a reset by at most one.
-    for cost in [1u32, 1, 2, 0, 1, 3, 1, 0, 2] {
-        let (a, b) = (
-            memory
-                .get("/")
-                .header("x-cost", cost.to_string())
-                .send()
-                .await,
-            shared
-                .get("/")
-                .header("x-cost", cost.to_string())
-                .send()
-                .await,
-        );
-        assert_eq!(a.status(), b.status(), "cost {cost}");
-        let ((ra, ta), (rb, tb)) = (reported(&a), reported(&b));
-        assert_eq!(ra, rb, "cost {cost}");
-        assert!(ta.abs_diff(tb) <= 1, "cost {cost}: {ta} vs {tb}");
-        assert_eq!(
-            a.header("retry-after").is_some(),
-            b.header("retry-after").is_some()
-        );
+    // One policy (the script's short path), then two decided together.
+    let builders: [fn(&str) -> RateLimitBuilder; 2] = [limiter, |p| limiter(p).limit("8/hour")];
+    for (n, build) in builders.into_iter().enumerate() {
+        let memory = client(build("unused").build().unwrap());
+        let redis = Redis::open(&redis_url()).unwrap();
+        let shared = client(build(&unique("alike")).redis(redis).build().unwrap());
+        // Within these windows a few milliseconds of real time change no decision, no
+        // remaining count, and (rounded up to seconds) a reset by at most one.
+        for cost in [1u32, 1, 2, 0, 1, 3, 1, 0, 2, 1] {
+            let (a, b) = (
+                memory
+                    .get("/")
+                    .header("x-cost", cost.to_string())
+                    .send()
+                    .await,
+                shared
+                    .get("/")
+                    .header("x-cost", cost.to_string())
+                    .send()
+                    .await,
+            );
+            assert_eq!(a.status(), b.status(), "{n} policies, cost {cost}");
+            let ((ra, ta), (rb, tb)) = (reported(&a), reported(&b));
+            assert_eq!(ra, rb, "{n} policies, cost {cost}");
+            assert!(ta.abs_diff(tb) <= 1, "cost {cost}: {ta} vs {tb}");
+            assert_eq!(
+                a.header("retry-after").is_some(),
+                b.header("retry-after").is_some()
+            );
+            assert_eq!(a.header("ratelimit-policy"), b.header("ratelimit-policy"));
+        }
     }
 }
 
