@@ -48,6 +48,30 @@ fn a_request_id_after_anything_is_named_with_it() {
     );
 }
 
+#[test]
+fn a_rate_limit_outside_cors_is_named_with_it() {
+    let limit = callnext::middleware::RateLimit::builder()
+        .limit("10/s")
+        .build()
+        .unwrap();
+    let stack = Stack::new()
+        .hook(SetRequestId::new())
+        .hook(limit.clone())
+        .hook(cors());
+    let warnings = stack.lint();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].rule(), "cors-outside");
+    assert_eq!(
+        warnings[0].to_string(),
+        "`cors` runs after `rate_limit`: put CORS before it, so its answers carry CORS headers and preflights pass"
+    );
+    let good = Stack::new()
+        .hook(SetRequestId::new())
+        .hook(cors())
+        .hook(limit);
+    assert_eq!(good.lint(), []);
+}
+
 #[tokio::test]
 async fn warnings_are_logged_when_built_and_strict_stacks_refuse() {
     let logs = common::Logs::capture();
