@@ -51,12 +51,16 @@ mod redis_client {
         ///
         /// A URL the `redis` crate cannot read.
         pub fn open(url: &str) -> Result<Self, ConfigError> {
-            let client = redis::Client::open(url)
-                .map_err(|err| ConfigError::invalid("store", format!("`{}`: {err}", shown(url))))?;
+            let client = redis::Client::open(url).map_err(|err| {
+                ConfigError::invalid(
+                    "store",
+                    format!("`{}`: {err}", crate::redact::redact_urls(url)),
+                )
+            })?;
             Ok(Self {
                 inner: Arc::new(Inner {
                     client,
-                    shown: shown(url),
+                    shown: crate::redact::redact_urls(url),
                     connection: tokio::sync::OnceCell::new(),
                 }),
             })
@@ -83,41 +87,6 @@ mod redis_client {
                 })
                 .await
                 .cloned()
-        }
-    }
-
-    /// `url` without its password.
-    fn shown(url: &str) -> String {
-        match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                let userinfo = &url[scheme + 3..at];
-                match userinfo.find(':') {
-                    Some(colon) => format!(
-                        "{}{}:***{}",
-                        &url[..scheme + 3],
-                        &userinfo[..colon],
-                        &url[at..]
-                    ),
-                    None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-                }
-            }
-            _ => url.to_owned(),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn passwords_are_not_shown() {
-            assert_eq!(
-                super::shown("redis://user:secret@host:6379/0"),
-                "redis://user:***@host:6379/0"
-            );
-            assert_eq!(
-                super::shown("redis://:secret@host/0"),
-                "redis://:***@host/0"
-            );
-            assert_eq!(super::shown("redis://host:6379"), "redis://host:6379");
         }
     }
 }

@@ -74,6 +74,8 @@ pub mod instrument;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
 pub mod middleware;
+#[cfg(any(feature = "config", feature = "redis"))]
+mod redact;
 #[cfg(feature = "server")]
 pub mod serve;
 mod stack;

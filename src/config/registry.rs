@@ -420,47 +420,17 @@ pub(super) fn redact(key: &str, value: &mut toml::Value) {
         .any(|s| lower.contains(s));
     match value {
         toml::Value::String(s) if secret && !s.is_empty() => *s = "<redacted>".to_owned(),
-        toml::Value::String(s) => *s = redact_urls(s),
+        toml::Value::String(s) => *s = crate::redact::redact_urls(s),
         toml::Value::Array(items) => items.iter_mut().for_each(|v| redact(key, v)),
         toml::Value::Table(table) => table.iter_mut().for_each(|(k, v)| redact(k, v)),
         _ => {}
     }
 }
 
-/// `scheme://user:password@host` → `scheme://user:***@host`, everywhere in `text`.
-fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let (head, tail) = rest.split_at(at + 3);
-        out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c == ',' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.find(':') {
-                    Some(colon) => {
-                        out.push_str(&userinfo[..=colon]);
-                        out.push_str("***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::redact_urls;
 
     #[test]
     fn urls_lose_their_passwords_and_secret_keys_their_values() {

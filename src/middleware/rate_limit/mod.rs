@@ -109,12 +109,12 @@ const MAX_KEY_LEN: usize = 128;
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum KeyBy {
-    /// The client address ([`ClientIp`](crate::ClientIp)), IPv6 grouped by its prefix (the
+    /// The client address ([`ClientIp`]), IPv6 grouped by its prefix (the
     /// default).
     Ip,
-    /// The [`ApiKeyId`](crate::ApiKeyId) an earlier middleware put on the request.
+    /// The [`ApiKeyId`] an earlier middleware put on the request.
     ApiKey,
-    /// The [`UserId`](crate::UserId) an earlier middleware put on the request.
+    /// The [`UserId`] an earlier middleware put on the request.
     User,
     /// A request header's value.
     Header(HeaderName),
@@ -565,7 +565,7 @@ impl RateLimit {
     /// assert!(limit.check_ip(ip, 2).unwrap().allowed);
     /// let refused = limit.check_ip(ip, 1).unwrap();
     /// assert!(!refused.allowed);
-    /// assert_eq!(refused.retry_us(), 30_000_000);
+    /// assert_eq!(refused.retry_us().div_ceil(1_000_000), 30); // in whole seconds
     /// ```
     pub fn check_ip(&self, ip: IpAddr, cost: u64) -> Option<Decision> {
         match &self.shared.store {
