@@ -8,10 +8,10 @@
 //! bucket, whose forgetting matters least.
 
 use std::hash::{BuildHasher, Hash};
-
-use hashbrown::HashTable;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use hashbrown::HashTable;
 
 use super::gcra::{decide, Decision, Rate, MAX_POLICIES};
 use super::Caller;
@@ -19,36 +19,48 @@ use super::Caller;
 /// Shards: enough that two cores rarely meet on one lock.
 const SHARDS: usize = 64;
 
-/// The policies' TATs (0 past the limiter's policies).
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    tats: [u64; MAX_POLICIES],
+/// An address as two words: 8-byte aligned, so an entry of one policy is 24 bytes.
+type Ip = [u64; 2];
+
+/// Keyed by a hash computed once per check (it also picks the shard); an entry is the caller
+/// and its `N` policies' TATs.
+type Map<K, const N: usize> = HashTable<(K, [u64; N])>;
+
+/// Addresses and text keys apart: an address needs no pointer to follow.
+#[derive(Debug)]
+struct Shard<const N: usize> {
+    ips: Map<Ip, N>,
+    texts: Map<Box<str>, N>,
 }
 
-impl Entry {
-    /// The largest TAT: when the entry is worth nothing any more.
-    fn full_at(&self) -> u64 {
-        self.tats.iter().copied().max().unwrap_or(0)
+impl<const N: usize> Default for Shard<N> {
+    fn default() -> Self {
+        Self {
+            ips: HashTable::new(),
+            texts: HashTable::new(),
+        }
     }
 }
 
-/// Keyed by a hash computed once per check (it also picks the shard), so a check hashes the
-/// caller once.
-type Map<K> = HashTable<(K, Entry)>;
+/// The shards, with entries as wide as the limiter's policies (most limiters have one, and
+/// a narrower entry means fewer cache misses with many callers).
+#[derive(Debug)]
+enum Shards {
+    One(Box<[Mutex<Shard<1>>]>),
+    Two(Box<[Mutex<Shard<2>>]>),
+    Three(Box<[Mutex<Shard<3>>]>),
+    Four(Box<[Mutex<Shard<MAX_POLICIES>>]>),
+}
 
-/// Addresses and text keys apart: an address key is 16 bytes with no pointer to follow, so
-/// the common case's bucket is 48 bytes.
-#[derive(Debug, Default)]
-struct Shard {
-    ips: Map<u128>,
-    texts: Map<Box<str>>,
+fn shards<const N: usize>() -> Box<[Mutex<Shard<N>>]> {
+    (0..SHARDS).map(|_| Mutex::default()).collect()
 }
 
 /// The memory store of [`RateLimit`](super::RateLimit); also the `local` fallback of the
 /// Redis store.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Shards,
     shard_cap: usize,
     hasher: foldhash::fast::RandomState,
     base: tokio::time::Instant,
@@ -56,11 +68,16 @@ pub(crate) struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most about `max_keys` callers.
-    pub(crate) fn new(max_keys: usize) -> Self {
+    /// A store holding at most about `max_keys` callers, for limiters of `policies` policies.
+    pub(crate) fn new(max_keys: usize, policies: usize) -> Self {
         let shard_cap = max_keys.div_ceil(SHARDS).max(8);
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: match policies {
+                0 | 1 => Shards::One(shards()),
+                2 => Shards::Two(shards()),
+                3 => Shards::Three(shards()),
+                _ => Shards::Four(shards()),
+            },
             shard_cap,
             hasher: foldhash::fast::RandomState::default(),
             base: tokio::time::Instant::now(),
@@ -84,52 +101,90 @@ impl MemoryStore {
         let hash = self.hasher.hash_one(caller);
         // Bits the shard's table does not use for its buckets (low) or tags (top seven).
         let index = ((hash >> 40) as usize) % SHARDS;
-        let mut shard = self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (decision, evicted) = match caller {
-            Caller::Ip(ip) => decide_in(
-                &mut shard,
-                |s| &mut s.ips,
-                hash,
-                ip,
-                |k| self.hasher.hash_one(k),
-                (rates, cost, now, self.shard_cap),
-            ),
-            Caller::Text(text) => decide_in(
-                &mut shard,
-                |s| &mut s.texts,
-                hash,
-                text,
-                |k| self.hasher.hash_one(&**k),
-                (rates, cost, now, self.shard_cap),
-            ),
+        let at = At {
+            hash,
+            rates,
+            cost,
+            now,
+            cap: self.shard_cap,
         };
-        drop(shard);
+        let (decision, evicted) = match &self.shards {
+            Shards::One(s) => self.check_in(&s[index], caller, &at),
+            Shards::Two(s) => self.check_in(&s[index], caller, &at),
+            Shards::Three(s) => self.check_in(&s[index], caller, &at),
+            Shards::Four(s) => self.check_in(&s[index], caller, &at),
+        };
         if evicted > 0 {
             self.evicted.fetch_add(evicted, Ordering::Relaxed);
         }
         decision
     }
 
+    fn check_in<const N: usize>(
+        &self,
+        shard: &Mutex<Shard<N>>,
+        caller: &Caller,
+        at: &At<'_>,
+    ) -> (Decision, u64) {
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        match caller {
+            Caller::Ip(ip) => {
+                let key = [(*ip >> 64) as u64, *ip as u64];
+                decide_in(
+                    &mut shard,
+                    |s| &mut s.ips,
+                    &key,
+                    at,
+                    |k| {
+                        self.hasher
+                            .hash_one(u128::from(k[0]) << 64 | u128::from(k[1]))
+                    },
+                )
+            }
+            Caller::Text(text) => decide_in(
+                &mut shard,
+                |s| &mut s.texts,
+                text,
+                at,
+                |k| self.hasher.hash_one(&**k),
+            ),
+        }
+    }
+
     /// Callers held now (expired entries included until their shard needs the room).
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        fn sum<const N: usize>(shards: &[Mutex<Shard<N>>]) -> usize {
+            shards
+                .iter()
+                .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+                .sum()
+        }
+        match &self.shards {
+            Shards::One(s) => sum(s),
+            Shards::Two(s) => sum(s),
+            Shards::Three(s) => sum(s),
+            Shards::Four(s) => sum(s),
+        }
     }
 
     /// The room the shards have allocated, in entries.
     #[cfg(test)]
     fn allocated(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-                s.ips.capacity() + s.texts.capacity()
-            })
-            .sum()
+        fn sum<const N: usize>(shards: &[Mutex<Shard<N>>]) -> usize {
+            shards
+                .iter()
+                .map(|s| {
+                    let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.ips.capacity() + s.texts.capacity()
+                })
+                .sum()
+        }
+        match &self.shards {
+            Shards::One(s) => sum(s),
+            Shards::Two(s) => sum(s),
+            Shards::Three(s) => sum(s),
+            Shards::Four(s) => sum(s),
+        }
     }
 
     /// Callers forgotten while their bucket was not yet full, to stay within the bound.
@@ -138,31 +193,41 @@ impl MemoryStore {
     }
 }
 
-/// One decision in one of a shard's maps; also how many live entries had to go.
-fn decide_in<K: Eq + Clone>(
-    shard: &mut Shard,
-    map: impl Fn(&mut Shard) -> &mut Map<K>,
+/// One check's inputs.
+struct At<'a> {
     hash: u64,
-    key: &K,
+    rates: &'a [Rate],
+    cost: u64,
+    now: u64,
+    cap: usize,
+}
+
+/// One decision in one of a shard's maps; also how many live entries had to go.
+fn decide_in<K: Eq + Clone, Q, const N: usize>(
+    shard: &mut Shard<N>,
+    map: impl Fn(&mut Shard<N>) -> &mut Map<K, N>,
+    key: &Q,
+    at: &At<'_>,
     rehash: impl Fn(&K) -> u64,
-    (rates, cost, now, cap): (&[Rate], u64, u64, usize),
-) -> (Decision, u64) {
-    let n = rates.len();
+) -> (Decision, u64)
+where
+    K: std::borrow::Borrow<Q>,
+    Q: Eq + ToOwned<Owned = K> + ?Sized,
+{
+    let n = at.rates.len().min(N);
     let mut tats = [None; MAX_POLICIES];
-    let slot = map(shard).find_mut(hash, |(k, _)| k == key);
-    if let Some((_, entry)) = &slot {
-        for (tat, stored) in tats.iter_mut().zip(entry.tats) {
-            *tat = Some(stored);
+    let slot = map(shard).find_mut(at.hash, |(k, _)| k.borrow() == key);
+    if let Some((_, stored)) = &slot {
+        for (tat, stored) in tats.iter_mut().zip(stored.iter()) {
+            *tat = Some(*stored);
         }
     }
-    let decision = decide(&mut tats[..n], now, rates, cost);
-    if !decision.allowed || cost == 0 {
+    let decision = decide(&mut tats[..n], at.now, &at.rates[..n], at.cost);
+    if !decision.allowed || at.cost == 0 {
         return (decision, 0);
     }
-    let mut entry = Entry {
-        tats: [0; MAX_POLICIES],
-    };
-    for (stored, tat) in entry.tats.iter_mut().zip(&tats[..n]) {
+    let mut entry = [0u64; N];
+    for (stored, tat) in entry.iter_mut().zip(&tats[..n]) {
         *stored = tat.unwrap_or(0);
     }
     if let Some((_, slot)) = slot {
@@ -170,14 +235,19 @@ fn decide_in<K: Eq + Clone>(
         return (decision, 0);
     }
     let mut evicted = 0;
-    if shard.len() >= cap {
-        evicted = shard.make_room(cap, now);
+    if shard.len() >= at.cap {
+        evicted = shard.make_room(at.cap, at.now);
     }
-    map(shard).insert_unique(hash, (key.clone(), entry), |(k, _)| rehash(k));
+    map(shard).insert_unique(at.hash, (key.to_owned(), entry), |(k, _)| rehash(k));
     (decision, evicted)
 }
 
-impl Shard {
+/// The largest TAT: when the entry is worth nothing any more.
+fn full_at<const N: usize>(tats: &[u64; N]) -> u64 {
+    tats.iter().copied().max().unwrap_or(0)
+}
+
+impl<const N: usize> Shard<N> {
     fn len(&self) -> usize {
         self.ips.len() + self.texts.len()
     }
@@ -186,8 +256,8 @@ impl Shard {
     /// entries closest to expiring, down to seven eighths. Returns how many live ones went.
     /// Amortised: after a pass, at least `cap / 8` inserts happen before the next.
     fn make_room(&mut self, cap: usize, now: u64) -> u64 {
-        self.ips.retain(|(_, e)| e.full_at() > now);
-        self.texts.retain(|(_, e)| e.full_at() > now);
+        self.ips.retain(|(_, e)| full_at(e) > now);
+        self.texts.retain(|(_, e)| full_at(e) > now);
         let keep = cap - cap / 8;
         if self.len() <= keep {
             return 0;
@@ -195,15 +265,15 @@ impl Shard {
         let mut ends: Vec<u64> = self
             .ips
             .iter()
-            .map(|(_, e)| e.full_at())
-            .chain(self.texts.iter().map(|(_, e)| e.full_at()))
+            .map(|(_, e)| full_at(e))
+            .chain(self.texts.iter().map(|(_, e)| full_at(e)))
             .collect();
         let cut = ends.len() - keep;
         let (_, threshold, _) = ends.select_nth_unstable(cut - 1);
         let threshold = *threshold;
         let before = self.len();
-        self.ips.retain(|(_, e)| e.full_at() > threshold);
-        self.texts.retain(|(_, e)| e.full_at() > threshold);
+        self.ips.retain(|(_, e)| full_at(e) > threshold);
+        self.texts.retain(|(_, e)| full_at(e) > threshold);
         (before - self.len()) as u64
     }
 }
@@ -230,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_million_callers_stay_within_the_bound() {
-        let store = MemoryStore::new(10_000);
+        let store = MemoryStore::new(10_000, 1);
         let now = 1_000_000;
         for i in 0..1_000_000u128 {
             let decision = store.check_at(&Caller::Ip(i), &RATE, 1, now);
@@ -247,7 +317,7 @@ mod tests {
 
     #[test]
     fn expired_callers_go_first() {
-        let store = MemoryStore::new(8 * SHARDS);
+        let store = MemoryStore::new(8 * SHARDS, 1);
         for i in 0..10_000u128 {
             // Ten seconds apart; each bucket is full again a minute after its request.
             store.check_at(&Caller::Ip(i), &RATE, 1, 1 + i as u64 * 10_000_000);
@@ -258,7 +328,7 @@ mod tests {
 
     #[test]
     fn denials_write_nothing() {
-        let store = MemoryStore::new(100);
+        let store = MemoryStore::new(100, 1);
         let caller = Caller::Text("user:ann".into());
         assert!(store.check_at(&caller, &RATE, 2, 10).allowed);
         assert!(!store.check_at(&caller, &RATE, 1, 10).allowed);

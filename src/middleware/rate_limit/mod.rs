@@ -430,7 +430,7 @@ impl RateLimitBuilder {
         let prefix = self
             .prefix
             .unwrap_or_else(|| format!("callnext:rl:{}", self.name));
-        let memory = || MemoryStore::new(self.max_keys);
+        let memory = || MemoryStore::new(self.max_keys, policies.len());
         #[cfg(feature = "redis")]
         let store = match self.redis {
             Some(redis) => Store::Redis {
