@@ -203,7 +203,7 @@ struct At<'a> {
 }
 
 /// One decision in one of a shard's maps; also how many live entries had to go.
-fn decide_in<K: Eq + Clone, Q, const N: usize>(
+fn decide_in<K, Q, const N: usize>(
     shard: &mut Shard<N>,
     map: impl Fn(&mut Shard<N>) -> &mut Map<K, N>,
     key: &Q,
@@ -211,7 +211,7 @@ fn decide_in<K: Eq + Clone, Q, const N: usize>(
     rehash: impl Fn(&K) -> u64,
 ) -> (Decision, u64)
 where
-    K: std::borrow::Borrow<Q>,
+    K: Eq + Clone + std::borrow::Borrow<Q>,
     Q: Eq + ToOwned<Owned = K> + ?Sized,
 {
     let n = at.rates.len().min(N);
