@@ -201,29 +201,56 @@ async fn json_extractor_content_types() {
     struct Item {
         name: String,
     }
-    let app = Router::new().route(
-        "/items",
-        post(
-            |callnext::extract::Json(item): callnext::extract::Json<Item>| async move { item.name },
-        ),
-    );
+    let app = Router::new()
+        .route(
+            "/items",
+            post(
+                |callnext::extract::Json(item): callnext::extract::Json<Item>| async move {
+                    item.name
+                },
+            ),
+        )
+        .route(
+            "/strict",
+            post(
+                |callnext::extract::StrictJson(item): callnext::extract::StrictJson<Item>| async move {
+                    item.name
+                },
+            ),
+        );
     let client = TestClient::new(Stack::new().service(app));
-    for (ct, status) in [
-        ("application/json", 200),
-        ("Application/JSON; charset=utf-8", 200),
-        ("application/problem+json", 200),
-        ("text/plain", 415),
-        ("application/jsonx", 415),
-        ("json", 415),
+    // As FastAPI: JSON when the body says so or says nothing, else text that is no object.
+    for (ct, json_status, strict_status) in [
+        ("application/json", 200, 200),
+        ("Application/JSON; charset=utf-8", 200, 200),
+        ("application/problem+json", 200, 200),
+        ("text/plain", 422, 415),
+        ("application/jsonx", 422, 415),
+        ("json", 422, 415),
     ] {
-        let res = client
-            .post("/items")
-            .header("content-type", ct)
-            .body(r#"{"name":"pen"}"#)
-            .await;
-        assert_eq!(res.status(), status, "{ct}: {}", res.text());
+        for (path, status) in [("/items", json_status), ("/strict", strict_status)] {
+            let res = client
+                .post(path)
+                .header("content-type", ct)
+                .body(r#"{"name":"pen"}"#)
+                .await;
+            assert_eq!(res.status(), status, "{path} {ct}: {}", res.text());
+        }
     }
-    let res = client.post("/items").body("{}").await;
+    let res = client
+        .post("/items")
+        .header("content-type", "text/plain")
+        .body(r#"{"name":"pen"}"#)
+        .await;
+    assert_eq!(
+        res.text(),
+        r#"{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid dictionary or object to extract fields from","input":"{\"name\":\"pen\"}"}]}"#
+    );
+    assert_eq!(
+        client.post("/items").body(r#"{"name":"pen"}"#).await.text(),
+        "pen"
+    );
+    let res = client.post("/strict").body("{}").await;
     assert_eq!(res.status(), 415);
     assert_eq!(
         res.text(),

@@ -1,6 +1,14 @@
 //! Extractors whose rejections are FastAPI's: `422` with `{"detail": [{type, loc, msg, input}]}`.
 //!
-//! [`Path`] and [`Json`] wrap axum's extractors; only the rejections differ.
+//! [`Path`], [`Query`] and [`Json`] stand where axum's extractors do; their rejections list
+//! every invalid or missing field at once, with pydantic's types and messages, and they accept
+//! what pydantic's lax mode accepts (`"42"` for an integer in a body, `"yes"` for a boolean in
+//! a query). [`StrictJson`] answers a body without a JSON content type with 415 instead.
+
+mod lax;
+mod query;
+
+pub use query::Query;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams};
@@ -318,27 +326,80 @@ where
     type Rejection = ValidationError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // FastAPI reads a body as JSON when it says so or says nothing; any other body is
+        // text that is not an object.
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_none_or(|_| is_json_content_type(req.headers()));
+        let bytes = body_bytes(req, state).await?;
+        if !json {
+            return Err(ValidationError::unprocessable(vec![ValidationIssue::new(
+                "model_attributes_type",
+                vec![json!("body")],
+                "Input should be a valid dictionary or object to extract fields from",
+            )
+            .input(String::from_utf8_lossy(&bytes).into_owned())]));
+        }
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// A JSON request body as [`Json`] reads it, but a body whose `Content-Type` is not JSON gets
+/// `415 {"detail":"Expected request with \`Content-Type: application/json\`"}` (what HTTP
+/// prefers; FastAPI answers 422).
+///
+/// ```
+/// use callnext::extract::StrictJson;
+/// use callnext::{Stack, TestClient};
+/// use axum::{routing::post, Router};
+///
+/// async fn create(StrictJson(v): StrictJson<serde_json::Value>) -> String { v.to_string() }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = TestClient::new(Stack::new().service(Router::new().route("/", post(create))));
+/// let res = client.post("/").header("content-type", "text/plain").body("{}").send().await;
+/// assert_eq!(res.status(), 415);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrictJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for StrictJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ValidationError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json_content_type(req.headers()) {
             return Err(ValidationError::from_http(&HttpError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Expected request with `Content-Type: application/json`",
             )));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(err) => match crate::body::raised(&err) {
-                    // An HttpError a middleware's body stream ended with is that error.
-                    Some(raised) => ValidationError::from_http(raised),
-                    None if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                        ValidationError::from_http(&HttpError::payload_too_large())
-                    }
-                    None => ValidationError::from_http(&HttpError::bad_request(err.body_text())),
-                },
-                other => ValidationError::from_http(&HttpError::bad_request(other.body_text())),
-            })?;
-        parse_json(&bytes).map(Json)
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(StrictJson)
     }
+}
+
+/// The whole body; a body that cannot be read is the error that stopped it (413, or what a
+/// middleware's body stream raised), else 400.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ValidationError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(err) => match crate::body::raised(&err) {
+                // An HttpError a middleware's body stream ended with is that error.
+                Some(raised) => ValidationError::from_http(raised),
+                None if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ValidationError::from_http(&HttpError::payload_too_large())
+                }
+                None => ValidationError::from_http(&HttpError::bad_request(err.body_text())),
+            },
+            other => ValidationError::from_http(&HttpError::bad_request(other.body_text())),
+        })
 }
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
@@ -348,47 +409,57 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
+    // No body is a missing body (FastAPI reads an empty body as none).
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(missing_body());
+    }
+    // The common case: valid, deserialized once from the bytes.
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(de) {
-        Ok(value) => Ok(value),
-        Err(err) => {
-            let mut loc = vec![json!("body")];
-            for segment in err.path().iter() {
-                match segment {
-                    serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
-                    serde_path_to_error::Segment::Map { key } => loc.push(json!(key)),
-                    serde_path_to_error::Segment::Enum { variant } => loc.push(json!(variant)),
-                    serde_path_to_error::Segment::Unknown => {}
-                }
-            }
-            let inner = err.into_inner();
-            let detail = if inner.is_syntax() || inner.is_eof() {
-                ValidationIssue {
-                    ctx: Some(json!({ "error": inner.to_string() })),
-                    ..ValidationIssue::new(
-                        "json_invalid",
-                        vec![json!("body"), json!(inner.column().saturating_sub(1))],
-                        "JSON decode error",
-                    )
-                    .input(json!({}))
-                }
-            } else {
-                let message = inner.to_string();
-                // serde says "missing field `name` at line 1 column 10".
-                if let Some(field) = message
-                    .strip_prefix("missing field `")
-                    .and_then(|rest| rest.split('`').next())
-                {
-                    loc.push(json!(field));
-                    ValidationIssue::new("missing", loc, "Field required")
-                } else {
-                    let msg = message.split(" at line ").next().unwrap_or(&message);
-                    ValidationIssue::new("value_error", loc, msg)
-                }
-            };
-            Err(ValidationError::unprocessable(vec![detail]))
+    let first = match serde_path_to_error::deserialize(de) {
+        Ok(value) => return Ok(value),
+        Err(err) => err.into_inner(),
+    };
+    if first.is_syntax() || first.is_eof() {
+        return Err(ValidationError::unprocessable(vec![ValidationIssue {
+            ctx: Some(json!({ "error": first.to_string() })),
+            ..ValidationIssue::new(
+                "json_invalid",
+                vec![json!("body"), json!(first.column().saturating_sub(1))],
+                "JSON decode error",
+            )
+            .input(json!({}))
+        }]));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| missing_body())?;
+    if value.is_null() {
+        return Err(missing_body());
+    }
+    // A struct can be read from a list (its fields in order); pydantic wants an object.
+    if !value.is_object() {
+        let wants_object = serde_path_to_error::deserialize::<_, T>(&json!({}))
+            .err()
+            .is_some_and(|err| err.inner().to_string().starts_with("missing field"));
+        if wants_object {
+            return Err(ValidationError::unprocessable(vec![ValidationIssue::new(
+                "model_attributes_type",
+                vec![json!("body")],
+                "Input should be a valid dictionary or object to extract fields from",
+            )
+            .input(value)]));
         }
     }
+    lax::from_value(value, &[json!("body")], lax::Source::Body)
+        .map_err(ValidationError::unprocessable)
+}
+
+/// A body that is required and absent (`null` included): `missing` at `["body"]`.
+fn missing_body() -> ValidationError {
+    ValidationError::unprocessable(vec![ValidationIssue::new(
+        "missing",
+        vec![json!("body")],
+        "Field required",
+    )
+    .input(Value::Null)])
 }
 
 /// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
