@@ -294,6 +294,7 @@ impl Config {
             .server_timing(settings.server_timing)
             .strict_order(settings.strict_order)
             .debug(settings.debug)
+            .json_rejections(settings.json_rejections)
             .trusted_proxies(self.trusted_proxies()?);
         let mut lines = Vec::new();
         #[cfg(feature = "redis")]

@@ -160,6 +160,8 @@ pub struct StackSettings {
     pub strict_order: bool,
     /// A panic's message and location in its 500's JSON. Never in production. Default false.
     pub debug: bool,
+    /// The app's plain-text error answers (axum's rejections) as JSON errors. Default true.
+    pub json_rejections: bool,
 }
 
 impl Default for StackSettings {
@@ -172,6 +174,7 @@ impl Default for StackSettings {
             name: "main".to_owned(),
             strict_order: false,
             debug: false,
+            json_rejections: true,
         }
     }
 }

@@ -78,6 +78,7 @@ impl Default for Stack {
                 server_timing: false,
                 record_timings: false,
                 fastapi_bodies: true,
+                json_rejections: true,
                 trusted_proxies: Arc::default(),
                 strict_order: false,
                 debug: false,
@@ -190,6 +191,38 @@ impl Stack {
     #[must_use]
     pub fn fastapi_status_bodies(mut self, on: bool) -> Self {
         self.settings.fastapi_bodies = on;
+        self
+    }
+
+    /// Turns the app's plain-text error answers (axum's own extractors' rejections, its
+    /// `Missing request extension`, an app's `(StatusCode::BAD_REQUEST, "text")`) into
+    /// callnext's JSON errors with the same status, so a service that uses axum's extractors
+    /// still answers as FastAPI does: `{"detail": "<the text>"}`, or for a 5xx
+    /// `{"detail":"Internal Server Error"}` (the text is logged). Only text of known size up
+    /// to 8 KiB is converted; streams are left alone. Defaults to on.
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use callnext::{Stack, TestClient};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// // axum's own Query extractor, whose rejection is plain text.
+    /// async fn page(axum::extract::Query(p): axum::extract::Query<std::collections::HashMap<String, u32>>) -> String {
+    ///     format!("{p:?}")
+    /// }
+    /// let app = Router::new().route("/", get(page));
+    /// let res = TestClient::new(Stack::new().service(app.clone())).get("/?n=x").await;
+    /// assert_eq!(res.status(), 400);
+    /// assert_eq!(res.header("content-type"), Some("application/json"));
+    /// assert!(res.text().starts_with(r#"{"detail":"Failed to deserialize query string"#));
+    ///
+    /// let plain = TestClient::new(Stack::new().json_rejections(false).service(app)).get("/?n=x").await;
+    /// assert!(plain.header("content-type").unwrap().starts_with("text/plain"));
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn json_rejections(mut self, on: bool) -> Self {
+        self.settings.json_rejections = on;
         self
     }
 

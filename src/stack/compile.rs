@@ -33,6 +33,7 @@ pub(crate) struct Settings {
     pub(crate) server_timing: bool,
     pub(crate) record_timings: bool,
     pub(crate) fastapi_bodies: bool,
+    pub(crate) json_rejections: bool,
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
     pub(crate) strict_order: bool,
     pub(crate) debug: bool,
@@ -95,6 +96,7 @@ pub(crate) fn compile<S: HttpService>(
     let settings = stack.settings;
     let options = super::endpoint::AppOptions {
         fastapi_bodies: settings.fastapi_bodies,
+        json_rejections: settings.json_rejections,
         route_on_response: entries.iter().any(|e| e.battery == Some("access_log")),
     };
     let (endpoint, app_reports_route) = endpoint(app, app_slot, options);

@@ -41,6 +41,8 @@ pub(crate) trait Endpoint: Send + Sync + 'static {
 pub(crate) struct AppOptions {
     /// FastAPI's JSON bodies on the router's bare 404/405.
     pub(crate) fastapi_bodies: bool,
+    /// The app's plain-text error answers (axum's rejections) as callnext's JSON errors.
+    pub(crate) json_rejections: bool,
     /// Put the matched route template (`MatchedPath`) on the response, for an access log.
     pub(crate) route_on_response: bool,
 }
@@ -166,6 +168,10 @@ fn finish(res: &mut Response, options: AppOptions, ctx: &RequestCtx) {
     if options.fastapi_bodies {
         fastapi_status_body(res);
     }
+    if options.json_rejections && (res.status().is_client_error() || res.status().is_server_error())
+    {
+        json_rejection(res);
+    }
     if options.route_on_response {
         if let Some(route) = ctx.route() {
             res.extensions_mut().insert(route);
@@ -205,6 +211,85 @@ fn fastapi_error_body(res: &mut Response) {
     res.headers_mut().remove(http::header::CONTENT_LENGTH);
     res.extensions_mut()
         .extend(std::mem::take(json.extensions_mut()));
+}
+
+/// The longest plain-text error body turned into JSON (axum's rejections are one line).
+const MAX_REJECTION_TEXT: u64 = 8 * 1024;
+
+/// An error answered in plain text of known, small size (axum's extractor rejections,
+/// `Missing request extension`, an app's own `(StatusCode, "text")`) becomes callnext's JSON
+/// error with the same status: `{"detail": "<the text>"}` for a 4xx; a 5xx says only
+/// `Internal Server Error` (its text is logged, never sent). It is made an `HttpError`, so
+/// exception handlers and outer middlewares see it as any other.
+#[cold]
+fn json_rejection(res: &mut Response) {
+    use http_body::Body as _;
+    let plain = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/plain")
+        });
+    let small = res
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= MAX_REJECTION_TEXT);
+    if !plain || !small {
+        return;
+    }
+    let Some(text) = ready_text(res.body_mut()) else {
+        return;
+    };
+    let status = res.status();
+    let err = if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), error = %text, "app answered an error in plain text");
+        crate::HttpError::new(status, "Internal Server Error")
+    } else {
+        tracing::debug!(status = status.as_u16(), detail = %text, "plain-text rejection answered as JSON");
+        crate::HttpError::new(status, text)
+    };
+    let mut json = axum::response::IntoResponse::into_response(err);
+    std::mem::swap(res.body_mut(), json.body_mut());
+    res.headers_mut().remove(http::header::CONTENT_TYPE);
+    res.headers_mut().remove(http::header::CONTENT_LENGTH);
+    res.headers_mut().extend(json.headers_mut().drain());
+    res.extensions_mut()
+        .extend(std::mem::take(json.extensions_mut()));
+}
+
+/// The whole body as text, if it is all there now (a buffered body always is); a body that
+/// would have to wait is left as it was.
+fn ready_text(body: &mut Body) -> Option<String> {
+    use http_body::Body as _;
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut bytes = Vec::new();
+    loop {
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Poll::Ready(None) => break,
+            // Not all there, or failing: put back what was read, in front of the rest.
+            Poll::Pending | Poll::Ready(Some(Err(_))) => {
+                let rest = std::mem::take(body);
+                let read = futures_util::stream::once(async move {
+                    Ok::<_, axum::Error>(bytes::Bytes::from(bytes))
+                });
+                *body = Body::from_stream(futures_util::StreamExt::chain(
+                    read,
+                    rest.into_data_stream(),
+                ));
+                return None;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&bytes).trim_end().to_owned())
 }
 
 thread_local! {
