@@ -7,8 +7,12 @@
 
 mod lax;
 mod query;
+#[cfg(feature = "validator")]
+mod valid;
 
 pub use query::Query;
+#[cfg(feature = "validator")]
+pub use valid::Valid;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams};
