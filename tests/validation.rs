@@ -69,6 +69,22 @@ fn client() -> TestClient<callnext::StackService> {
         .route(
             "/search",
             get(|Query(s): Query<Search>| async move { format!("{s:?}") }),
+        )
+        .route(
+            "/flags/{on}",
+            get(
+                |callnext::extract::Path(on): callnext::extract::Path<bool>| async move {
+                    on.to_string()
+                },
+            ),
+        )
+        .route(
+            "/pairs/{n}/{on}",
+            get(
+                |callnext::extract::Path((n, on)): callnext::extract::Path<(u8, bool)>| async move {
+                    format!("{n} {on}")
+                },
+            ),
         );
     TestClient::new(Stack::new().service(app))
 }
@@ -220,5 +236,28 @@ async fn query_parameters() {
     assert_eq!(
         res.text(),
         r#"{"detail":[{"type":"int_parsing","loc":["query","skip"],"msg":"Input should be a valid integer, unable to parse string as an integer","input":"x"}]}"#
+    );
+}
+
+#[tokio::test]
+async fn lax_booleans_in_the_path() {
+    let client = client();
+    for (text, value) in [
+        ("yes", "true"),
+        ("on", "true"),
+        ("1", "true"),
+        ("off", "false"),
+        ("False", "false"),
+    ] {
+        assert_eq!(
+            client.get(&format!("/flags/{text}")).await.text(),
+            value,
+            "{text}"
+        );
+    }
+    assert_eq!(client.get("/pairs/7/no").await.text(), "7 false");
+    assert_eq!(
+        client.get("/flags/maybe").await.text(),
+        r#"{"detail":[{"type":"bool_parsing","loc":["path","on"],"msg":"Input should be a valid boolean, unable to interpret input","input":"maybe"}]}"#
     );
 }

@@ -169,13 +169,38 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
             Err(rejection) => {
-                let keys: Vec<String> = RawPathParams::from_request_parts(parts, state)
+                let raw: Vec<(String, String)> = RawPathParams::from_request_parts(parts, state)
                     .await
-                    .map(|raw| raw.iter().map(|(k, _)| k.to_owned()).collect())
+                    .map(|raw| {
+                        raw.iter()
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                            .collect()
+                    })
                     .unwrap_or_default();
+                // What pydantic's lax mode accepts (`yes` for a boolean) passes.
+                if let Some(value) = lax_path(&raw) {
+                    return Ok(Self(value));
+                }
+                let keys: Vec<String> = raw.into_iter().map(|(k, _)| k).collect();
                 Err(path_rejection(rejection, &keys))
             }
         }
+    }
+}
+
+/// The parameters read as pydantic's lax mode reads them: as a struct of them, a single
+/// value, or a tuple.
+fn lax_path<T: DeserializeOwned>(raw: &[(String, String)]) -> Option<T> {
+    let loc = [json!("path")];
+    let source = lax::Source::Params;
+    let object: serde_json::Map<String, Value> =
+        raw.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    if let Ok(value) = lax::from_value(Value::Object(object), &loc, source) {
+        return Some(value);
+    }
+    match raw {
+        [(_, one)] => lax::from_value(json!(one), &loc, source).ok(),
+        _ => lax::from_value(raw.iter().map(|(_, v)| json!(v)).collect(), &loc, source).ok(),
     }
 }
 
