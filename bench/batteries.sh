@@ -38,7 +38,9 @@ run() {
   local name=$1 port pid ticks0 ticks1 hz out requests
   shift
   port=$(free_port)
-  taskset -c 0 "$BIN" --port "$port" --no-simulated-io --workers 1 "$@" >/dev/null 2>&1 &
+  # Its own log lines go to a file, as they would go somewhere in production (a write to
+  # /dev/null costs nothing and would hide what a blocking writer costs).
+  taskset -c 0 "$BIN" --port "$port" --no-simulated-io --workers 1 "$@" >"$WORK/stdout.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/items/1" && break; sleep 0.1; done
   taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/items/1" >/dev/null

@@ -207,6 +207,74 @@ struct Shared {
     queue: Arc<Queue>,
 }
 
+/// A writer of lines through the same kind of queue and writer thread as the access log, for
+/// a service's other log output (its `tracing` lines): a write appends the line under a lock
+/// and returns; the thread writes in batches. Full, it drops lines and counts them (and says
+/// so in the output, `{"dropped":N}`). Cheap to clone; [`LineWriter::close`] at exit writes
+/// what is queued.
+///
+/// One write is one line (as `tracing-subscriber`'s formatter writes each event): give it to
+/// the subscriber as `.with_writer(move || writer.clone())`.
+///
+/// ```
+/// use std::io::Write;
+/// use callnext::middleware::access_log::{LineWriter, SharedWriter, Sink};
+/// use std::sync::{Arc, Mutex};
+///
+/// let out = Arc::new(Mutex::new(Vec::new()));
+/// let sink = Sink::Writer(SharedWriter(out.clone()));
+/// let mut writer = LineWriter::new(&sink, 1024).unwrap();
+/// writer.write_all(b"one\n").unwrap();
+/// writer.write_all(b"two\n").unwrap();
+/// writer.close();
+/// assert_eq!(String::from_utf8(out.lock().unwrap().clone()).unwrap(), "one\ntwo\n");
+/// ```
+#[derive(Debug, Clone)]
+pub struct LineWriter {
+    queue: Arc<Queue>,
+}
+
+impl LineWriter {
+    /// Opens `sink` and starts the writer thread; at most `capacity` lines wait.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be opened for appending, or a thread that cannot start.
+    pub fn new(sink: &Sink, capacity: usize) -> Result<Self, ConfigError> {
+        Ok(Self {
+            queue: Queue::start(sink, capacity)?,
+        })
+    }
+
+    /// Waits (blocking the thread, at most `timeout`) until every line so far is written.
+    pub fn flush_lines(&self, timeout: Duration) -> bool {
+        self.queue.flush(timeout)
+    }
+
+    /// Writes what is queued and stops the writer; later lines are dropped (counted).
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.queue.dropped()
+    }
+}
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        self.queue.push(line);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Logs each request; see the [module docs](self). Made by [`AccessLog::builder`].
 #[derive(Debug, Clone)]
 pub struct AccessLog {
@@ -278,8 +346,8 @@ impl Pending {
         }
         let line = record.line(self.shared.format, &self.shared.redact);
         match self.shared.on_full {
-            OnFull::Drop => self.shared.queue.push(line),
-            OnFull::Block => self.shared.queue.push_admitted(line),
+            OnFull::Drop => self.shared.queue.push(&line),
+            OnFull::Block => self.shared.queue.push_admitted(&line),
         }
     }
 }

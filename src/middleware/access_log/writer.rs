@@ -91,9 +91,21 @@ pub enum OnFull {
 /// Records waiting for the writer, and what it is asked to do.
 #[derive(Default)]
 struct Pending {
-    lines: Vec<String>,
+    /// The queued lines, each ending in `\n`, in one buffer: appending copies the line and
+    /// allocates nothing (after the buffer has grown), and nothing is freed on another thread.
+    bytes: Vec<u8>,
+    /// How many lines `bytes` holds.
+    lines: usize,
     flushes: Vec<mpsc::Sender<()>>,
     stop: bool,
+}
+
+impl Pending {
+    fn append(&mut self, line: &str) {
+        self.bytes.extend_from_slice(line.as_bytes());
+        self.bytes.push(b'\n');
+        self.lines += 1;
+    }
 }
 
 /// What the hook and the writer share.
@@ -133,7 +145,7 @@ impl Queue {
         let capacity = capacity.max(1);
         let queue = Arc::new(Self {
             pending: Mutex::new(Pending {
-                lines: Vec::with_capacity(capacity.min(4096)),
+                bytes: Vec::with_capacity(capacity.min(4096) * 256),
                 ..Pending::default()
             }),
             wake: Condvar::new(),
@@ -156,16 +168,16 @@ impl Queue {
     }
 
     /// Queues a line; never waits on I/O. A full queue drops it (counted).
-    pub(super) fn push(&self, line: String) {
+    pub(super) fn push(&self, line: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.stop || pending.lines.len() >= self.capacity {
+        if pending.stop || pending.lines >= self.capacity {
             drop(pending);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        pending.lines.push(line);
-        let wake = pending.lines.len() == (self.capacity / 2).max(1);
+        pending.append(line);
+        let wake = pending.lines == (self.capacity / 2).max(1);
         drop(pending);
         if wake {
             self.wake.notify_one();
@@ -174,7 +186,7 @@ impl Queue {
 
     /// Queues a line even past the capacity; for a request that was admitted when there was
     /// room ([`OnFull::Block`]), so the overshoot is bounded by the requests in flight.
-    pub(super) fn push_admitted(&self, line: String) {
+    pub(super) fn push_admitted(&self, line: &str) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.stop {
             drop(pending);
@@ -182,8 +194,8 @@ impl Queue {
             self.dropped_total.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        pending.lines.push(line);
-        let wake = pending.lines.len() >= (self.capacity / 2).max(1);
+        pending.append(line);
+        let wake = pending.lines >= (self.capacity / 2).max(1);
         drop(pending);
         if wake {
             self.wake.notify_one();
@@ -193,7 +205,7 @@ impl Queue {
     /// Whether a record would fit now.
     pub(super) fn has_room(&self) -> bool {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.stop || pending.lines.len() < self.capacity
+        pending.stop || pending.lines < self.capacity
     }
 
     /// Waits until a record fits ([`OnFull::Block`]); the writer wakes the waiters each time
@@ -254,31 +266,28 @@ impl Queue {
 
     fn run(&self, out: Box<dyn Write + Send>) {
         let mut out = BufWriter::with_capacity(64 * 1024, out);
-        let mut lines = Vec::new();
+        let mut batch = Vec::new();
         loop {
-            let (flushes, stop) = {
+            let (lines, flushes, stop) = {
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                if pending.lines.is_empty() && pending.flushes.is_empty() && !pending.stop {
+                if pending.lines == 0 && pending.flushes.is_empty() && !pending.stop {
                     pending = self
                         .wake
                         .wait_timeout(pending, TICK)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
-                std::mem::swap(&mut lines, &mut pending.lines);
-                (std::mem::take(&mut pending.flushes), pending.stop)
+                // The two buffers take turns: the writer's, emptied, becomes the queue's.
+                std::mem::swap(&mut batch, &mut pending.bytes);
+                let lines = std::mem::take(&mut pending.lines);
+                (lines, std::mem::take(&mut pending.flushes), pending.stop)
             };
-            if !lines.is_empty() {
+            if lines > 0 {
                 self.room.notify_waiters();
-            }
-            for line in lines.drain(..) {
-                if out
-                    .write_all(line.as_bytes())
-                    .and_then(|()| out.write_all(b"\n"))
-                    .is_ok()
-                {
-                    self.written.fetch_add(1, Ordering::Relaxed);
+                if out.write_all(&batch).is_ok() {
+                    self.written.fetch_add(lines as u64, Ordering::Relaxed);
                 }
+                batch.clear();
             }
             self.note_dropped(&mut out);
             let _ = out.flush();
