@@ -11,6 +11,7 @@
 //! | concurrency limit: at most N inside, a bounded queue, 503 past it | [`limit`] | struct |
 //! | body limit: 413 by `Content-Length` or mid-stream | [`limit`] | hook |
 //! | rate limit: GCRA, several policies, memory or Redis, IETF headers | [`rate_limit`] | hook |
+//! | sessions: signed id cookie, lazy load, compare-and-set, idle and absolute timeouts | [`session`] | hook |
 //! | compression: gzip, br, zstd; never SSE; streams stay streamed (feature `compression`) | [`compression`] | tower |
 //! | security headers: `api`, `html` (helmet), `strict` (OWASP) presets, HSTS over TLS | [`security_headers`] | hook |
 //! | custom headers: set, append or default, on requests or responses | [`set_header`] | hook |
@@ -26,6 +27,7 @@ pub mod process_time;
 pub mod rate_limit;
 pub mod request_id;
 pub mod security_headers;
+pub mod session;
 pub mod set_header;
 pub mod timeout;
 
@@ -37,6 +39,7 @@ pub use process_time::ProcessTime;
 pub use rate_limit::RateLimit;
 pub use request_id::{RequestId, SetRequestId};
 pub use security_headers::SecurityHeaders;
+pub use session::Sessions;
 pub use set_header::SetHeaders;
 pub use timeout::Timeout;
 
@@ -55,6 +58,7 @@ pub(crate) fn battery_of<T: 'static>() -> Option<&'static str> {
         (TypeId::of::<limit::ConcurrencyLimit>(), "concurrency"),
         (TypeId::of::<limit::BodyLimit>(), "body_limit"),
         (TypeId::of::<RateLimit>(), "rate_limit"),
+        (TypeId::of::<Sessions>(), "session"),
         (TypeId::of::<ProcessTime>(), "process_time"),
     ]
     .into_iter()

@@ -1,0 +1,613 @@
+//! [`Sessions`]: server-side sessions behind a signed cookie, loaded lazily, saved only when
+//! changed, with idle and absolute timeouts enforced by the server and writes that do not
+//! lose each other.
+//!
+//! - The cookie (`id` by default) holds only an opaque 128-bit id from a CSPRNG, signed with a
+//!   secret of at least 64 bytes (the `cookie` crate's signed jar; old secrets still verify
+//!   while you rotate). `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`; `Secure` when the
+//!   request came over TLS or through a trusted proxy that says https; `__Host-` prefix on
+//!   request. An unknown, expired or tampered id is never adopted: a new session gets a new id.
+//! - A request that never touches its [`Session`] makes no store call. Reading only extends the
+//!   idle deadline, and at most once per quarter of the idle window.
+//! - Idle (30 min) and absolute (8 h) timeouts are checked on the server; the cookie carries no
+//!   `Max-Age`.
+//! - Writes are compare-and-set on a version: when two requests change one session at once,
+//!   the second merges its own changes (keys it set or removed) into what the first wrote and
+//!   tries again; if both changed one key, the later write wins. [`Session::destroy`] leaves a
+//!   tombstone, so a request that loaded the session before the logout cannot bring it back.
+//! - A store that fails is a 503 JSON for the request, never an empty session.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), callnext::ConfigError> {
+//! use axum::{routing::{get, post}, Router};
+//! use callnext::middleware::session::{Session, Sessions};
+//! use callnext::{HttpError, Stack, TestClient};
+//!
+//! async fn add(session: Session) -> Result<String, HttpError> {
+//!     let mut items: Vec<String> = session.get("items").await?.unwrap_or_default();
+//!     items.push("pen".to_owned());
+//!     session.insert("items", &items).await?;
+//!     Ok(items.len().to_string())
+//! }
+//!
+//! let sessions = Sessions::builder().secret([7u8; 64]).build()?;
+//! let app = Router::new().route("/add", post(add));
+//! let client = TestClient::new(Stack::new().hook(sessions).service(app));
+//! let first = client.post("/add").await;
+//! assert_eq!(first.text(), "1");
+//! let cookie = first.header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+//! assert!(first.header("set-cookie").unwrap().contains("HttpOnly"));
+//! let second = client.post("/add").header("cookie", cookie).send().await;
+//! assert_eq!(second.text(), "2");
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod memory;
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use http::request::Parts;
+use http::{header, HeaderValue, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use self::clock::now_ms;
+pub use self::memory::MemoryStore;
+pub use self::store::{Data, Record, Saved, SessionStore, StoreError};
+use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
+
+/// Tries of a write before giving up (each conflict merges and tries again).
+const TRIES: usize = 5;
+
+/// The settings of [`Sessions`], checked by [`SessionsBuilder::build`].
+#[must_use]
+pub struct SessionsBuilder {
+    store: Option<Arc<dyn SessionStore>>,
+    secret: Vec<u8>,
+    old_secrets: Vec<Vec<u8>>,
+    cookie: String,
+    host_prefix: bool,
+    idle: Duration,
+    absolute: Duration,
+}
+
+impl std::fmt::Debug for SessionsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionsBuilder")
+            .field("cookie", &self.cookie)
+            .field("idle", &self.idle)
+            .field("absolute", &self.absolute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionsBuilder {
+    /// Where sessions live. Defaults to a [`MemoryStore`] of 100,000 sessions.
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The secret that signs the cookie: at least 64 bytes (required).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = secret.as_ref().to_vec();
+        self
+    }
+
+    /// Secrets that signed cookies before the current one, still accepted (key rotation).
+    pub fn old_secrets<I: IntoIterator<Item = S>, S: AsRef<[u8]>>(mut self, secrets: I) -> Self {
+        self.old_secrets = secrets.into_iter().map(|s| s.as_ref().to_vec()).collect();
+        self
+    }
+
+    /// The cookie's name. Defaults to `id` (a name that says nothing about the framework).
+    pub fn cookie(mut self, name: impl Into<String>) -> Self {
+        self.cookie = name.into();
+        self
+    }
+
+    /// Prefix the cookie's name with `__Host-` (browsers then insist on `Secure`, `Path=/` and
+    /// no `Domain`). Defaults to off.
+    pub fn host_prefix(mut self, on: bool) -> Self {
+        self.host_prefix = on;
+        self
+    }
+
+    /// A session unused for this long ends. Defaults to 30 minutes.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// A session ends this long after it began, however active. Defaults to 8 hours.
+    pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
+        self.absolute = absolute;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A secret (or old secret) shorter than 64 bytes, a cookie name that is not a token,
+    /// timeouts of zero or an idle timeout longer than the absolute one.
+    pub fn build(self) -> Result<Sessions, ConfigError> {
+        if self.secret.len() < 64 {
+            return Err(ConfigError::invalid(
+                "secret",
+                format!(
+                    "must be at least 64 bytes, got {} (set it, or CALLNEXT_SESSION_SECRET)",
+                    self.secret.len()
+                ),
+            ));
+        }
+        if self.old_secrets.iter().any(|s| s.len() < 64) {
+            return Err(ConfigError::invalid(
+                "old_secrets",
+                "each must be at least 64 bytes",
+            ));
+        }
+        if self.cookie.is_empty()
+            || !self
+                .cookie
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "cookie",
+                format!("`{}` is not a cookie name", self.cookie),
+            ));
+        }
+        if self.idle.is_zero() || self.absolute.is_zero() {
+            return Err(ConfigError::invalid(
+                "idle_timeout",
+                "timeouts must be greater than zero",
+            ));
+        }
+        if self.idle > self.absolute {
+            return Err(ConfigError::invalid(
+                "idle_timeout",
+                "cannot be longer than absolute_timeout",
+            ));
+        }
+        let key = |secret: &[u8]| {
+            Key::try_from(secret)
+                .map_err(|err| ConfigError::invalid("secret", format!("cannot be a key: {err}")))
+        };
+        let old_keys = self
+            .old_secrets
+            .iter()
+            .map(|s| key(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = if self.host_prefix {
+            format!("__Host-{}", self.cookie)
+        } else {
+            self.cookie
+        };
+        Ok(Sessions {
+            shared: Arc::new(Shared {
+                store: self
+                    .store
+                    .unwrap_or_else(|| Arc::new(MemoryStore::new(100_000))),
+                key: key(&self.secret)?,
+                old_keys,
+                cookie: name,
+                host_prefix: self.host_prefix,
+                idle_ms: u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX),
+                absolute_ms: u64::try_from(self.absolute.as_millis()).unwrap_or(u64::MAX),
+            }),
+        })
+    }
+}
+
+struct Shared {
+    store: Arc<dyn SessionStore>,
+    key: Key,
+    old_keys: Vec<Key>,
+    cookie: String,
+    host_prefix: bool,
+    idle_ms: u64,
+    absolute_ms: u64,
+}
+
+/// The session battery; see the [module docs](self). Made by [`Sessions::builder`].
+#[derive(Clone)]
+pub struct Sessions {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("cookie", &self.shared.cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// A builder; a secret is required.
+    pub fn builder() -> SessionsBuilder {
+        SessionsBuilder {
+            store: None,
+            secret: Vec::new(),
+            old_secrets: Vec::new(),
+            cookie: "id".to_owned(),
+            host_prefix: false,
+            idle: Duration::from_secs(30 * 60),
+            absolute: Duration::from_secs(8 * 3600),
+        }
+    }
+
+    /// The verified session id in the request's cookies, if any.
+    fn verified_id(&self, req: &Request) -> Option<String> {
+        let shared = &self.shared;
+        let raw = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| Cookie::parse(pair.trim().to_owned()).ok())
+            .find(|c| c.name() == shared.cookie)?;
+        let mut jar = CookieJar::new();
+        jar.add_original(raw);
+        std::iter::once(&shared.key)
+            .chain(&shared.old_keys)
+            .find_map(|key| jar.signed(key).get(&shared.cookie))
+            .map(|c| c.value().to_owned())
+    }
+}
+
+/// What the response side needs: the request's session handle and whether it came securely.
+#[derive(Debug)]
+pub struct Pending {
+    session: Session,
+    secure: bool,
+}
+
+impl Hook for Sessions {
+    type State = Pending;
+
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Pending> {
+        let session = Session {
+            inner: Arc::new(Inner {
+                shared: Arc::clone(&self.shared),
+                state: tokio::sync::Mutex::new(State {
+                    cookie_id: self.verified_id(req),
+                    loaded: Loaded::NotYet,
+                    changes: BTreeMap::new(),
+                    cycle: false,
+                    destroy: false,
+                }),
+            }),
+        };
+        req.extensions_mut().insert(session.clone());
+        let secure = req.extensions().get::<crate::Secure>().is_some();
+        Flow::Continue(Pending { session, secure })
+    }
+
+    fn on_response<'a>(&'a self, pending: Pending, res: &'a mut Response) -> Flow<'a> {
+        // Untouched (the common case): nothing to load, save or send.
+        let touched = pending.session.inner.state.try_lock().map_or(true, |s| {
+            !matches!(s.loaded, Loaded::NotYet) || s.destroy || s.cycle
+        });
+        if !touched {
+            return Flow::Continue(());
+        }
+        Flow::wait(async move {
+            let cookie = pending.session.commit().await?;
+            if let Some(cookie) = cookie {
+                let set = self.set_cookie(cookie, pending.secure);
+                if let Ok(value) = HeaderValue::from_str(&set) {
+                    res.headers_mut().append(header::SET_COOKIE, value);
+                }
+            }
+            Ok::<_, HttpError>(())
+        })
+    }
+}
+
+/// What the response's `Set-Cookie` says.
+#[derive(Debug)]
+enum CookieChange {
+    /// A new id.
+    Issue(String),
+    /// The session ended: expire the cookie.
+    Expire,
+}
+
+impl Sessions {
+    fn set_cookie(&self, change: CookieChange, secure: bool) -> String {
+        let shared = &self.shared;
+        let mut cookie = match change {
+            CookieChange::Issue(id) => {
+                let mut jar = CookieJar::new();
+                jar.signed_mut(&shared.key)
+                    .add(Cookie::new(shared.cookie.clone(), id));
+                jar.get(&shared.cookie)
+                    .cloned()
+                    .unwrap_or_else(|| Cookie::new(shared.cookie.clone(), ""))
+            }
+            CookieChange::Expire => {
+                let mut c = Cookie::new(shared.cookie.clone(), "");
+                c.set_max_age(cookie::time::Duration::ZERO);
+                c
+            }
+        };
+        cookie.set_http_only(true);
+        cookie.set_same_site(SameSite::Lax);
+        cookie.set_path("/");
+        cookie.set_secure(secure || shared.host_prefix);
+        cookie.to_string()
+    }
+}
+
+#[derive(Debug)]
+enum Loaded {
+    NotYet,
+    Absent,
+    Found(String, Record),
+}
+
+#[derive(Debug)]
+struct State {
+    cookie_id: Option<String>,
+    loaded: Loaded,
+    /// Keys set (`Some`) or removed (`None`) by this request.
+    changes: BTreeMap<String, Option<Value>>,
+    cycle: bool,
+    destroy: bool,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// A request's session, for handlers (an extractor) and later middlewares (in the request's
+/// extensions). Cheap to clone; every clone is the same session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(err: &StoreError) -> HttpError {
+    tracing::error!(error = %err, "session store failed; answered 503");
+    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+}
+
+fn new_id() -> String {
+    // 128 bits from a CSPRNG (uuid's v4 with `fast-rng` draws from rand's ChaCha-based
+    // thread generator), as 32 hex digits.
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Session {
+    async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, HttpError> {
+        let mut state = self.inner.state.lock().await;
+        if matches!(state.loaded, Loaded::NotYet) {
+            let shared = &self.inner.shared;
+            state.loaded = match state.cookie_id.clone() {
+                None => Loaded::Absent,
+                Some(id) => match shared.store.load(&id).await.map_err(|e| unavailable(&e))? {
+                    Some(record)
+                        if record.expires_ms > now_ms()
+                            && record.created_ms.saturating_add(shared.absolute_ms) > now_ms() =>
+                    {
+                        Loaded::Found(id, record)
+                    }
+                    _ => Loaded::Absent,
+                },
+            };
+        }
+        Ok(state)
+    }
+
+    /// The value at `key`, if there is one (loading the session on first use).
+    ///
+    /// # Errors
+    ///
+    /// 503 when the store fails; 500 when the stored value is not a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, HttpError> {
+        let state = self.loaded().await?;
+        let value = match state.changes.get(key) {
+            Some(change) => change.clone(),
+            None => match &state.loaded {
+                Loaded::Found(_, record) => record.data.get(key).cloned(),
+                _ => None,
+            },
+        };
+        value
+            .map(|v| {
+                serde_json::from_value(v).map_err(|err| {
+                    tracing::error!(key, error = %err, "session value of another type");
+                    HttpError::internal()
+                })
+            })
+            .transpose()
+    }
+
+    /// Sets `key` to `value`; saved with the response.
+    ///
+    /// # Errors
+    ///
+    /// 503 when the store fails; 500 when `value` does not serialize.
+    pub async fn insert<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), HttpError> {
+        let value = serde_json::to_value(value).map_err(|err| {
+            tracing::error!(key, error = %err, "session value does not serialize");
+            HttpError::internal()
+        })?;
+        let mut state = self.loaded().await?;
+        state.changes.insert(key.to_owned(), Some(value));
+        Ok(())
+    }
+
+    /// Removes `key`; saved with the response.
+    ///
+    /// # Errors
+    ///
+    /// 503 when the store fails.
+    pub async fn remove(&self, key: &str) -> Result<(), HttpError> {
+        let mut state = self.loaded().await?;
+        state.changes.insert(key.to_owned(), None);
+        Ok(())
+    }
+
+    /// Gives the session a new id, keeping its data, and ends the old id: call it on login and
+    /// on every change of privilege.
+    pub async fn cycle_id(&self) -> Result<(), HttpError> {
+        let mut state = self.loaded().await?;
+        state.cycle = true;
+        Ok(())
+    }
+
+    /// Ends the session (logout): removed from the store for good, its cookie expired.
+    pub async fn destroy(&self) -> Result<(), HttpError> {
+        let mut state = self.loaded().await?;
+        state.destroy = true;
+        Ok(())
+    }
+
+    /// Writes what this request did; what the cookie must say, if anything.
+    async fn commit(&self) -> Result<Option<CookieChange>, HttpError> {
+        let shared = Arc::clone(&self.inner.shared);
+        let store = &shared.store;
+        let err = |e: StoreError| unavailable(&e);
+        let mut state = self.inner.state.lock().await;
+        let now = now_ms();
+        let loaded = std::mem::replace(&mut state.loaded, Loaded::NotYet);
+        let changes = std::mem::take(&mut state.changes);
+        let apply = |mut data: Data| {
+            for (key, change) in &changes {
+                match change {
+                    Some(value) => {
+                        data.insert(key.clone(), value.clone());
+                    }
+                    None => {
+                        data.remove(key);
+                    }
+                }
+            }
+            data
+        };
+        if state.destroy {
+            if let Loaded::Found(id, record) = &loaded {
+                let until = record.created_ms.saturating_add(shared.absolute_ms);
+                store.destroy(id, until).await.map_err(err)?;
+            }
+            return Ok(state.cookie_id.is_some().then_some(CookieChange::Expire));
+        }
+        match loaded {
+            Loaded::NotYet => Ok(None),
+            Loaded::Absent => {
+                if changes.is_empty() {
+                    // A stale cookie with nothing to keep: tell the browser to drop it.
+                    return Ok(state.cookie_id.is_some().then_some(CookieChange::Expire));
+                }
+                let record = Record::new(
+                    apply(Data::new()),
+                    now,
+                    now.saturating_add(shared.idle_ms.min(shared.absolute_ms)),
+                );
+                Ok(Some(CookieChange::Issue(self.create(&record).await?)))
+            }
+            Loaded::Found(id, mut record) => {
+                let deadline = now
+                    .saturating_add(shared.idle_ms)
+                    .min(record.created_ms.saturating_add(shared.absolute_ms));
+                if changes.is_empty() && !state.cycle {
+                    // Only a touch, and only once a quarter of the idle window has passed.
+                    let touched_at = record.expires_ms.saturating_sub(shared.idle_ms);
+                    if now.saturating_sub(touched_at) >= shared.idle_ms / 4 {
+                        let version = record.version;
+                        record.expires_ms = deadline;
+                        // A conflict means another request wrote, and so touched it.
+                        store.save(&id, &record, version).await.map_err(err)?;
+                    }
+                    return Ok(None);
+                }
+                let mut data = apply(record.data.clone());
+                let mut version = record.version;
+                for _ in 0..TRIES {
+                    let next = Record {
+                        data: data.clone(),
+                        version,
+                        created_ms: record.created_ms,
+                        expires_ms: deadline,
+                    };
+                    match store.save(&id, &next, version).await.map_err(err)? {
+                        Saved::Saved(_) => {
+                            if !state.cycle {
+                                return Ok(None);
+                            }
+                            let fresh = self.create(&next).await?;
+                            store
+                                .destroy(&id, record.created_ms.saturating_add(shared.absolute_ms))
+                                .await
+                                .map_err(err)?;
+                            return Ok(Some(CookieChange::Issue(fresh)));
+                        }
+                        Saved::Conflict(current) => {
+                            data = apply(current.data);
+                            version = current.version;
+                        }
+                        // Destroyed meanwhile (a logout): it stays destroyed.
+                        Saved::Gone => return Ok(Some(CookieChange::Expire)),
+                    }
+                }
+                tracing::error!("session write kept conflicting; answered 503");
+                Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Service Unavailable",
+                ))
+            }
+        }
+    }
+
+    /// Stores `record` under a new id (trying another on the rare collision); the id.
+    async fn create(&self, record: &Record) -> Result<String, HttpError> {
+        let store = &self.inner.shared.store;
+        for _ in 0..TRIES {
+            let id = new_id();
+            if store
+                .create(&id, record)
+                .await
+                .map_err(|e| unavailable(&e))?
+            {
+                return Ok(id);
+            }
+        }
+        Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+        ))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Session>().cloned().ok_or_else(|| {
+            tracing::error!("Session extracted without the session battery in the stack");
+            HttpError::internal()
+        })
+    }
+}
