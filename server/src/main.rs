@@ -375,6 +375,12 @@ async fn run(
     for entry in stack.describe() {
         tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
     }
+    let sessions_on = config.middleware.iter().any(|(name, table)| {
+        table.get("kind").and_then(|k| k.as_str()).unwrap_or(name) == "session"
+    });
+    if sessions_on {
+        router = router.merge(seed::session_demo_router());
+    }
     if demo_blocking {
         tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
         router = router.merge(seed::demo_blocking_router());

@@ -193,6 +193,26 @@ pub fn demo_blocking_router() -> Router {
     Router::new().route("/demo/block", get(block))
 }
 
+/// The example app's session demo, mounted when `[middleware.session]` is configured (not part
+/// of the seed): `POST /session/items/{item_id}` adds an item to the visitor's session,
+/// `GET /session` lists them.
+pub fn session_demo_router() -> Router {
+    use callnext::middleware::session::Session;
+    async fn add(session: Session, Path(item_id): Path<i64>) -> Result<Json<Value>, HttpError> {
+        let mut items: Vec<i64> = session.get("items").await?.unwrap_or_default();
+        items.push(item_id);
+        session.insert("items", &items).await?;
+        Ok(Json(json!({ "items": items })))
+    }
+    async fn list(session: Session) -> Result<Json<Value>, HttpError> {
+        let items: Vec<i64> = session.get("items").await?.unwrap_or_default();
+        Ok(Json(json!({ "items": items })))
+    }
+    Router::new()
+        .route("/session/items/{item_id}", axum::routing::post(add))
+        .route("/session", get(list))
+}
+
 /// The seed's two middlewares, in the order FastAPI runs them.
 pub fn stack(config: &SeedConfig) -> Stack {
     Stack::new()

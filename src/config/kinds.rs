@@ -30,6 +30,7 @@ pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("concurrency", 50, concurrency),
     ("body_limit", 60, body_limit),
     ("rate_limit", 70, rate_limit),
+    ("session", 80, session),
     ("compression", 110, compression),
 ];
 
@@ -516,6 +517,67 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         settings.error(key, message)
     })?;
     Ok(Entry::hook(limit))
+}
+
+fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    use crate::middleware::session::{MemoryStore, Sessions};
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        store: String,
+        secret: String,
+        old_secrets: Vec<String>,
+        cookie: String,
+        host_prefix: bool,
+        idle_timeout: super::Duration,
+        absolute_timeout: super::Duration,
+        max_sessions: u64,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                store: "memory".to_owned(),
+                secret: String::new(),
+                old_secrets: Vec::new(),
+                cookie: "id".to_owned(),
+                host_prefix: false,
+                idle_timeout: super::Duration::from_secs(30 * 60),
+                absolute_timeout: super::Duration::from_secs(8 * 3600),
+                max_sessions: 100_000,
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    let secret = if s.secret.is_empty() {
+        std::env::var("CALLNEXT_SESSION_SECRET").unwrap_or_default()
+    } else {
+        s.secret
+    };
+    let builder = Sessions::builder()
+        .secret(secret.as_bytes())
+        .old_secrets(&s.old_secrets)
+        .cookie(s.cookie)
+        .host_prefix(s.host_prefix)
+        .idle_timeout(s.idle_timeout.get())
+        .absolute_timeout(s.absolute_timeout.get());
+    let builder = match s.store.as_str() {
+        "memory" => builder.store(MemoryStore::new(s.max_sessions)),
+        other => {
+            return Err(settings.error(
+                "store",
+                format!("expected `memory` (the Redis and SQL session stores are not available in this version), got `{}`", crate::redact::redact_urls(other)),
+            ))
+        }
+    };
+    let sessions = builder.build().map_err(|err| {
+        let message = err.to_string();
+        let key = ["secret", "old_secrets", "cookie", "idle_timeout"]
+            .into_iter()
+            .find(|k| message.starts_with(&format!("invalid `{k}`")))
+            .unwrap_or("");
+        settings.error(key, message)
+    })?;
+    Ok(Entry::hook(sessions))
 }
 
 fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
