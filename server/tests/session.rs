@@ -75,3 +75,29 @@ fn a_missing_secret_is_one_line_and_exit_code_2() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[tokio::test]
+async fn two_instances_share_sessions_through_redis() {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = "t".repeat(64);
+    let path = config(
+        "shared",
+        &format!(
+            "[middleware.session]\nstore = \"{redis}\"\nsecret = \"{secret}\"\nprefix = \"test:session:{nanos}\"\n"
+        ),
+    );
+    let args = ["--config", path.as_str(), "--no-simulated-io"];
+    let a = Server::start(&args).await;
+    let b = Server::start(&args).await;
+    let (cookie, body) = call("POST", &a.url("/session/items/1"), None).await;
+    assert_eq!(body, r#"{"items":[1]}"#);
+    let cookie = cookie.expect("a session cookie");
+    let (_, body) = call("POST", &b.url("/session/items/2"), Some(&cookie)).await;
+    assert_eq!(body, r#"{"items":[1,2]}"#);
+    let (_, body) = call("GET", &a.url("/session"), Some(&cookie)).await;
+    assert_eq!(body, r#"{"items":[1,2]}"#);
+}

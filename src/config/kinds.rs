@@ -532,6 +532,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         idle_timeout: super::Duration,
         absolute_timeout: super::Duration,
         max_sessions: u64,
+        prefix: String,
     }
     impl Default for Settings {
         fn default() -> Self {
@@ -544,6 +545,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
                 idle_timeout: super::Duration::from_secs(30 * 60),
                 absolute_timeout: super::Duration::from_secs(8 * 3600),
                 max_sessions: 100_000,
+                prefix: "callnext:session".to_owned(),
             }
         }
     }
@@ -562,10 +564,21 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         .absolute_timeout(s.absolute_timeout.get());
     let builder = match s.store.as_str() {
         "memory" => builder.store(MemoryStore::new(s.max_sessions)),
+        #[cfg(feature = "redis")]
+        url if url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://") =>
+        {
+            let redis = settings.redis("store", url)?;
+            builder.store(crate::middleware::session::RedisStore::new(redis).prefix(s.prefix))
+        }
         other => {
             return Err(settings.error(
                 "store",
-                format!("expected `memory` (the Redis and SQL session stores are not available in this version), got `{}`", crate::redact::redact_urls(other)),
+                format!(
+                    "expected `memory` or a `redis://` URL (the SQL session stores are not available in this version), got `{}`",
+                    crate::redact::redact_urls(other)
+                ),
             ))
         }
     };

@@ -44,6 +44,8 @@
 
 mod clock;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 
 use std::collections::BTreeMap;
@@ -60,6 +62,8 @@ use serde_json::Value;
 
 use self::clock::now_ms;
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 pub use self::store::{Data, Record, Saved, SessionStore, StoreError};
 use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 
