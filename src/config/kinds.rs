@@ -572,11 +572,20 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             let redis = settings.redis("store", url)?;
             builder.store(crate::middleware::session::RedisStore::new(redis).prefix(s.prefix))
         }
+        #[cfg(feature = "sql")]
+        url if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:") =>
+        {
+            let store = crate::middleware::session::SqlStore::open(url)
+                .map_err(|err| settings.error("store", err))?;
+            builder.store(store)
+        }
         other => {
             return Err(settings.error(
                 "store",
                 format!(
-                    "expected `memory` or a `redis://` URL (the SQL session stores are not available in this version), got `{}`",
+                    "expected `memory`, a `redis://`, `postgres://` or `sqlite://` URL, got `{}`",
                     crate::redact::redact_urls(other)
                 ),
             ))

@@ -46,6 +46,8 @@ mod clock;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "sql")]
+mod sql;
 mod store;
 
 use std::collections::BTreeMap;
@@ -64,6 +66,8 @@ use self::clock::now_ms;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
+#[cfg(feature = "sql")]
+pub use self::sql::SqlStore;
 pub use self::store::{Data, Record, Saved, SessionStore, StoreError};
 use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 

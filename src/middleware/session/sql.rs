@@ -1,0 +1,341 @@
+//! The SQL stores (feature `sql`, sqlx): PostgreSQL for several instances, SQLite for one
+//! machine. One table, made by the store on first use; compare-and-set is
+//! `UPDATE ... WHERE version = ?`; an index on the expiry and a sweeper that deletes at most
+//! 1,000 expired rows a minute keep the table bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use sqlx::Row;
+
+use super::clock::now_ms;
+use super::store::{Data, Record, Saved, SessionStore, StoreError};
+
+/// How often the sweeper runs, and the most rows it deletes each time.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_ROWS: i64 = 1000;
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// Sessions in a PostgreSQL or SQLite database, in the table `callnext_sessions`.
+///
+/// ```
+/// use callnext::middleware::session::SqlStore;
+///
+/// // Connects on first use; a database that is down is a 503 for the requests that need it.
+/// let store = SqlStore::open("sqlite://sessions.db").unwrap();
+/// # let _ = store;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    url: String,
+    shown: String,
+    ready: Arc<tokio::sync::OnceCell<Pool>>,
+}
+
+fn failed(err: sqlx::Error) -> StoreError {
+    StoreError(Box::new(err))
+}
+
+impl SqlStore {
+    /// A store at `url`: `postgres://user@host/db` or `sqlite://file.db` (created if absent).
+    ///
+    /// # Errors
+    ///
+    /// A URL of another scheme.
+    pub fn open(url: &str) -> Result<Self, crate::ConfigError> {
+        let shown = crate::redact::redact_urls(url);
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return Err(crate::ConfigError::invalid(
+                "store",
+                format!("expected a postgres:// or sqlite:// URL, got `{shown}`"),
+            ));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            shown,
+            ready: Arc::default(),
+        })
+    }
+
+    /// The pool, connected and with its table, on first use; the sweeper starts then too.
+    async fn pool(&self) -> Result<&Pool, StoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let pool = if self.url.starts_with("sqlite:") {
+                    let options: sqlx::sqlite::SqliteConnectOptions =
+                        self.url.parse().map_err(failed)?;
+                    let options = options
+                        .create_if_missing(true)
+                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .busy_timeout(Duration::from_secs(5));
+                    Pool::Sqlite(
+                        sqlx::sqlite::SqlitePoolOptions::new()
+                            .acquire_timeout(Duration::from_secs(2))
+                            .connect_with(options)
+                            .await
+                            .map_err(failed)?,
+                    )
+                } else {
+                    Pool::Postgres(
+                        sqlx::postgres::PgPoolOptions::new()
+                            .acquire_timeout(Duration::from_secs(2))
+                            .connect(&self.url)
+                            .await
+                            .map_err(failed)?,
+                    )
+                };
+                migrate(&pool).await?;
+                let sweeper = pool.clone();
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(SWEEP_EVERY);
+                    loop {
+                        every.tick().await;
+                        if let Err(err) = sweep(&sweeper).await {
+                            tracing::warn!(error = %err, "session sweeper failed");
+                        }
+                    }
+                });
+                tracing::debug!(store = %self.shown, "session store ready");
+                Ok(pool)
+            })
+            .await
+    }
+}
+
+/// The table and its expiry index, if absent.
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let table = "CREATE TABLE IF NOT EXISTS callnext_sessions (
+        id TEXT PRIMARY KEY,
+        version BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        expires_ms BIGINT NOT NULL,
+        gone BOOLEAN NOT NULL DEFAULT FALSE,
+        data TEXT NOT NULL
+    )";
+    let index =
+        "CREATE INDEX IF NOT EXISTS callnext_sessions_expires ON callnext_sessions (expires_ms)";
+    match pool {
+        Pool::Postgres(p) => {
+            // Instances starting together would race on the catalogue (two `CREATE TABLE IF
+            // NOT EXISTS` at once can fail): one at a time, under an advisory lock.
+            let mut tx = p.begin().await.map_err(failed)?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7243102)")
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query(table).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::query(index).execute(&mut *tx).await.map_err(failed)?;
+            tx.commit().await.map_err(failed)?;
+        }
+        Pool::Sqlite(p) => {
+            sqlx::query(table).execute(p).await.map_err(failed)?;
+            sqlx::query(index).execute(p).await.map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes at most [`SWEEP_ROWS`] expired rows (sessions and tombstones).
+async fn sweep(pool: &Pool) -> Result<u64, StoreError> {
+    let sql = "DELETE FROM callnext_sessions WHERE id IN \
+        (SELECT id FROM callnext_sessions WHERE expires_ms <= $1 LIMIT $2)";
+    let now = ms(now_ms());
+    let done = match pool {
+        Pool::Postgres(p) => sqlx::query(sql)
+            .bind(now)
+            .bind(SWEEP_ROWS)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+        Pool::Sqlite(p) => sqlx::query(&sqlite(sql))
+            .bind(now)
+            .bind(SWEEP_ROWS)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    done.map_err(failed)
+}
+
+/// SQLite's numbered parameters are `?N`.
+fn sqlite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One row's columns.
+type Row_ = (i64, i64, i64, bool, String);
+
+fn record((version, created, expires, gone, data): Row_) -> Option<Record> {
+    if gone {
+        return None;
+    }
+    Some(Record {
+        data: serde_json::from_str::<Data>(&data).ok()?,
+        version: u64::try_from(version).ok()?,
+        created_ms: u64::try_from(created).ok()?,
+        expires_ms: u64::try_from(expires).ok()?,
+    })
+}
+
+/// Executes `$sql` with the parameters `$bind` adds, on either database; the rows affected.
+macro_rules! execute {
+    ($pool:expr, $sql:expr, |$q:ident| $bind:expr) => {
+        match $pool {
+            Pool::Postgres(p) => {
+                let $q = sqlx::query($sql);
+                $bind.execute(p).await.map(|r| r.rows_affected())
+            }
+            Pool::Sqlite(p) => {
+                let sql = sqlite($sql);
+                let $q = sqlx::query(&sql);
+                $bind.execute(p).await.map(|r| r.rows_affected())
+            }
+        }
+    };
+}
+
+impl SqlStore {
+    async fn current(&self, id: &str) -> Result<Option<Row_>, StoreError> {
+        let pool = self.pool().await?;
+        let sql = "SELECT version, created_ms, expires_ms, gone, data FROM callnext_sessions \
+            WHERE id = $1 AND expires_ms > $2";
+        let now = ms(now_ms());
+        let row = match pool {
+            Pool::Postgres(p) => sqlx::query(sql)
+                .bind(id)
+                .bind(now)
+                .fetch_optional(p)
+                .await
+                .map_err(failed)?
+                .map(|r| {
+                    (
+                        r.get::<i64, _>(0),
+                        r.get::<i64, _>(1),
+                        r.get::<i64, _>(2),
+                        r.get::<bool, _>(3),
+                        r.get::<String, _>(4),
+                    )
+                }),
+            Pool::Sqlite(p) => sqlx::query(&sqlite(sql))
+                .bind(id)
+                .bind(now)
+                .fetch_optional(p)
+                .await
+                .map_err(failed)?
+                .map(|r| {
+                    (
+                        r.get::<i64, _>(0),
+                        r.get::<i64, _>(1),
+                        r.get::<i64, _>(2),
+                        r.get::<bool, _>(3),
+                        r.get::<String, _>(4),
+                    )
+                }),
+        };
+        Ok(row)
+    }
+}
+
+impl SessionStore for SqlStore {
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        async move { Ok(self.current(id).await?.and_then(record)) }.boxed()
+    }
+
+    fn create<'a>(
+        &'a self,
+        id: &'a str,
+        rec: &'a Record,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let pool = self.pool().await?;
+            // Insert if absent, or over a row whose time is up (an expired session or
+            // tombstone the sweeper has not reached yet).
+            let sql =
+                "INSERT INTO callnext_sessions (id, version, created_ms, expires_ms, gone, data) \
+                VALUES ($1, $2, $3, $4, FALSE, $5) \
+                ON CONFLICT (id) DO UPDATE SET version = excluded.version, \
+                created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, \
+                gone = FALSE, data = excluded.data \
+                WHERE callnext_sessions.expires_ms <= $6";
+            let data = serde_json::Value::Object(rec.data.clone()).to_string();
+            let now = ms(now_ms());
+            let done = execute!(pool, sql, |q| q
+                .bind(id)
+                .bind(ms(rec.version))
+                .bind(ms(rec.created_ms))
+                .bind(ms(rec.expires_ms))
+                .bind(&data)
+                .bind(now))
+            .map_err(failed)?;
+            Ok(done == 1)
+        }
+        .boxed()
+    }
+
+    fn save<'a>(
+        &'a self,
+        id: &'a str,
+        rec: &'a Record,
+        expected: u64,
+    ) -> BoxFuture<'a, Result<Saved, StoreError>> {
+        async move {
+            let pool = self.pool().await?;
+            let sql = "UPDATE callnext_sessions SET version = $1, expires_ms = $2, data = $3 \
+                WHERE id = $4 AND version = $5 AND gone = FALSE AND expires_ms > $6";
+            let data = serde_json::Value::Object(rec.data.clone()).to_string();
+            let now = ms(now_ms());
+            let done = execute!(pool, sql, |q| q
+                .bind(ms(expected + 1))
+                .bind(ms(rec.expires_ms))
+                .bind(&data)
+                .bind(id)
+                .bind(ms(expected))
+                .bind(now))
+            .map_err(failed)?;
+            if done == 1 {
+                return Ok(Saved::Saved(expected + 1));
+            }
+            Ok(match self.current(id).await?.and_then(record) {
+                Some(current) => Saved::Conflict(current),
+                None => Saved::Gone,
+            })
+        }
+        .boxed()
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        id: &'a str,
+        tombstone_until_ms: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let pool = self.pool().await?;
+            let sql = "INSERT INTO callnext_sessions (id, version, created_ms, expires_ms, gone, data) \
+                VALUES ($1, 0, $2, $3, TRUE, '{}') \
+                ON CONFLICT (id) DO UPDATE SET gone = TRUE, data = '{}', expires_ms = excluded.expires_ms";
+            let now = ms(now_ms());
+            execute!(
+                pool,
+                sql,
+                |q| q.bind(id).bind(now).bind(ms(tombstone_until_ms))
+            )
+            .map_err(failed)?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
