@@ -87,7 +87,8 @@ pub(crate) fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stac
 }
 
 /// Each battery alone, and the production stack of `bench/batteries.sh`.
-pub(crate) const BATTERIES: [&str; 9] = [
+pub(crate) const BATTERIES: [&str; 11] = [
+    "none",
     "request_id",
     "access_log",
     "security_headers",
@@ -96,6 +97,7 @@ pub(crate) const BATTERIES: [&str; 9] = [
     "concurrency",
     "body_limit",
     "rate_limit",
+    "session",
     "production",
 ];
 
@@ -132,6 +134,14 @@ pub(crate) fn battery_stack(name: &str) -> Stack {
         "timeout" => Stack::new().middleware(timeout()),
         "concurrency" => Stack::new().middleware(concurrency()),
         "body_limit" => Stack::new().hook(BodyLimit::new(1_000_000).unwrap()),
+        "none" => Stack::new(),
+        // A request that does not touch its session (the route never extracts it).
+        "session" => Stack::new().hook(
+            callnext::middleware::Sessions::builder()
+                .secret([1u8; 64])
+                .build()
+                .unwrap(),
+        ),
         "rate_limit" => Stack::new().hook(
             callnext::middleware::RateLimit::builder()
                 .limit("1000000/s")
