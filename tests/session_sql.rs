@@ -4,10 +4,8 @@
 
 mod session_suite;
 
-use std::time::Duration;
-
-use callnext::middleware::session::{Session, Sessions, SqlStore};
-use callnext::{HttpError, Stack, TestClient};
+use callnext::middleware::session::{Sessions, SqlStore};
+use callnext::{Stack, TestClient};
 
 fn sqlite(name: &str) -> SqlStore {
     let dir = std::env::temp_dir().join(format!("callnext-sql-{}", std::process::id()));
@@ -54,61 +52,10 @@ suite!(
     concurrent_writers_to_different_keys_are_both_kept,
 );
 
-fn app() -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/set",
-            axum::routing::post(|s: Session| async move {
-                s.insert("k", "v").await?;
-                Ok::<_, HttpError>("ok")
-            }),
-        )
-        .route(
-            "/get",
-            axum::routing::get(|s: Session| async move {
-                Ok::<_, HttpError>(format!("{:?}", s.get::<String>("k").await?))
-            }),
-        )
-}
-
 #[tokio::test]
 async fn an_idle_session_expires() {
-    for store in [sqlite("idle"), postgres()] {
-        let sessions = Sessions::builder()
-            .secret([6u8; 64])
-            .store(store)
-            .idle_timeout(Duration::from_millis(300))
-            .build()
-            .unwrap();
-        let client = TestClient::new(Stack::new().hook(sessions).service(app()));
-        let made = client.post("/set").await;
-        let cookie = made
-            .header("set-cookie")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        assert_eq!(
-            client
-                .get("/get")
-                .header("cookie", cookie.clone())
-                .send()
-                .await
-                .text(),
-            "Some(\"v\")"
-        );
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(
-            client
-                .get("/get")
-                .header("cookie", cookie)
-                .send()
-                .await
-                .text(),
-            "None"
-        );
-    }
+    session_suite::an_idle_session_expires(sqlite("idle")).await;
+    session_suite::an_idle_session_expires(postgres()).await;
 }
 
 #[tokio::test]
@@ -120,8 +67,8 @@ async fn a_database_that_cannot_be_reached_is_a_503() {
         .store(store)
         .build()
         .unwrap();
-    let client = TestClient::new(Stack::new().hook(sessions).service(app()));
-    let res = client.post("/set").await;
+    let client = TestClient::new(Stack::new().hook(sessions).service(session_suite::writer()));
+    let res = client.post("/").await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.text(), r#"{"detail":"Service Unavailable"}"#);
 }

@@ -34,6 +34,28 @@ pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("compression", 110, compression),
 ];
 
+/// `value` as one of `options`, or the error "expected `a`, `b` or `c`, got `value`" at `key`.
+fn choice<T: Copy>(
+    settings: &MiddlewareSettings<'_>,
+    key: &str,
+    value: &str,
+    options: &[(&str, T)],
+) -> Result<T, FileError> {
+    if let Some((_, chosen)) = options.iter().find(|(name, _)| *name == value) {
+        return Ok(*chosen);
+    }
+    let names: Vec<String> = options
+        .iter()
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    Err(settings.error(key, format!("expected {expected}, got `{value}`")))
+}
+
 fn header_name(
     settings: &MiddlewareSettings<'_>,
     key: &str,
@@ -440,29 +462,27 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         },
     };
-    let on_store_error = match s.on_store_error.as_str() {
-        "open" => OnStoreError::Open,
-        "closed" => OnStoreError::Closed,
-        "local" => OnStoreError::Local,
-        other => {
-            return Err(settings.error(
-                "on_store_error",
-                format!("expected `open`, `closed` or `local`, got `{other}`"),
-            ))
-        }
-    };
-    let headers = match s.headers.as_str() {
-        "draft" => Headers::Draft,
-        "legacy" => Headers::Legacy,
-        "x" => Headers::X,
-        "none" => Headers::None,
-        other => {
-            return Err(settings.error(
-                "headers",
-                format!("expected `draft`, `legacy`, `x` or `none`, got `{other}`"),
-            ))
-        }
-    };
+    let on_store_error = choice(
+        settings,
+        "on_store_error",
+        &s.on_store_error,
+        &[
+            ("open", OnStoreError::Open),
+            ("closed", OnStoreError::Closed),
+            ("local", OnStoreError::Local),
+        ],
+    )?;
+    let headers = choice(
+        settings,
+        "headers",
+        &s.headers,
+        &[
+            ("draft", Headers::Draft),
+            ("legacy", Headers::Legacy),
+            ("x", Headers::X),
+            ("none", Headers::None),
+        ],
+    )?;
     builder = builder
         .key(key)
         .paths(&s.paths)
@@ -674,17 +694,16 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         }
     }
     let s: Settings = settings.parse()?;
-    let format = match s.format.as_str() {
-        "json" => Format::Json,
-        "combined" => Format::Combined,
-        "common" => Format::Common,
-        other => {
-            return Err(settings.error(
-                "format",
-                format!("expected `json`, `combined` or `common`, got `{other}`"),
-            ))
-        }
-    };
+    let format = choice(
+        settings,
+        "format",
+        &s.format,
+        &[
+            ("json", Format::Json),
+            ("combined", Format::Combined),
+            ("common", Format::Common),
+        ],
+    )?;
     if s.sink != "file" {
         return Err(settings.error(
             "sink",
@@ -695,16 +714,12 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         ));
     }
     let _ = (&s.url, s.batch);
-    let on_full = match s.on_full.as_str() {
-        "drop" => OnFull::Drop,
-        "block" => OnFull::Block,
-        other => {
-            return Err(settings.error(
-                "on_full",
-                format!("expected `drop` or `block`, got `{other}`"),
-            ))
-        }
-    };
+    let on_full = choice(
+        settings,
+        "on_full",
+        &s.on_full,
+        &[("drop", OnFull::Drop), ("block", OnFull::Block)],
+    )?;
     let rotate = match s.rotate.as_str() {
         "never" => Rotate::Never,
         "hourly" => Rotate::Hourly,

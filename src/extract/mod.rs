@@ -363,12 +363,7 @@ where
             .is_none_or(|_| is_json_content_type(req.headers()));
         let bytes = body_bytes(req, state).await?;
         if !json {
-            return Err(ValidationError::unprocessable(vec![ValidationIssue::new(
-                "model_attributes_type",
-                vec![json!("body")],
-                "Input should be a valid dictionary or object to extract fields from",
-            )
-            .input(String::from_utf8_lossy(&bytes).into_owned())]));
+            return Err(not_an_object(String::from_utf8_lossy(&bytes).into_owned()));
         }
         parse_json(&bytes).map(Json)
     }
@@ -469,16 +464,21 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
             .err()
             .is_some_and(|err| err.inner().to_string().starts_with("missing field"));
         if wants_object {
-            return Err(ValidationError::unprocessable(vec![ValidationIssue::new(
-                "model_attributes_type",
-                vec![json!("body")],
-                "Input should be a valid dictionary or object to extract fields from",
-            )
-            .input(value)]));
+            return Err(not_an_object(value));
         }
     }
     lax::from_value(value, &[json!("body")], lax::Source::Body)
         .map_err(ValidationError::unprocessable)
+}
+
+/// A body that is not an object where the type wants one.
+fn not_an_object(input: impl Into<Value>) -> ValidationError {
+    ValidationError::unprocessable(vec![ValidationIssue::new(
+        "model_attributes_type",
+        vec![json!("body")],
+        "Input should be a valid dictionary or object to extract fields from",
+    )
+    .input(input)])
 }
 
 /// A body that is required and absent (`null` included): `missing` at `["body"]`.

@@ -280,3 +280,33 @@ pub async fn concurrent_writers_to_different_keys_are_both_kept(store: impl Sess
     assert_eq!(get_key(&client, &id, "fast").await, "Some(\"2\")");
     assert_eq!(get_key(&client, &id, "slow").await, "Some(\"late\")");
 }
+
+/// For stores on real time (a paused clock would also fire their connections' timers while
+/// they wait): a session unused for longer than a short idle timeout is gone, in the store too
+/// (its TTL or row expiry). Only a wait longer than the timeout, so a slow machine cannot
+/// break it; the absolute timeout's arithmetic is the battery's, shown on the paused clock
+/// with the memory store.
+pub async fn an_idle_session_expires(store: impl SessionStore) {
+    let sessions = Sessions::builder()
+        .secret([6u8; 64])
+        .store(store)
+        .idle_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let client = TestClient::new(Stack::new().hook(sessions).service(app(Gates::default())));
+    let id = cookie(&client.post("/set/k/v").await);
+    assert_eq!(get_key(&client, &id, "k").await, "Some(\"v\")");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get_key(&client, &id, "k").await, "None");
+}
+
+/// A router whose one route writes to the session, for stores that are made to fail.
+pub fn writer() -> Router {
+    Router::new().route(
+        "/",
+        post(|s: Session| async move {
+            s.insert("k", "v").await?;
+            Ok::<_, HttpError>("ok")
+        }),
+    )
+}

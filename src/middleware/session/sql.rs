@@ -214,37 +214,33 @@ impl SqlStore {
         let sql = "SELECT version, created_ms, expires_ms, gone, data FROM callnext_sessions \
             WHERE id = $1 AND expires_ms > $2";
         let now = ms(now_ms());
+        // The same columns from either database's row.
+        macro_rules! columns {
+            ($row:expr) => {
+                $row.map(|r| {
+                    (
+                        r.get::<i64, _>(0),
+                        r.get::<i64, _>(1),
+                        r.get::<i64, _>(2),
+                        r.get::<bool, _>(3),
+                        r.get::<String, _>(4),
+                    )
+                })
+            };
+        }
         let row = match pool {
-            Pool::Postgres(p) => sqlx::query(sql)
+            Pool::Postgres(p) => columns!(sqlx::query(sql)
                 .bind(id)
                 .bind(now)
                 .fetch_optional(p)
                 .await
-                .map_err(failed)?
-                .map(|r| {
-                    (
-                        r.get::<i64, _>(0),
-                        r.get::<i64, _>(1),
-                        r.get::<i64, _>(2),
-                        r.get::<bool, _>(3),
-                        r.get::<String, _>(4),
-                    )
-                }),
-            Pool::Sqlite(p) => sqlx::query(&sqlite(sql))
+                .map_err(failed)?),
+            Pool::Sqlite(p) => columns!(sqlx::query(&sqlite(sql))
                 .bind(id)
                 .bind(now)
                 .fetch_optional(p)
                 .await
-                .map_err(failed)?
-                .map(|r| {
-                    (
-                        r.get::<i64, _>(0),
-                        r.get::<i64, _>(1),
-                        r.get::<i64, _>(2),
-                        r.get::<bool, _>(3),
-                        r.get::<String, _>(4),
-                    )
-                }),
+                .map_err(failed)?),
         };
         Ok(row)
     }
