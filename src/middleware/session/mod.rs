@@ -253,22 +253,30 @@ impl Sessions {
         }
     }
 
-    /// The verified session id in the request's cookies, if any.
-    fn verified_id(&self, req: &Request) -> Option<String> {
-        let shared = &self.shared;
-        let raw = req
-            .headers()
+    /// The raw value of the session cookie, if the request has one (found without parsing
+    /// the other cookies; its signature is checked only if the session is used).
+    fn raw_cookie(&self, req: &Request) -> Option<String> {
+        let name = self.shared.cookie.as_str();
+        req.headers()
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .filter_map(|pair| Cookie::parse(pair.trim().to_owned()).ok())
-            .find(|c| c.name() == shared.cookie)?;
+            .find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key == name).then(|| value.to_owned())
+            })
+    }
+}
+
+impl Shared {
+    /// The session id `raw` carries, if its signature is good (current or old secret).
+    fn verify(&self, raw: &str) -> Option<String> {
         let mut jar = CookieJar::new();
-        jar.add_original(raw);
-        std::iter::once(&shared.key)
-            .chain(&shared.old_keys)
-            .find_map(|key| jar.signed(key).get(&shared.cookie))
+        jar.add_original(Cookie::new(self.cookie.clone(), raw.to_owned()));
+        std::iter::once(&self.key)
+            .chain(&self.old_keys)
+            .find_map(|key| jar.signed(key).get(&self.cookie))
             .map(|c| c.value().to_owned())
     }
 }
@@ -288,7 +296,8 @@ impl Hook for Sessions {
             inner: Arc::new(Inner {
                 shared: Arc::clone(&self.shared),
                 state: tokio::sync::Mutex::new(State {
-                    cookie_id: self.verified_id(req),
+                    raw_cookie: self.raw_cookie(req),
+                    cookie_id: None,
                     loaded: Loaded::NotYet,
                     changes: BTreeMap::new(),
                     cycle: false,
@@ -366,6 +375,9 @@ enum Loaded {
 
 #[derive(Debug)]
 struct State {
+    /// The cookie's value as it came, checked on first use.
+    raw_cookie: Option<String>,
+    /// The id it carries, once checked (set when the session is loaded).
     cookie_id: Option<String>,
     loaded: Loaded,
     /// Keys set (`Some`) or removed (`None`) by this request.
@@ -408,6 +420,10 @@ impl Session {
         let mut state = self.inner.state.lock().await;
         if matches!(state.loaded, Loaded::NotYet) {
             let shared = &self.inner.shared;
+            state.cookie_id = state
+                .raw_cookie
+                .as_deref()
+                .and_then(|raw| shared.verify(raw));
             state.loaded = match state.cookie_id.clone() {
                 None => Loaded::Absent,
                 Some(id) => match shared.store.load(&id).await.map_err(|e| unavailable(&e))? {
