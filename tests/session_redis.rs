@@ -52,7 +52,12 @@ async fn a_redis_that_is_down_is_a_503() {
         .store(store)
         .build()
         .unwrap();
-    let client = TestClient::new(Stack::new().hook(sessions).service(session_suite::writer()));
+    let metrics = callnext::metrics::Metrics::new();
+    let stack = Stack::new()
+        .name("sessions_down")
+        .metrics(&metrics)
+        .hook(sessions);
+    let client = TestClient::new(stack.service(session_suite::writer()));
     let made = client.post("/").await;
     assert_eq!(made.status(), 200);
     let cookie = made
@@ -66,4 +71,18 @@ async fn a_redis_that_is_down_is_a_503() {
     let res = client.post("/").header("cookie", cookie).send().await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.text(), r#"{"detail":"Service Unavailable"}"#);
+    // The failed load is counted, and every store call timed.
+    let text = metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("callnext_session_store_errors_total{")
+                && l.contains("op=\"load\"")
+                && l.ends_with(" 1")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("callnext_session_store_seconds_count{") && !l.ends_with(" 0")),
+        "{text}"
+    );
 }

@@ -63,6 +63,8 @@ pub(crate) const CONCURRENCY_IN_FLIGHT: &str = "callnext_concurrency_in_flight";
 pub(crate) const RATE_LIMIT_REQUESTS: &str = "callnext_rate_limit_requests_total";
 pub(crate) const RATE_LIMIT_STORE_ERRORS: &str = "callnext_rate_limit_store_errors_total";
 pub(crate) const RATE_LIMIT_STORE_SECONDS: &str = "callnext_rate_limit_store_seconds";
+pub(crate) const SESSION_STORE_ERRORS: &str = "callnext_session_store_errors_total";
+pub(crate) const SESSION_STORE_SECONDS: &str = "callnext_session_store_seconds";
 
 /// The route label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = crate::instrument::UNMATCHED;
@@ -82,7 +84,7 @@ struct Registry {
     /// Counters and gauges; never installed as the global recorder.
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    histograms: Mutex<[Family; 3]>,
+    histograms: Mutex<[Family; 4]>,
     /// The stacks recording here, by name: the stack's identity, held by the stack and every
     /// service built from it; once they are all gone, the name is free again.
     stacks: Mutex<Vec<(String, Weak<dyn Send + Sync>)>>,
@@ -119,6 +121,10 @@ impl Metrics {
                 RATE_LIMIT_STORE_ERRORS,
                 "Rate-limit decisions the store could not make, by the action taken instead.",
             ),
+            (
+                SESSION_STORE_ERRORS,
+                "Session store calls that failed (each a 503 for its request), by operation.",
+            ),
         ] {
             recorder.describe_counter(KeyName::from(name), None, SharedString::from(help));
         }
@@ -145,6 +151,11 @@ impl Metrics {
                     Family::new(
                         RATE_LIMIT_STORE_SECONDS,
                         "Time a rate limiter waited for its store (Redis), per call.",
+                        POLL_BUCKETS_NS,
+                    ),
+                    Family::new(
+                        SESSION_STORE_SECONDS,
+                        "Time the session battery waited for its store, per call.",
                         POLL_BUCKETS_NS,
                     ),
                 ]),

@@ -203,16 +203,23 @@ impl Entry {
                 Arc::new(move |timeout| handle.flush(timeout)) as Flusher
             });
         #[cfg(feature = "prometheus")]
-        let on_metrics = (&hook as &dyn std::any::Any)
-            .downcast_ref::<crate::middleware::RateLimit>()
-            .map(|limit| {
-                let limit = limit.clone();
+        let on_metrics = {
+            let any = &hook as &dyn std::any::Any;
+            let limit = any.downcast_ref::<crate::middleware::RateLimit>().cloned();
+            let sessions = any.downcast_ref::<crate::middleware::Sessions>().cloned();
+            (limit.is_some() || sessions.is_some()).then(|| {
                 Arc::new(
                     move |metrics: &crate::metrics::Metrics, stack: &str, entry: &str| {
-                        limit.register_metrics(metrics, stack, entry);
+                        if let Some(limit) = &limit {
+                            limit.register_metrics(metrics, stack, entry);
+                        }
+                        if let Some(sessions) = &sessions {
+                            sessions.register_metrics(metrics, stack, entry);
+                        }
                     },
                 ) as MetricsHook
-            });
+            })
+        };
         let mut entry = Self::new(
             name,
             MiddlewareKind::Hook,

@@ -201,9 +201,13 @@ impl SessionsBuilder {
         };
         Ok(Sessions {
             shared: Arc::new(Shared {
-                store: self
-                    .store
-                    .unwrap_or_else(|| Arc::new(MemoryStore::new(100_000))),
+                store: Measured {
+                    inner: self
+                        .store
+                        .unwrap_or_else(|| Arc::new(MemoryStore::new(100_000))),
+                    #[cfg(feature = "prometheus")]
+                    metrics: std::sync::OnceLock::new(),
+                },
                 key: key(&self.secret)?,
                 old_keys,
                 cookie: name,
@@ -216,7 +220,7 @@ impl SessionsBuilder {
 }
 
 struct Shared {
-    store: Arc<dyn SessionStore>,
+    store: Measured,
     key: Key,
     old_keys: Vec<Key>,
     cookie: String,
@@ -401,6 +405,92 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+/// The store, with each call timed and its failures counted once the stack records metrics.
+struct Measured {
+    inner: Arc<dyn SessionStore>,
+    #[cfg(feature = "prometheus")]
+    metrics: std::sync::OnceLock<StoreMetrics>,
+}
+
+#[cfg(feature = "prometheus")]
+struct StoreMetrics {
+    /// Errors of load, create, save, destroy.
+    errors: [metrics::Counter; 4],
+    seconds: Arc<crate::metrics::Histogram>,
+}
+
+impl Measured {
+    async fn measure<T>(
+        &self,
+        op: usize,
+        call: futures_util::future::BoxFuture<'_, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        #[cfg(feature = "prometheus")]
+        let started = crate::instrument::clock::now();
+        let result = call.await;
+        #[cfg(feature = "prometheus")]
+        if let Some(m) = self.metrics.get() {
+            m.seconds
+                .record_ticks(crate::instrument::clock::now().saturating_sub(started));
+            if result.is_err() {
+                m.errors[op].increment(1);
+            }
+        }
+        #[cfg(not(feature = "prometheus"))]
+        let _ = op;
+        result
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        self.measure(0, self.inner.load(id)).await
+    }
+
+    async fn create(&self, id: &str, record: &Record) -> Result<bool, StoreError> {
+        self.measure(1, self.inner.create(id, record)).await
+    }
+
+    async fn save(&self, id: &str, record: &Record, expected: u64) -> Result<Saved, StoreError> {
+        self.measure(2, self.inner.save(id, record, expected)).await
+    }
+
+    async fn destroy(&self, id: &str, until: u64) -> Result<(), StoreError> {
+        self.measure(3, self.inner.destroy(id, until)).await
+    }
+}
+
+#[cfg(feature = "prometheus")]
+impl Sessions {
+    /// Registers its series (called when the stack records into `metrics`).
+    pub(crate) fn register_metrics(
+        &self,
+        metrics: &crate::metrics::Metrics,
+        stack: &str,
+        entry: &str,
+    ) {
+        use crate::metrics::{SESSION_STORE_ERRORS, SESSION_STORE_SECONDS};
+        let base = || {
+            vec![
+                ("stack", stack.to_owned()),
+                ("middleware", entry.to_owned()),
+            ]
+        };
+        let error = |op: &str| {
+            let mut labels = base();
+            labels.push(("op", op.to_owned()));
+            metrics.counter(SESSION_STORE_ERRORS, &labels)
+        };
+        let _ = self.shared.store.metrics.set(StoreMetrics {
+            errors: [
+                error("load"),
+                error("create"),
+                error("save"),
+                error("destroy"),
+            ],
+            seconds: metrics.histogram(SESSION_STORE_SECONDS, base()),
+        });
     }
 }
 
