@@ -14,6 +14,12 @@
 //! | `http_requests_in_flight` | gauge | `stack` |
 //! | `callnext_middleware_poll_seconds` | histogram (exclusive poll time per request) | `stack`, `middleware` |
 //! | `callnext_blocking_events_total` | counter | `stack`, `middleware` |
+//! | `callnext_concurrency_in_flight` | gauge (requests inside a concurrency limit) | `stack`, `middleware` |
+//! | `callnext_rate_limit_requests_total` | counter | `stack`, `middleware`, `policy`, `decision` |
+//! | `callnext_rate_limit_store_errors_total` | counter | `stack`, `middleware`, `action` |
+//! | `callnext_rate_limit_store_seconds` | histogram | `stack`, `middleware`, `store` |
+//! | `callnext_session_store_errors_total` | counter | `stack`, `middleware`, `op` |
+//! | `callnext_session_store_seconds` | histogram | `stack`, `middleware` |
 //!
 //! `route` is the matched route template (`/items/{item_id}`); requests that matched no route
 //! share the label `unmatched`, so random paths cannot blow up the number of series. `stack` is
