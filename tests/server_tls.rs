@@ -161,3 +161,33 @@ fn missing_and_invalid_files_are_one_line_errors() {
     let err = TlsConfig::from_pem_files(&files.cert, &other.key).unwrap_err();
     assert!(err.to_string().starts_with("invalid `tls_key`: "), "{err}");
 }
+
+#[tokio::test]
+async fn session_cookies_over_tls_are_secure() {
+    use callnext::middleware::session::{Session, Sessions};
+    let files = certificate("session");
+    let tls = TlsConfig::from_pem_files(&files.cert, &files.key).unwrap();
+    let sessions = Sessions::builder().secret([8u8; 64]).build().unwrap();
+    let app = Router::new().route(
+        "/",
+        get(|s: Session| async move {
+            s.insert("k", "v").await?;
+            Ok::<_, callnext::HttpError>("ok")
+        }),
+    );
+    let running = common::spawn(
+        Server::new().tls(tls),
+        Stack::new().hook(sessions).service(app),
+    )
+    .await;
+    let stream = connect(running.addr, &files.der, b"http/1.1").await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let res = sender.send_request(request(running.addr)).await.unwrap();
+    let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert_eq!(text(res).await, "ok");
+    assert!(set.starts_with("id=") && set.contains("; Secure"), "{set}");
+    running.stop().await;
+}

@@ -5,7 +5,8 @@ mod session_suite;
 
 use std::time::Duration;
 
-use callnext::middleware::session::{MemoryStore, Sessions};
+use callnext::middleware::session::{MemoryStore, Session, Sessions};
+use callnext::{Stack, TestClient, TrustedProxies};
 
 fn store() -> MemoryStore {
     MemoryStore::new(1000)
@@ -60,4 +61,162 @@ fn settings_are_checked_when_built() {
             .absolute_timeout(Duration::from_secs(5))),
         "invalid `idle_timeout`: cannot be longer than absolute_timeout"
     );
+}
+
+/// A client of a stack with `sessions`, its one route writing to the session.
+fn writer_client(stack: Stack, sessions: Sessions) -> TestClient<callnext::StackService> {
+    TestClient::new(stack.hook(sessions).service(session_suite::writer()))
+}
+
+fn set_cookie(res: &callnext::TestResponse) -> String {
+    res.header("set-cookie").expect("a cookie").to_owned()
+}
+
+#[tokio::test]
+async fn the_cookie_is_secure_behind_a_trusted_proxy_saying_https() {
+    let sessions = || Sessions::builder().secret([3u8; 64]).build().unwrap();
+    // TestClient's requests come from 127.0.0.1: trusted here.
+    let trusted = || Stack::new().trusted_proxies(TrustedProxies::parse(["127.0.0.1"]).unwrap());
+    let client = writer_client(trusted(), sessions());
+    let https = client
+        .post("/")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await;
+    assert!(
+        set_cookie(&https).contains("; Secure"),
+        "{}",
+        set_cookie(&https)
+    );
+    let http = client
+        .post("/")
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await;
+    assert!(
+        !set_cookie(&http).contains("Secure"),
+        "{}",
+        set_cookie(&http)
+    );
+    // The same header from a client that is not a trusted proxy is not believed.
+    let direct = writer_client(Stack::new(), sessions());
+    let forged = direct
+        .post("/")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await;
+    assert!(
+        !set_cookie(&forged).contains("Secure"),
+        "{}",
+        set_cookie(&forged)
+    );
+}
+
+#[tokio::test]
+async fn the_host_prefix_names_the_cookie_and_makes_it_secure() {
+    let sessions = Sessions::builder()
+        .secret([4u8; 64])
+        .cookie("sid")
+        .host_prefix(true)
+        .build()
+        .unwrap();
+    let client = writer_client(Stack::new(), sessions);
+    let res = client.post("/").await;
+    let set = set_cookie(&res);
+    assert!(set.starts_with("__Host-sid="), "{set}");
+    for part in ["Secure", "Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    // The prefixed cookie brings the same session back: no new cookie is issued.
+    let again = client
+        .post("/")
+        .header("cookie", set.split(';').next().unwrap().to_owned())
+        .send()
+        .await;
+    assert_eq!(again.status(), 200);
+    assert!(again.header("set-cookie").is_none());
+}
+
+#[tokio::test]
+async fn cookies_signed_with_an_old_secret_are_accepted_while_rotating() {
+    let store = MemoryStore::new(100);
+    let (old, new) = ([1u8; 64], [2u8; 64]);
+    let before = writer_client(
+        Stack::new(),
+        Sessions::builder()
+            .secret(old)
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let cookie = set_cookie(&before.post("/").await)
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let app = || {
+        axum::Router::new().route(
+            "/",
+            axum::routing::get(|s: Session| async move {
+                Ok::<_, callnext::HttpError>(format!("{:?}", s.get::<String>("k").await?))
+            }),
+        )
+    };
+    let read = |sessions: Sessions| TestClient::new(Stack::new().hook(sessions).service(app()));
+    // Rotated: the new secret signs, the old one still verifies.
+    let rotated = read(
+        Sessions::builder()
+            .secret(new)
+            .old_secrets([old])
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let res = rotated
+        .get("/")
+        .header("cookie", cookie.clone())
+        .send()
+        .await;
+    assert_eq!(res.text(), "Some(\"v\")");
+    // Once the old secret is dropped from the list, its cookies are refused.
+    let dropped = read(
+        Sessions::builder()
+            .secret(new)
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let res = dropped.get("/").header("cookie", cookie).send().await;
+    assert_eq!(res.text(), "None");
+    // New cookies are signed with the new secret.
+    let issued = writer_client(
+        Stack::new(),
+        Sessions::builder()
+            .secret(new)
+            .old_secrets([old])
+            .store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let fresh = set_cookie(&issued.post("/").await)
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let res = dropped
+        .get("/")
+        .header("cookie", fresh.clone())
+        .send()
+        .await;
+    assert_eq!(res.text(), "Some(\"v\")");
+    let old_only = read(
+        Sessions::builder()
+            .secret(old)
+            .store(store)
+            .build()
+            .unwrap(),
+    );
+    let res = old_only.get("/").header("cookie", fresh).send().await;
+    assert_eq!(res.text(), "None");
 }

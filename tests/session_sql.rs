@@ -4,7 +4,7 @@
 
 mod session_suite;
 
-use callnext::middleware::session::{Sessions, SqlStore};
+use callnext::middleware::session::{Data, Record, SessionStore, Sessions, SqlStore};
 use callnext::{Stack, TestClient};
 
 fn sqlite(name: &str) -> SqlStore {
@@ -71,4 +71,61 @@ async fn a_database_that_cannot_be_reached_is_a_503() {
     let res = client.post("/").await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.text(), r#"{"detail":"Service Unavailable"}"#);
+}
+
+fn epoch_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(now.unwrap().as_millis()).unwrap()
+}
+
+/// Expired sessions and tombstones are deleted in bounded statements until none is left;
+/// live ones stay.
+#[tokio::test]
+async fn the_sweeper_deletes_expired_rows_and_keeps_live_ones() {
+    let dir = std::env::temp_dir().join(format!("callnext-sql-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sweep.db");
+    let _ = std::fs::remove_file(&path);
+    let url = format!("sqlite://{}", path.display());
+    let store = SqlStore::open(&url).unwrap();
+    let now = epoch_ms();
+    let expired = Record::new(Data::new(), now - 60_000, now - 1_000);
+    let live = Record::new(Data::new(), now, now + 3_600_000);
+    // More than one statement's worth (1,000), so the sweep takes several.
+    for i in 0..2_500 {
+        assert!(store.create(&format!("old{i}"), &expired).await.unwrap());
+    }
+    for i in 0..10 {
+        assert!(store.create(&format!("new{i}"), &live).await.unwrap());
+    }
+    store.destroy("new9", now - 1).await.unwrap(); // a tombstone already past its time
+    assert_eq!(store.sweep().await.unwrap(), 2_501);
+    assert_eq!(store.sweep().await.unwrap(), 0);
+    for i in 0..9 {
+        assert!(store.load(&format!("new{i}")).await.unwrap().is_some());
+    }
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM callnext_sessions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 9);
+
+    // PostgreSQL, shared with other tests: at least this test's own expired rows go.
+    let store = postgres();
+    let tag = format!("sweep{}-{}", std::process::id(), now);
+    for i in 0..5 {
+        assert!(store.create(&format!("{tag}-{i}"), &expired).await.unwrap());
+    }
+    assert!(store.create(&format!("{tag}-live"), &live).await.unwrap());
+    assert!(store.sweep().await.unwrap() >= 5);
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("SELECT id FROM callnext_sessions WHERE id LIKE $1")
+        .bind(format!("{tag}-%"))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [format!("{tag}-live")]);
 }

@@ -194,13 +194,18 @@ pub fn demo_blocking_router() -> Router {
 }
 
 /// The example app's session demo, mounted when `[middleware.session]` is configured (not part
-/// of the seed): `POST /session/items/{item_id}` adds an item to the visitor's session,
-/// `GET /session` lists them.
+/// of the seed): `POST /session/items/{item_id}` adds an item to the visitor's session (which
+/// keeps the 100 most recent), `GET /session` lists them.
 pub fn session_demo_router() -> Router {
     use callnext::middleware::session::Session;
+    /// Items kept per session: what a client sends must not grow its session without end.
+    const KEPT: usize = 100;
     async fn add(session: Session, Path(item_id): Path<i64>) -> Result<Json<Value>, HttpError> {
         let mut items: Vec<i64> = session.get("items").await?.unwrap_or_default();
         items.push(item_id);
+        if items.len() > KEPT {
+            items.drain(..items.len() - KEPT);
+        }
         session.insert("items", &items).await?;
         Ok(Json(json!({ "items": items })))
     }

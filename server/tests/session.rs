@@ -101,3 +101,53 @@ async fn two_instances_share_sessions_through_redis() {
     let (_, body) = call("GET", &a.url("/session"), Some(&cookie)).await;
     assert_eq!(body, r#"{"items":[1,2]}"#);
 }
+
+#[tokio::test]
+async fn two_instances_share_sessions_through_postgres() {
+    let database = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let secret = "p".repeat(64);
+    let path = config(
+        "shared-postgres",
+        &format!("[middleware.session]\nstore = \"{database}\"\nsecret = \"{secret}\"\n"),
+    );
+    let args = ["--config", path.as_str(), "--no-simulated-io"];
+    let a = Server::start(&args).await;
+    let b = Server::start(&args).await;
+    let (cookie, body) = call("POST", &a.url("/session/items/1"), None).await;
+    assert_eq!(body, r#"{"items":[1]}"#);
+    let cookie = cookie.expect("a session cookie");
+    let (again, body) = call("POST", &b.url("/session/items/2"), Some(&cookie)).await;
+    assert_eq!(body, r#"{"items":[1,2]}"#);
+    assert!(again.is_none(), "the other instance keeps the same session");
+    let (_, body) = call("GET", &a.url("/session"), Some(&cookie)).await;
+    assert_eq!(body, r#"{"items":[1,2]}"#);
+}
+
+#[tokio::test]
+async fn a_session_keeps_only_the_most_recent_items() {
+    let secret = "k".repeat(64);
+    let path = config(
+        "bounded",
+        &format!("[middleware.session]\nsecret = \"{secret}\"\n"),
+    );
+    let server = Server::start(&["--config", &path, "--no-simulated-io"]).await;
+    let (cookie, _) = call("POST", &server.url("/session/items/0"), None).await;
+    let cookie = cookie.expect("a session cookie");
+    for i in 1..=104 {
+        call(
+            "POST",
+            &server.url(&format!("/session/items/{i}")),
+            Some(&cookie),
+        )
+        .await;
+    }
+    let (_, body) = call("GET", &server.url("/session"), Some(&cookie)).await;
+    let items: Vec<i64> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(items, (5..=104).collect::<Vec<_>>());
+}

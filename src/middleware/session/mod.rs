@@ -51,6 +51,7 @@ mod sql;
 mod store;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -257,20 +258,29 @@ impl Sessions {
         }
     }
 
-    /// The raw value of the session cookie, if the request has one (found without parsing
-    /// the other cookies; its signature is checked only if the session is used).
-    fn raw_cookie(&self, req: &Request) -> Option<String> {
-        let name = self.shared.cookie.as_str();
+    /// The `Cookie` header that names the session cookie, if the request has one. Only a
+    /// search for `name=` here (the header is shared, not copied); the value is read out and
+    /// its signature checked only if the session is used.
+    fn cookie_header(&self, req: &Request) -> Option<HeaderValue> {
+        let name = self.shared.cookie.as_bytes();
         req.headers()
             .get_all(header::COOKIE)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| {
-                let (key, value) = pair.trim().split_once('=')?;
-                (key == name).then(|| value.to_owned())
+            .find(|v| {
+                let bytes = v.as_bytes();
+                (name.len()..bytes.len())
+                    .any(|eq| bytes[eq] == b'=' && &bytes[eq - name.len()..eq] == name)
             })
+            .cloned()
     }
+}
+
+/// The value of the cookie `name` in a `Cookie` header.
+fn cookie_value<'h>(header: &'h HeaderValue, name: &str) -> Option<&'h str> {
+    header.to_str().ok()?.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(value)
+    })
 }
 
 impl Shared {
@@ -299,8 +309,9 @@ impl Hook for Sessions {
         let session = Session {
             inner: Arc::new(Inner {
                 shared: Arc::clone(&self.shared),
+                used: AtomicBool::new(false),
                 state: tokio::sync::Mutex::new(State {
-                    raw_cookie: self.raw_cookie(req),
+                    cookie_header: self.cookie_header(req),
                     cookie_id: None,
                     loaded: Loaded::NotYet,
                     changes: BTreeMap::new(),
@@ -316,10 +327,7 @@ impl Hook for Sessions {
 
     fn on_response<'a>(&'a self, pending: Pending, res: &'a mut Response) -> Flow<'a> {
         // Untouched (the common case): nothing to load, save or send.
-        let touched = pending.session.inner.state.try_lock().map_or(true, |s| {
-            !matches!(s.loaded, Loaded::NotYet) || s.destroy || s.cycle
-        });
-        if !touched {
+        if !pending.session.inner.used.load(Ordering::Acquire) {
             return Flow::Continue(());
         }
         Flow::wait(async move {
@@ -379,8 +387,8 @@ enum Loaded {
 
 #[derive(Debug)]
 struct State {
-    /// The cookie's value as it came, checked on first use.
-    raw_cookie: Option<String>,
+    /// The `Cookie` header holding the session cookie, read and checked on first use.
+    cookie_header: Option<HeaderValue>,
     /// The id it carries, once checked (set when the session is loaded).
     cookie_id: Option<String>,
     loaded: Loaded,
@@ -392,6 +400,8 @@ struct State {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Set on first use, so the response side of an untouched session only reads a flag.
+    used: AtomicBool,
     state: tokio::sync::Mutex<State>,
 }
 
@@ -507,12 +517,14 @@ fn new_id() -> String {
 
 impl Session {
     async fn loaded(&self) -> Result<tokio::sync::MutexGuard<'_, State>, HttpError> {
+        self.inner.used.store(true, Ordering::Release);
         let mut state = self.inner.state.lock().await;
         if matches!(state.loaded, Loaded::NotYet) {
             let shared = &self.inner.shared;
             state.cookie_id = state
-                .raw_cookie
-                .as_deref()
+                .cookie_header
+                .as_ref()
+                .and_then(|h| cookie_value(h, &shared.cookie))
                 .and_then(|raw| shared.verify(raw));
             state.loaded = match state.cookie_id.clone() {
                 None => Loaded::Absent,

@@ -1,7 +1,7 @@
 //! The SQL stores (feature `sql`, sqlx): PostgreSQL for several instances, SQLite for one
 //! machine. One table, made by the store on first use; compare-and-set is
-//! `UPDATE ... WHERE version = ?`; an index on the expiry and a sweeper that deletes at most
-//! 1,000 expired rows a minute keep the table bounded.
+//! `UPDATE ... WHERE version = ?`; an index on the expiry and a sweeper that deletes expired
+//! rows once a minute, 1,000 per statement (up to 60 statements a run), keep the table bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,11 @@ use sqlx::Row;
 use super::clock::now_ms;
 use super::store::{Data, Record, Saved, SessionStore, StoreError};
 
-/// How often the sweeper runs, and the most rows it deletes each time.
+/// How often the sweeper runs, the most rows one statement deletes, and the most statements
+/// one run makes (60,000 expired rows a minute at most).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const SWEEP_ROWS: i64 = 1000;
+const SWEEP_BATCHES: usize = 60;
 
 #[derive(Debug, Clone)]
 enum Pool {
@@ -95,12 +97,17 @@ impl SqlStore {
                     )
                 };
                 migrate(&pool).await?;
-                let sweeper = pool.clone();
+                // The sweeper holds no pool of its own: it ends with the last clone of the store.
+                let store = Arc::downgrade(&self.ready);
                 tokio::spawn(async move {
-                    let mut every = tokio::time::interval(SWEEP_EVERY);
+                    let first = tokio::time::Instant::now() + SWEEP_EVERY;
+                    let mut every = tokio::time::interval_at(first, SWEEP_EVERY);
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         every.tick().await;
-                        if let Err(err) = sweep(&sweeper).await {
+                        let Some(ready) = store.upgrade() else { break };
+                        let Some(pool) = ready.get() else { break };
+                        if let Err(err) = sweep(pool).await {
                             tracing::warn!(error = %err, "session sweeper failed");
                         }
                     }
@@ -109,6 +116,17 @@ impl SqlStore {
                 Ok(pool)
             })
             .await
+    }
+
+    /// Deletes expired sessions and tombstones now, and says how many: 1,000 rows a statement,
+    /// until a statement finds fewer or 60 were made. The store does this by itself once a
+    /// minute from its first use; call it to sweep at other times.
+    ///
+    /// # Errors
+    ///
+    /// The database failed or cannot be reached.
+    pub async fn sweep(&self) -> Result<u64, StoreError> {
+        sweep(self.pool().await?).await
     }
 }
 
@@ -145,8 +163,22 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Deletes at most [`SWEEP_ROWS`] expired rows (sessions and tombstones).
+/// Deletes expired rows in statements of [`SWEEP_ROWS`] (short, so they hold no lock for
+/// long), more of them while they come back full, at most [`SWEEP_BATCHES`].
 async fn sweep(pool: &Pool) -> Result<u64, StoreError> {
+    let mut total = 0;
+    for _ in 0..SWEEP_BATCHES {
+        let rows = sweep_batch(pool).await?;
+        total += rows;
+        if rows < SWEEP_ROWS.unsigned_abs() {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Deletes at most [`SWEEP_ROWS`] expired rows (sessions and tombstones).
+async fn sweep_batch(pool: &Pool) -> Result<u64, StoreError> {
     let sql = "DELETE FROM callnext_sessions WHERE id IN \
         (SELECT id FROM callnext_sessions WHERE expires_ms <= $1 LIMIT $2)";
     let now = ms(now_ms());
