@@ -223,7 +223,8 @@ async fn requests_being_answered_outlive_the_header_timeout() {
 async fn max_connections_queues_the_rest() {
     let server = Server::new().max_connections(1);
     let running = common::spawn(server, Stack::new().service(app())).await;
-    // The first connection holds the only slot.
+    // The first connection holds the only slot: it is sending a request head (a connection
+    // that is idle would give its slot up to the next client).
     let mut first = TcpStream::connect(running.addr).await.unwrap();
     first
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -232,6 +233,7 @@ async fn max_connections_queues_the_rest() {
     let mut buf = [0u8; 512];
     let n = first.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    first.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     // The second is accepted by the kernel but not served while the first stays open.
     let url = running.url("/");
     let second = tokio::spawn(async move { common::get(&url).await.status });

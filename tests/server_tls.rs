@@ -79,6 +79,7 @@ async fn connect(
 
 fn request(addr: std::net::SocketAddr) -> http::Request<Empty<Bytes>> {
     http::Request::get(format!("https://localhost:{}/", addr.port()))
+        .header("host", format!("localhost:{}", addr.port()))
         .body(Empty::new())
         .unwrap()
 }

@@ -87,8 +87,9 @@ pub(crate) fn stack_of(n: usize, base: Stack, entry: impl Fn() -> Entry) -> Stac
 }
 
 /// Each battery alone, and the production stack of `bench/batteries.sh`.
-pub(crate) const BATTERIES: [&str; 11] = [
+pub(crate) const BATTERIES: [&str; 12] = [
     "none",
+    "noop_hook",
     "request_id",
     "access_log",
     "security_headers",
@@ -135,6 +136,8 @@ pub(crate) fn battery_stack(name: &str) -> Stack {
         "concurrency" => Stack::new().middleware(concurrency()),
         "body_limit" => Stack::new().hook(BodyLimit::new(1_000_000).unwrap()),
         "none" => Stack::new(),
+        // The floor under any hook battery: the hook boundary alone.
+        "noop_hook" => Stack::new().hook(NoopHook),
         // A request that does not touch its session (the route never extracts it).
         "session" => Stack::new().hook(
             callnext::middleware::Sessions::builder()

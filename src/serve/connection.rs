@@ -31,8 +31,32 @@ pub(crate) struct ConnActivity {
     events: AtomicU64,
     /// Bumped by every read that brings bytes from the client.
     reads: AtomicU64,
-    /// Set by the first HTTP/2 request: hyper's HTTP/2 keeps its own idle rules.
+    /// Set by the first HTTP/2 request: frames that are not requests (pings, settings) then
+    /// keep nothing alive.
     http2: AtomicBool,
+    /// `reads` when the last request began or ended: more since then means a head is arriving.
+    reads_at_event: AtomicU64,
+    /// When the connection last had nothing in flight (ms on [`clock_ms`]).
+    idle_since: AtomicU64,
+    /// Asked to give its slot to a new client (see [`Connections::evict_longest_idle`]).
+    evict: tokio::sync::Notify,
+    evicting: AtomicBool,
+}
+
+/// Why a connection's watchdog fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// A request head began to arrive and did not arrive whole in time (slowloris): cut.
+    Head,
+    /// Nothing in flight and no new request for the idle timeout: closed gracefully.
+    Idle,
+}
+
+/// Milliseconds on a clock that starts with the first connection (for idle ordering only).
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl ConnActivity {
@@ -43,15 +67,45 @@ impl ConnActivity {
             events: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            reads_at_event: AtomicU64::new(0),
+            idle_since: AtomicU64::new(clock_ms()),
+            evict: tokio::sync::Notify::new(),
+            evicting: AtomicBool::new(false),
         }
     }
 
-    /// Resolves once the connection has gone `idle_timeout` without sending anything while
-    /// none of its requests was being answered, or `header_timeout` since a request head began
-    /// to arrive without it arriving whole. A zero timeout is off. Checked every half of the
-    /// shorter timeout, so a connection is closed between one and one and a half timeouts
-    /// after the moment that started its clock.
-    pub(crate) async fn stalled(&self, header_timeout: Duration, idle_timeout: Duration) {
+    /// Whether a request of this connection is being answered.
+    pub(crate) fn is_busy(&self) -> bool {
+        self.in_flight.load(Relaxed) > 0
+    }
+
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Relaxed)
+    }
+
+    /// Resolves when the server asks this connection to give its slot to a new client.
+    pub(crate) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
+    /// The time it has been idle since, if it is idle: no request in flight and, on HTTP/1, no
+    /// request head arriving (an HTTP/2 connection's pings and settings do not count).
+    fn idle_since(&self) -> Option<u64> {
+        let idle = self.in_flight.load(Relaxed) == 0
+            && !self.evicting.load(Relaxed)
+            && (self.http2.load(Relaxed)
+                || self.reads.load(Relaxed) == self.reads_at_event.load(Relaxed));
+        idle.then(|| self.idle_since.load(Relaxed))
+    }
+
+    /// Resolves once the connection has gone `idle_timeout` without a request while none of
+    /// its requests was being answered ([`Stall::Idle`]; bytes that begin a request head count
+    /// as activity on HTTP/1, frames that are not requests do not on HTTP/2), or
+    /// `header_timeout` since a request head began to arrive without it arriving whole
+    /// ([`Stall::Head`]). A zero timeout is off. Checked every half of the shorter timeout, so
+    /// a connection is closed between one and one and a half timeouts after the moment that
+    /// started its clock.
+    pub(crate) async fn stalled(&self, header_timeout: Duration, idle_timeout: Duration) -> Stall {
         let shortest = [header_timeout, idle_timeout]
             .into_iter()
             .filter(|t| !t.is_zero())
@@ -65,24 +119,78 @@ impl ConnActivity {
         let mut since = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
-            if self.http2.load(Relaxed) {
-                return std::future::pending().await;
-            }
             let events = self.events.load(Relaxed);
             if self.in_flight.load(Relaxed) > 0 || events != seen.0 {
                 seen = (events, self.reads.load(Relaxed));
                 since = tokio::time::Instant::now();
                 continue;
             }
-            // Bytes since the last request or response: a head is on its way.
-            let limit = if self.reads.load(Relaxed) != seen.1 {
-                header_timeout
+            // Bytes since the last request or response: a head is on its way (HTTP/1 only).
+            let heading = !self.http2.load(Relaxed) && self.reads.load(Relaxed) != seen.1;
+            let (limit, stall) = if heading {
+                (header_timeout, Stall::Head)
             } else {
-                idle_timeout
+                (idle_timeout, Stall::Idle)
             };
             if !limit.is_zero() && since.elapsed() >= limit {
-                return;
+                return stall;
             }
+        }
+    }
+}
+
+/// The open connections of one server, so that when every slot is taken the longest-idle one
+/// can give its slot to a new client (as nginx reuses idle keep-alive connections).
+#[derive(Default)]
+pub(crate) struct Connections {
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnActivity>>>,
+    next: AtomicU64,
+}
+
+/// A connection's place in [`Connections`], left when dropped.
+pub(crate) struct Registered<'a> {
+    connections: &'a Connections,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.connections.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+impl Connections {
+    pub(crate) fn register(&self, activity: &Arc<ConnActivity>) -> Registered<'_> {
+        let id = self.next.fetch_add(1, Relaxed);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, Arc::clone(activity));
+        }
+        Registered {
+            connections: self,
+            id,
+        }
+    }
+
+    /// Asks the connection idle the longest (nothing in flight, no head arriving) to close;
+    /// whether there was one. A scan of the open connections, made only when all slots are
+    /// taken and a new client waits.
+    pub(crate) fn evict_longest_idle(&self) -> bool {
+        let Ok(open) = self.open.lock() else {
+            return false;
+        };
+        let longest = open
+            .values()
+            .filter_map(|a| a.idle_since().map(|since| (since, a)))
+            .min_by_key(|(since, _)| *since);
+        match longest {
+            Some((_, activity)) => {
+                activity.evicting.store(true, Relaxed);
+                activity.evict.notify_one();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -150,15 +258,24 @@ impl Answering {
         activity.in_flight.fetch_add(1, Relaxed);
         activity.server_in_flight.fetch_add(1, Relaxed);
         activity.events.fetch_add(1, Relaxed);
+        activity
+            .reads_at_event
+            .store(activity.reads.load(Relaxed), Relaxed);
         Self(Arc::clone(activity))
     }
 }
 
 impl Drop for Answering {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
-        self.0.server_in_flight.fetch_sub(1, Relaxed);
-        self.0.events.fetch_add(1, Relaxed);
+        let activity = &self.0;
+        activity
+            .reads_at_event
+            .store(activity.reads.load(Relaxed), Relaxed);
+        if activity.in_flight.fetch_sub(1, Relaxed) == 1 {
+            activity.idle_since.store(clock_ms(), Relaxed);
+        }
+        activity.server_in_flight.fetch_sub(1, Relaxed);
+        activity.events.fetch_add(1, Relaxed);
     }
 }
 
@@ -191,6 +308,23 @@ where
         if req.version() == http::Version::HTTP_2 {
             self.activity.http2.store(true, Relaxed);
         }
+        if let Some(reason) = ambiguous(&req) {
+            tracing::info!(peer = ?self.peer, reason, "request refused with 400; closing");
+            let mut res = axum::response::IntoResponse::into_response(crate::HttpError::new(
+                http::StatusCode::BAD_REQUEST,
+                reason,
+            ));
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            let in_flight = Answering::start(&self.activity);
+            return WatchedFuture {
+                inner: None,
+                refused: Some(res),
+                in_flight: Some(in_flight),
+            };
+        }
         if let Some(peer) = self.peer {
             req.extensions_mut().insert(ConnectInfo(peer));
         } else {
@@ -203,17 +337,59 @@ where
         req.extensions_mut().insert(self.disconnect.clone());
         let in_flight = Answering::start(&self.activity);
         WatchedFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
+            refused: None,
             in_flight: Some(in_flight),
         }
     }
+}
+
+/// What makes an HTTP/1 request's length or host ambiguous, if anything (RFC 9112 §3.2 and
+/// §6.1): such a request is answered 400 and its connection closed with its body unread, so
+/// nothing hidden in the body is ever taken for a request. HTTP/2 frames its own messages.
+fn ambiguous(req: &http::Request<Incoming>) -> Option<&'static str> {
+    use http::{header, Version};
+    let version = req.version();
+    if version != Version::HTTP_11 && version != Version::HTTP_10 {
+        return None;
+    }
+    let mut encodings = req
+        .headers()
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .peekable();
+    if encodings.peek().is_some() {
+        if version == Version::HTTP_10 {
+            return Some("Transfer-Encoding is not allowed in an HTTP/1.0 request");
+        }
+        let mut chunked = 0;
+        let mut last_chunked = false;
+        for value in encodings {
+            let Ok(value) = value.to_str() else {
+                return Some("Transfer-Encoding must end with chunked, once");
+            };
+            for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                last_chunked = coding.eq_ignore_ascii_case("chunked");
+                chunked += usize::from(last_chunked);
+            }
+        }
+        if chunked != 1 || !last_chunked {
+            return Some("Transfer-Encoding must end with chunked, once");
+        }
+    }
+    if version == Version::HTTP_11 && req.headers().get_all(header::HOST).iter().count() != 1 {
+        return Some("An HTTP/1.1 request needs exactly one Host header");
+    }
+    None
 }
 
 pin_project_lite::pin_project! {
     /// The app's future; its response body carries the request's [`Answering`] on.
     pub(crate) struct WatchedFuture<F> {
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        // The answer to a request refused before the app saw it.
+        refused: Option<Response>,
         in_flight: Option<Answering>,
     }
 }
@@ -226,7 +402,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(res) = std::task::ready!(this.inner.poll(cx));
+        let res = match (this.refused.take(), this.inner.as_pin_mut()) {
+            (Some(res), _) => res,
+            (None, Some(inner)) => match std::task::ready!(inner.poll(cx)) {
+                Ok(res) => res,
+            },
+            (None, None) => unreachable!("polled after completion"),
+        };
         let in_flight = this.in_flight.take();
         Poll::Ready(Ok(res.map(|body| TrackedBody::new(body, in_flight))))
     }

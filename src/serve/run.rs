@@ -10,14 +10,13 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tower::Service;
 
-use super::connection::{ConnActivity, Counted, InFlight, Watched};
+use super::connection::{ConnActivity, Connections, Counted, InFlight, Stall, Watched};
 use super::listener::Accepted;
 use super::{BoundServer, Server};
 use crate::Response;
@@ -54,9 +53,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for I {}
 
 /// What every connection task of one server shares.
 struct Shared {
+    /// HTTP/1.1 and HTTP/2, told apart by the preface.
     builder: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1 alone, when HTTP/2 is off (hyper-util's auto builder would still answer an
+    /// HTTP/2 preface on a connection that allows upgrades).
+    http1: hyper::server::conn::http1::Builder,
     config: Server,
     in_flight: InFlight,
+    connections: Connections,
+    /// Turns true when the server begins to shut down.
+    draining: watch::Receiver<bool>,
     #[cfg(feature = "tls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -88,26 +94,27 @@ impl BoundServer {
             )),
             None => None,
         };
+        let (drain, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
             builder: builder(&config),
+            http1: http1_builder(&config),
             in_flight: InFlight::default(),
+            connections: Connections::default(),
+            draining,
             #[cfg(feature = "tls")]
             tls,
             config,
         });
         let config = &shared.config;
         let permits = Arc::new(Semaphore::new(config.max_connections));
-        let graceful = GracefulShutdown::new();
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
 
         loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
+            let permit = match Arc::clone(&permits).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(TryAcquireError::NoPermits) => None,
+                Err(TryAcquireError::Closed) => break,
             };
             let accepted = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -121,22 +128,34 @@ impl BoundServer {
                 },
                 () = &mut shutdown => break,
             };
+            let permit = match permit {
+                Some(permit) => permit,
+                None => {
+                    // Every slot is taken and a client waits: the connection idle the longest
+                    // gives up its slot (when none is idle, the client waits for a slot).
+                    if shared.connections.evict_longest_idle() {
+                        tracing::debug!("all connection slots taken; closing the longest idle");
+                    }
+                    tokio::select! {
+                        permit = Arc::clone(&permits).acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break,
+                        },
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
             // Finished connections' results are dropped here, so the set holds live ones only.
             while tasks.try_join_next().is_some() {}
             let shared = Arc::clone(&shared);
-            let watcher = graceful.watcher();
             let service = service.clone();
             tasks.spawn(async move {
                 match accepted {
                     Accepted::Tcp(stream, peer) => {
-                        shared
-                            .connection(service, stream, Some(peer), watcher)
-                            .await;
+                        shared.connection(service, stream, Some(peer)).await;
                     }
                     #[cfg(unix)]
-                    Accepted::Unix(stream) => {
-                        shared.connection(service, stream, None, watcher).await
-                    }
+                    Accepted::Unix(stream) => shared.connection(service, stream, None).await,
                 }
                 drop(permit);
             });
@@ -152,8 +171,8 @@ impl BoundServer {
             in_flight_requests = shared.in_flight.load(Relaxed),
             "shutting down: no longer accepting; draining"
         );
+        let _ = drain.send(true);
         let drained = tokio::time::timeout(config.drain_timeout, async {
-            graceful.shutdown().await;
             while tasks.join_next().await.is_some() {}
         })
         .await;
@@ -192,22 +211,89 @@ fn builder(config: &Server) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(config.http2_keep_alive_interval)
         .keep_alive_timeout(config.http2_keep_alive_timeout)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-    if config.http2 {
-        builder
-    } else {
-        builder.http1_only()
+    builder
+}
+
+/// Sleeps until `at`, or for ever when it is `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// hyper's HTTP/1.1 connection builder with the server's settings, for when HTTP/2 is off.
+fn http1_builder(config: &Server) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(config.keep_alive)
+        .max_buf_size(config.max_header_bytes);
+    builder
+}
+
+pin_project_lite::pin_project! {
+    /// One connection being served: HTTP/1.1 or HTTP/2 by its preface, or HTTP/1.1 alone.
+    #[project = ConnProj]
+    enum Conn<I, S>
+    where
+        S: hyper::service::HttpService<Incoming>,
+    {
+        Auto { #[pin] conn: auto::UpgradeableConnection<'static, I, S, TokioExecutor> },
+        Http1 { #[pin] conn: hyper::server::conn::http1::UpgradeableConnection<I, S> },
+    }
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, B> Future for Conn<I, S>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<ConnError>,
+    B: http_body::Body + 'static,
+    B::Error: Into<ConnError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    type Output = Result<(), ConnError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            ConnProj::Auto { conn } => conn.poll(cx),
+            ConnProj::Http1 { conn } => conn.poll(cx).map_err(Into::into),
+        }
+    }
+}
+
+impl<I, S, B> Conn<I, S>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<ConnError>,
+    B: http_body::Body + 'static,
+    B::Error: Into<ConnError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    /// Stops taking requests: HTTP/1 closes once the response in flight is sent, HTTP/2 sends
+    /// a GOAWAY and closes once its streams are done.
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        match self.project() {
+            ConnProj::Auto { conn } => conn.graceful_shutdown(),
+            ConnProj::Http1 { conn } => conn.graceful_shutdown(),
+        }
     }
 }
 
 impl Shared {
     /// One connection, start to end (TLS handshake first when configured).
-    async fn connection<S, I>(
-        &self,
-        service: S,
-        io: I,
-        peer: Option<std::net::SocketAddr>,
-        watcher: Watcher,
-    ) where
+    async fn connection<S, I>(&self, service: S, io: I, peer: Option<std::net::SocketAddr>)
+    where
         S: AppService,
         I: Io,
     {
@@ -219,27 +305,22 @@ impl Shared {
                 self.config.header_read_timeout
             };
             match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => self.http(service, stream, peer, true, watcher).await,
+                Ok(Ok(stream)) => self.http(service, stream, peer, true).await,
                 Ok(Err(err)) => tracing::debug!(?peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(?peer, "TLS handshake timed out"),
             }
             return;
         }
-        self.http(service, io, peer, false, watcher).await;
+        self.http(service, io, peer, false).await;
     }
 
-    async fn http<S, I>(
-        &self,
-        service: S,
-        io: I,
-        peer: Option<std::net::SocketAddr>,
-        tls: bool,
-        watcher: Watcher,
-    ) where
+    async fn http<S, I>(&self, service: S, io: I, peer: Option<std::net::SocketAddr>, tls: bool)
+    where
         S: AppService,
         I: Io,
     {
         let activity = Arc::new(ConnActivity::new(&self.in_flight));
+        let _registered = self.connections.register(&activity);
         let disconnect = super::Disconnect::default();
         let _closed = super::disconnect::CloseOnDrop(Arc::clone(&disconnect.0));
         let watched = TowerToHyperService::new(Watched {
@@ -253,17 +334,60 @@ impl Shared {
             io,
             activity: Arc::clone(&activity),
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(io, watched)
-            .into_owned();
-        let conn = watcher.watch(conn);
-        let result = tokio::select! {
-            result = conn => result,
-            () = activity.stalled(self.config.header_read_timeout, self.config.keep_alive_timeout) => {
-                tracing::debug!(?peer, "idle or slow connection past its timeout; closing");
-                Ok(())
+        let conn = if self.config.http2 {
+            Conn::Auto {
+                conn: self
+                    .builder
+                    .serve_connection_with_upgrades(io, watched)
+                    .into_owned(),
             }
+        } else {
+            Conn::Http1 {
+                conn: self.http1.serve_connection(io, watched).with_upgrades(),
+            }
+        };
+        let mut conn = std::pin::pin!(conn);
+        let mut draining = self.draining.clone();
+        let mut drain = std::pin::pin!(async move {
+            let _ = draining.wait_for(|on| *on).await;
+        });
+        let mut stalled = std::pin::pin!(activity.stalled(
+            self.config.header_read_timeout,
+            self.config.keep_alive_timeout
+        ));
+        let mut evicted = std::pin::pin!(activity.evicted());
+        // Set once the connection is asked to close: it finishes what it has in flight (the
+        // drain timeout bounds a shutdown); an idle one closing with a GOAWAY gets a few
+        // seconds for it.
+        let mut closing = false;
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        let result = loop {
+            let why = tokio::select! {
+                result = conn.as_mut() => break result,
+                () = &mut drain, if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    continue;
+                }
+                stall = &mut stalled, if !closing => stall,
+                () = &mut evicted, if !closing => Stall::Idle,
+                () = sleep_until_some(give_up_at) => break Ok(()),
+            };
+            closing = true;
+            if why == Stall::Head {
+                tracing::debug!(?peer, "request head too slow; closing");
+                break Ok(());
+            }
+            if !activity.is_busy() && !activity.is_http2() {
+                tracing::debug!(?peer, "idle connection closed");
+                break Ok(());
+            }
+            // HTTP/2 (a GOAWAY), or a request that began meanwhile (answered, then closed).
+            tracing::debug!(?peer, "idle connection closing gracefully");
+            if !activity.is_busy() {
+                give_up_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+            }
+            conn.as_mut().graceful_shutdown();
         };
         if let Err(err) = result {
             tracing::debug!(?peer, error = %err, "connection ended with an error");
