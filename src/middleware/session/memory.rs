@@ -1,5 +1,6 @@
 //! The memory store: moka's bounded cache, each entry expiring when its session does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -10,7 +11,7 @@ use super::clock::now_ms;
 use super::store::{Record, Saved, SessionStore, StoreError};
 
 /// A session, or the tombstone a destroyed one leaves.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Slot {
     Live(Record),
     Gone { until_ms: u64 },
@@ -29,11 +30,11 @@ impl Slot {
 /// ours); past its capacity moka evicts the least likely to be used.
 struct UntilDeadline;
 
-impl moka::Expiry<String, Slot> for UntilDeadline {
+impl moka::Expiry<String, Arc<Slot>> for UntilDeadline {
     fn expire_after_create(
         &self,
         _key: &String,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         _now: std::time::Instant,
     ) -> Option<Duration> {
         Some(Duration::from_millis(
@@ -44,7 +45,7 @@ impl moka::Expiry<String, Slot> for UntilDeadline {
     fn expire_after_update(
         &self,
         _key: &String,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         _now: std::time::Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
@@ -64,7 +65,8 @@ impl moka::Expiry<String, Slot> for UntilDeadline {
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: moka::sync::Cache<String, Slot>,
+    // Shared, so that moka's reads (which clone the value) do not copy the session's data.
+    cache: moka::sync::Cache<String, Arc<Slot>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -88,15 +90,15 @@ impl MemoryStore {
 
     /// The slot of `id`, if its deadline has not passed (moka's clock is not the session
     /// clock, which a paused test clock drives).
-    fn current(&self, id: &str) -> Option<Slot> {
+    fn current(&self, id: &str) -> Option<Arc<Slot>> {
         self.cache.get(id).filter(|slot| slot.until_ms() > now_ms())
     }
 }
 
 impl SessionStore for MemoryStore {
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
-        let found = match self.current(id) {
-            Some(Slot::Live(record)) => Some(record),
+        let found = match self.current(id).as_deref() {
+            Some(Slot::Live(record)) => Some(record.clone()),
             _ => None,
         };
         std::future::ready(Ok(found)).boxed()
@@ -113,7 +115,7 @@ impl SessionStore for MemoryStore {
             .entry(id.to_owned())
             .and_compute_with(|slot| match slot {
                 Some(slot) if slot.value().until_ms() > now => Op::Nop,
-                _ => Op::Put(Slot::Live(record.clone())),
+                _ => Op::Put(Arc::new(Slot::Live(record.clone()))),
             });
         let created = matches!(
             result,
@@ -132,15 +134,15 @@ impl SessionStore for MemoryStore {
         let now = now_ms();
         let mut answer = Saved::Gone;
         self.cache.entry(id.to_owned()).and_compute_with(|slot| {
-            match slot.map(|s| s.into_value()) {
+            match slot.as_ref().map(|s| &**s.value()) {
                 Some(Slot::Live(current)) if current.expires_ms > now => {
                     if current.version == expected {
                         let mut next = record.clone();
                         next.version = expected + 1;
                         answer = Saved::Saved(next.version);
-                        Op::Put(Slot::Live(next))
+                        Op::Put(Arc::new(Slot::Live(next)))
                     } else {
-                        answer = Saved::Conflict(current);
+                        answer = Saved::Conflict(current.clone());
                         Op::Nop
                     }
                 }
@@ -157,9 +159,9 @@ impl SessionStore for MemoryStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.cache.insert(
             id.to_owned(),
-            Slot::Gone {
+            Arc::new(Slot::Gone {
                 until_ms: tombstone_until_ms,
-            },
+            }),
         );
         std::future::ready(Ok(())).boxed()
     }

@@ -550,15 +550,15 @@ impl Session {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, HttpError> {
         let state = self.loaded().await?;
         let value = match state.changes.get(key) {
-            Some(change) => change.clone(),
+            Some(change) => change.as_ref(),
             None => match &state.loaded {
-                Loaded::Found(_, record) => record.data.get(key).cloned(),
+                Loaded::Found(_, record) => record.data.get(key),
                 _ => None,
             },
         };
         value
             .map(|v| {
-                serde_json::from_value(v).map_err(|err| {
+                T::deserialize(v).map_err(|err| {
                     tracing::error!(key, error = %err, "session value of another type");
                     HttpError::internal()
                 })
@@ -669,30 +669,29 @@ impl Session {
                     }
                     return Ok(None);
                 }
-                let mut data = apply(record.data.clone());
-                let mut version = record.version;
+                let created_ms = record.created_ms;
+                let mut next = Record {
+                    version: record.version,
+                    data: apply(record.data),
+                    created_ms,
+                    expires_ms: deadline,
+                };
                 for _ in 0..TRIES {
-                    let next = Record {
-                        data: data.clone(),
-                        version,
-                        created_ms: record.created_ms,
-                        expires_ms: deadline,
-                    };
-                    match store.save(&id, &next, version).await.map_err(err)? {
+                    match store.save(&id, &next, next.version).await.map_err(err)? {
                         Saved::Saved(_) => {
                             if !state.cycle {
                                 return Ok(None);
                             }
                             let fresh = self.create(&next).await?;
                             store
-                                .destroy(&id, record.created_ms.saturating_add(shared.absolute_ms))
+                                .destroy(&id, created_ms.saturating_add(shared.absolute_ms))
                                 .await
                                 .map_err(err)?;
                             return Ok(Some(CookieChange::Issue(fresh)));
                         }
                         Saved::Conflict(current) => {
-                            data = apply(current.data);
-                            version = current.version;
+                            next.data = apply(current.data);
+                            next.version = current.version;
                         }
                         // Destroyed meanwhile (a logout): it stays destroyed.
                         Saved::Gone => return Ok(Some(CookieChange::Expire)),
