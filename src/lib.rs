@@ -75,6 +75,7 @@ pub mod instrument;
 pub mod metrics;
 pub mod middleware;
 #[cfg(any(feature = "config", feature = "redis", feature = "sql"))]
+mod printable;
 mod redact;
 #[cfg(feature = "server")]
 pub mod serve;
@@ -86,6 +87,7 @@ pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
 pub use error::{install_panic_location_hook, ConfigError, ConfigErrorKind, HttpError, Panicked};
 pub use identity::{ApiKeyId, UserId};
 pub use instrument::BlockingReport;
+pub use printable::{Printable, MAX_LOGGED_BYTES};
 pub use stack::{
     AnsweredBy, Entry, EntryInfo, Flow, Hook, HookOutcome, HttpService, Middleware, MiddlewareFn,
     MiddlewareFnWithState, MiddlewareKind, Next, NextService, OrderWarning, ResponseBody,

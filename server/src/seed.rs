@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use callnext::config::Registry;
 use callnext::extract::{Json, Path};
 use callnext::middleware::process_time;
-use callnext::{Entry, HttpError, Middleware, Next, Request, Response, Stack, StackService};
+use callnext::{
+    Entry, HttpError, Middleware, Next, Printable, Request, Response, Stack, StackService,
+};
 
 /// Settings of the seed application: the `[seed]` table of the configuration file.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -66,7 +68,8 @@ pub async fn timing_and_custom_header_middleware(
 ) -> Response {
     // The path is kept for the log line after `next` only when that line will be written.
     let uri = logged_uri(&req);
-    let path = uri.as_ref().map_or("", |uri| uri.path());
+    // Escaped and bounded: a client's path cannot forge or flood the log.
+    let path = Printable::new(uri.as_ref().map_or("", |uri| uri.path()));
     tracing::info!(%path, "Middleware: Request received");
     let start = Instant::now();
 
@@ -115,7 +118,7 @@ impl Default for AnotherAsyncMiddleware {
 impl Middleware for AnotherAsyncMiddleware {
     async fn call(&self, req: Request, next: Next<'_>) -> Response {
         let uri = logged_uri(&req);
-        let path = uri.as_ref().map_or("", |uri| uri.path());
+        let path = Printable::new(uri.as_ref().map_or("", |uri| uri.path()));
         tracing::info!(option = %self.some_option, %path, "AnotherAsyncMiddleware: Pre-processing");
         let mut res = next.run(req).await;
         tracing::info!(%path, "AnotherAsyncMiddleware: Post-processing");

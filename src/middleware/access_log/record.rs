@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::printable::{bounded, is_hostile, MAX_LOGGED_BYTES};
+
 /// The line format of the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -188,26 +190,35 @@ impl Record {
     }
 }
 
-/// A JSON string (or `null`): quotes, backslashes and control characters escaped, bytes that
-/// are not UTF-8 replaced.
+/// A JSON string (or `null`): quotes, backslashes, control and invisible formatting characters
+/// escaped (U+2028 and U+202E too, which JSON allows raw but log viewers act on), bytes that
+/// are not UTF-8 replaced, and at most [`MAX_LOGGED_BYTES`] of the value kept.
 fn json_str(out: &mut String, value: Option<&[u8]>) {
     let Some(bytes) = value else {
         out.push_str("null");
         return;
     };
     out.push('"');
-    for c in String::from_utf8_lossy(bytes).chars() {
+    let text = String::from_utf8_lossy(bytes);
+    let (shown, cut) = bounded(&text, MAX_LOGGED_BYTES);
+    for c in shown.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            c if is_hostile(c) => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
             }
             c => out.push(c),
         }
+    }
+    if cut > 0 {
+        let _ = write!(out, "...[{cut} more bytes]");
     }
     out.push('"');
 }
@@ -228,21 +239,11 @@ fn rfc3339(out: &mut String, at: SystemTime) {
     );
 }
 
-/// A value inside double quotes of a text log line: quotes, backslashes and control bytes
-/// escaped, so a client cannot forge fields or lines.
+/// A value inside double quotes of a text log line: quotes, backslashes, control and
+/// invisible formatting characters escaped, so a client cannot forge fields or lines, and
+/// at most [`MAX_LOGGED_BYTES`] of it kept.
 fn quoted(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    crate::Printable::new(value).to_string()
 }
 
 /// `10/Oct/2000:13:55:36 +0000`, in UTC.
@@ -288,7 +289,7 @@ mod tests {
             clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "29/Feb/2000:00:00:00 +0000"
         );
-        assert_eq!(quoted("a\"b\\c\nd"), "a\\\"b\\\\c\\x0ad");
+        assert_eq!(quoted("a\"b\\c\nd"), "a\\\"b\\\\c\\u{a}d");
     }
 
     #[test]
