@@ -74,8 +74,8 @@ pub mod instrument;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
 pub mod middleware;
-#[cfg(any(feature = "config", feature = "redis", feature = "sql"))]
 mod printable;
+#[cfg(any(feature = "config", feature = "redis", feature = "sql"))]
 mod redact;
 #[cfg(feature = "server")]
 pub mod serve;

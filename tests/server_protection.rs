@@ -219,3 +219,30 @@ async fn idle_connections_give_their_slot_to_a_new_client() {
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn what_already_held_keeps_holding() {
+    let running = common::spawn(Server::new(), Stack::new().service(app())).await;
+    let hidden = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Content-Length beside Transfer-Encoding: never a second request from the body.
+    let chunk = format!("0\r\n\r\n{hidden}");
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}",
+        chunk.len()
+    );
+    let out = raw(running.addr, request.as_bytes()).await;
+    assert!(!out.contains("smuggled"), "{out}");
+    // An invalid chunk size, and NUL, CR or LF inside a header: the connection is closed
+    // without serving anything after it.
+    for bad in [
+        format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n{hidden}"),
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n{hidden}"),
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n{hidden}"),
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\nb\r\n\r\n{hidden}"),
+    ] {
+        let out = raw(running.addr, bad.as_bytes()).await;
+        assert!(!out.contains("smuggled"), "{bad:?}: {out}");
+        assert!(!out.contains("200 OK"), "{bad:?}: {out}");
+    }
+    running.stop().await;
+}
