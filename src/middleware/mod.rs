@@ -19,6 +19,7 @@
 //! [`Hook`]: crate::Hook
 
 pub mod access_log;
+pub mod auth;
 #[cfg(feature = "compression")]
 pub mod compression;
 pub mod cors;
@@ -32,6 +33,7 @@ pub mod set_header;
 pub mod timeout;
 
 pub use access_log::AccessLog;
+pub use auth::Auth;
 #[cfg(feature = "compression")]
 pub use compression::Compression;
 pub use cors::Cors;

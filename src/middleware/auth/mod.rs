@@ -1,0 +1,406 @@
+//! [`Auth`]: who a request is from, and whether it may do what it asks. This part checks API
+//! keys (JWT and an external auth service come next).
+//!
+//! - Credentials come as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are made
+//!   by callnext (`cnk_<16 hex id>_<64 hex secret>`, 256 random bits: [`SqlKeyStore::create`],
+//!   or `callnext keys create`), stored only as a SHA-256 digest, found by their public id and
+//!   compared in constant time.
+//! - Found keys are cached for `cache_ttl` (30 s) and unknown ids for a few seconds, both
+//!   bounded, so valid traffic and random keys alike stay off the database; a revocation takes
+//!   effect within `cache_ttl` (at once through [`Auth::revoke`] on the instance that revokes).
+//! - Answers: 401 with `WWW-Authenticate: Bearer` when credentials are missing, and
+//!   `Bearer error="invalid_token"` when they are wrong; 403 with
+//!   `error="insufficient_scope", scope="..."` when a path's required scopes are not held;
+//!   **503 when the key store is down** (never a 401 for an outage). JSON bodies in callnext's
+//!   error shape; CORS preflights pass; paths in `public_paths` are not checked.
+//! - A request that passes carries an [`Identity`] (an extractor; later middlewares find it
+//!   in the extensions) and the [`ApiKeyId`](crate::ApiKeyId), which the rate limiter can key
+//!   on.
+//!
+//! ```
+//! # #[cfg(not(feature = "sql"))] fn main() {}
+//! # #[cfg(feature = "sql")]
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use axum::{routing::get, Router};
+//! use callnext::middleware::auth::{Auth, Identity, SqlKeyStore};
+//! use callnext::{Stack, TestClient};
+//!
+//! let dir = std::env::temp_dir().join(format!("callnext-auth-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let keys = SqlKeyStore::open(&format!("sqlite://{}", dir.join("keys.db").display())).unwrap();
+//! let made = keys.create("reporting", &["reports:read".to_owned()]).await.unwrap();
+//!
+//! let auth = Auth::builder()
+//!     .api_keys(keys)
+//!     .require_scopes("/reports", ["reports:read"])
+//!     .build()
+//!     .unwrap();
+//! let app = Router::new().route("/reports", get(|who: Identity| async move { who.subject().to_owned() }));
+//! let client = TestClient::new(Stack::new().hook(auth).service(app));
+//!
+//! assert_eq!(client.get("/reports").await.status(), 401);
+//! let res = client.get("/reports").bearer(&made.key).await;
+//! assert_eq!(res.text(), "reporting");
+//! # }
+//! ```
+
+mod api_key;
+#[cfg(feature = "sql")]
+mod sql;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{header, Method, StatusCode};
+
+pub use self::api_key::{
+    digest, generate, public_id, KeyStore, KeyStoreError, NewKey, StoredKey, KEY_PREFIX,
+};
+use self::api_key::{Checked, Checker};
+#[cfg(feature = "sql")]
+pub use self::sql::SqlKeyStore;
+use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request};
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// An API key.
+    ApiKey,
+}
+
+/// Who a request is from, as [`Auth`] found: a subject, the scopes it holds and how it was
+/// authenticated. An extractor (a handler that takes it answers 401 when the request carries
+/// none, e.g. on a public path), and in the request's extensions for later middlewares.
+#[derive(Debug, Clone)]
+pub struct Identity(Arc<IdentityInner>);
+
+#[derive(Debug)]
+struct IdentityInner {
+    subject: String,
+    scopes: BTreeSet<String>,
+    method: AuthMethod,
+    key_id: Option<String>,
+}
+
+impl Identity {
+    /// Who: the key's name for an API key.
+    pub fn subject(&self) -> &str {
+        &self.0.subject
+    }
+
+    /// The scopes held.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.0.scopes.iter().map(String::as_str)
+    }
+
+    /// Whether `scope` is held.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.scopes.contains(scope)
+    }
+
+    /// How the request was authenticated.
+    pub fn method(&self) -> AuthMethod {
+        self.0.method
+    }
+
+    /// The public id of the API key, when one was used.
+    pub fn key_id(&self) -> Option<&str> {
+        self.0.key_id.as_deref()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Identity {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .ok_or_else(|| unauthorized(None))
+    }
+}
+
+/// What a path prefix requires.
+#[derive(Debug, Clone)]
+struct Rule {
+    prefix: String,
+    scopes: Vec<String>,
+}
+
+/// The settings of [`Auth`], checked by [`AuthBuilder::build`].
+#[must_use]
+pub struct AuthBuilder {
+    store: Option<Arc<dyn KeyStore>>,
+    public: Vec<String>,
+    rules: Vec<Rule>,
+    cache_ttl: Duration,
+    miss_ttl: Duration,
+    cache_capacity: u64,
+}
+
+impl std::fmt::Debug for AuthBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthBuilder")
+            .field("public", &self.public)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthBuilder {
+    /// Where API keys are looked up (required).
+    pub fn api_keys(mut self, store: impl KeyStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Paths answered without credentials: exact paths, or prefixes ending in `/*`.
+    pub fn public_paths<I: IntoIterator<Item = S>, S: Into<String>>(mut self, paths: I) -> Self {
+        self.public = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Requests under `prefix` need these scopes (all of them), as FastAPI's
+    /// `Security(scopes=[...])`. The longest matching prefix decides.
+    pub fn require_scopes<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        prefix: impl Into<String>,
+        scopes: I,
+    ) -> Self {
+        self.rules.push(Rule {
+            prefix: prefix.into(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// How long a found key is trusted without asking the store again: the longest a
+    /// revocation on another instance takes to be seen. Defaults to 30 s.
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// How many keys the cache holds (unknown ids: a tenth of it). Defaults to 10,000.
+    pub fn cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// No key store, a public path or scope prefix that does not start with `/`, an empty
+    /// scope, or a cache of zero.
+    pub fn build(self) -> Result<Auth, ConfigError> {
+        let Some(store) = self.store else {
+            return Err(ConfigError::invalid(
+                "api_keys",
+                "a key store is required (a sqlite:// or postgres:// URL)",
+            ));
+        };
+        if let Some(bad) = self
+            .public
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.prefix))
+            .find(|p| !p.starts_with('/'))
+        {
+            return Err(ConfigError::invalid(
+                "public_paths",
+                format!("`{bad}` does not start with `/`"),
+            ));
+        }
+        if self
+            .rules
+            .iter()
+            .any(|r| r.scopes.iter().any(|s| !is_scope(s)))
+        {
+            return Err(ConfigError::invalid(
+                "scopes",
+                "a scope is a non-empty word of visible ASCII without `\"` or `\\`",
+            ));
+        }
+        if self.cache_ttl.is_zero() || self.cache_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "cache_ttl",
+                "the key cache needs a time and a capacity above zero",
+            ));
+        }
+        let mut rules = self.rules;
+        rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Auth {
+            shared: Arc::new(Shared {
+                checker: Checker::new(
+                    store,
+                    self.cache_ttl,
+                    self.miss_ttl.min(self.cache_ttl),
+                    self.cache_capacity,
+                ),
+                public: self.public,
+                rules,
+            }),
+        })
+    }
+}
+
+/// RFC 6750's `scope-token`: visible ASCII but `"` and `\`.
+fn is_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+struct Shared {
+    checker: Checker,
+    public: Vec<String>,
+    /// Longest prefix first.
+    rules: Vec<Rule>,
+}
+
+/// The authentication battery; see the [module docs](self). Made by [`Auth::builder`].
+#[derive(Clone)]
+pub struct Auth {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("public", &self.shared.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// A builder; a key store is required.
+    pub fn builder() -> AuthBuilder {
+        AuthBuilder {
+            store: None,
+            public: Vec::new(),
+            rules: Vec::new(),
+            cache_ttl: Duration::from_secs(30),
+            miss_ttl: Duration::from_secs(5),
+            cache_capacity: 10_000,
+        }
+    }
+
+    /// Forgets this instance's cached copy of key `id`, so a revocation made through the
+    /// store is seen here at once (other instances see it within `cache_ttl`).
+    pub fn revoke(&self, id: &str) {
+        self.shared.checker.forget(id);
+    }
+
+    fn is_public(&self, path: &str) -> bool {
+        self.shared
+            .public
+            .iter()
+            .any(|p| match p.strip_suffix("/*") {
+                Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}/")),
+                None => path == p,
+            })
+    }
+
+    fn required(&self, path: &str) -> &[String] {
+        self.shared
+            .rules
+            .iter()
+            .find(|r| {
+                path.starts_with(&r.prefix)
+                    && (r.prefix.ends_with('/')
+                        || path.len() == r.prefix.len()
+                        || path.as_bytes()[r.prefix.len()] == b'/')
+            })
+            .map_or(&[], |r| r.scopes.as_slice())
+    }
+}
+
+/// The credential a request presents, if any: a bearer token or an `X-API-Key`.
+fn credential(req: &Request) -> Option<Result<String, ()>> {
+    let headers = req.headers();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().map_err(|_| ());
+        return Some(text.and_then(|t| {
+            let (scheme, token) = t.split_once(' ').ok_or(())?;
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Ok(token.trim().to_owned())
+            } else {
+                Err(())
+            }
+        }));
+    }
+    headers
+        .get("x-api-key")
+        .map(|v| v.to_str().map(|t| t.trim().to_owned()).map_err(|_| ()))
+}
+
+/// 401: no credentials (`None`) or bad ones.
+fn unauthorized(invalid: Option<&str>) -> HttpError {
+    let (detail, value) = match invalid {
+        None => ("Not authenticated", "Bearer".to_owned()),
+        Some(detail) => (detail, "Bearer error=\"invalid_token\"".to_owned()),
+    };
+    HttpError::new(StatusCode::UNAUTHORIZED, detail).with_header("www-authenticate", &value)
+}
+
+fn forbidden(scopes: &[String]) -> HttpError {
+    let value = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+        scopes.join(" ")
+    );
+    HttpError::new(StatusCode::FORBIDDEN, "Not enough permissions")
+        .with_header("www-authenticate", &value)
+}
+
+impl Hook for Auth {
+    type State = ();
+
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a> {
+        // CORS preflights carry no credentials: they pass (CORS, outside, answers them).
+        if req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Flow::Continue(());
+        }
+        if self.is_public(req.uri().path()) {
+            return Flow::Continue(());
+        }
+        let key = match credential(req) {
+            None => return Flow::respond(unauthorized(None)),
+            Some(Err(())) => return Flow::respond(unauthorized(Some("Invalid credentials"))),
+            Some(Ok(key)) => key,
+        };
+        Flow::wait(async move {
+            let checked = self.shared.checker.check(&key).await.map_err(|err| {
+                tracing::error!(error = %err, "API key store failed; answered 503");
+                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+                    .with_header("retry-after", "1")
+            })?;
+            let Checked::Valid(stored) = checked else {
+                return Err(unauthorized(Some("Invalid API key")));
+            };
+            let required = self.required(req.uri().path());
+            if let Some(missing) = required.iter().find(|s| !stored.scopes.contains(s)) {
+                tracing::info!(key = %stored.id, scope = %missing, "API key lacks a scope; 403");
+                return Err(forbidden(required));
+            }
+            req.extensions_mut()
+                .insert(ApiKeyId::new(stored.id.as_str()));
+            req.extensions_mut()
+                .insert(Identity(Arc::new(IdentityInner {
+                    subject: stored.name.clone(),
+                    scopes: stored.scopes.iter().cloned().collect(),
+                    method: AuthMethod::ApiKey,
+                    key_id: Some(stored.id.clone()),
+                })));
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,299 @@
+//! API keys in PostgreSQL or SQLite (feature `sql`): one table, made on first use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use sqlx::Row;
+
+use super::api_key::{generate, KeyStore, KeyStoreError, NewKey, StoredKey};
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// API keys in the table `callnext_api_keys` of a PostgreSQL or SQLite database: each key's
+/// public id, name, scopes, times, and the SHA-256 digest of the key (never the key).
+///
+/// ```
+/// use callnext::middleware::auth::SqlKeyStore;
+///
+/// // Connects on first use; a database that is down is a 503 for the requests that need it.
+/// let keys = SqlKeyStore::open("sqlite://keys.db").unwrap();
+/// # let _ = keys;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqlKeyStore {
+    url: String,
+    ready: Arc<tokio::sync::OnceCell<Pool>>,
+}
+
+fn failed(err: sqlx::Error) -> KeyStoreError {
+    KeyStoreError(Box::new(err))
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl SqlKeyStore {
+    /// A store at `url`: `postgres://user@host/db` or `sqlite://file.db` (created if absent).
+    ///
+    /// # Errors
+    ///
+    /// A URL of another scheme.
+    pub fn open(url: &str) -> Result<Self, crate::ConfigError> {
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return Err(crate::ConfigError::invalid(
+                "api_keys",
+                format!(
+                    "expected a postgres:// or sqlite:// URL, got `{}`",
+                    crate::redact::redact_urls(url)
+                ),
+            ));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            ready: Arc::default(),
+        })
+    }
+
+    async fn pool(&self) -> Result<&Pool, KeyStoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let pool = if self.url.starts_with("sqlite:") {
+                    let options: sqlx::sqlite::SqliteConnectOptions =
+                        self.url.parse().map_err(failed)?;
+                    let options = options
+                        .create_if_missing(true)
+                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                        .busy_timeout(Duration::from_secs(5));
+                    Pool::Sqlite(
+                        sqlx::sqlite::SqlitePoolOptions::new()
+                            .acquire_timeout(Duration::from_secs(2))
+                            .connect_with(options)
+                            .await
+                            .map_err(failed)?,
+                    )
+                } else {
+                    Pool::Postgres(
+                        sqlx::postgres::PgPoolOptions::new()
+                            .acquire_timeout(Duration::from_secs(2))
+                            .connect(&self.url)
+                            .await
+                            .map_err(failed)?,
+                    )
+                };
+                let table = "CREATE TABLE IF NOT EXISTS callnext_api_keys (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    digest TEXT NOT NULL,
+                    scopes TEXT NOT NULL,
+                    created_ms BIGINT NOT NULL,
+                    revoked_ms BIGINT
+                )";
+                match &pool {
+                    Pool::Postgres(p) => {
+                        // Instances starting together: one `CREATE TABLE` at a time.
+                        let mut tx = p.begin().await.map_err(failed)?;
+                        sqlx::query("SELECT pg_advisory_xact_lock(7243103)")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(failed)?;
+                        sqlx::query(table).execute(&mut *tx).await.map_err(failed)?;
+                        tx.commit().await.map_err(failed)?;
+                    }
+                    Pool::Sqlite(p) => {
+                        sqlx::query(table).execute(p).await.map_err(failed)?;
+                    }
+                }
+                Ok(pool)
+            })
+            .await
+    }
+
+    /// Makes a key named `name` with `scopes` and stores its digest; the key is in the answer
+    /// and nowhere else.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn create(&self, name: &str, scopes: &[String]) -> Result<NewKey, KeyStoreError> {
+        let made = generate(name, scopes, now_ms());
+        let s = &made.stored;
+        let sql = "INSERT INTO callnext_api_keys (id, name, digest, scopes, created_ms) \
+            VALUES ($1, $2, $3, $4, $5)";
+        let digest = hex(&s.digest);
+        let scopes = s.scopes.join(" ");
+        match self.pool().await? {
+            Pool::Postgres(p) => sqlx::query(sql)
+                .bind(&s.id)
+                .bind(&s.name)
+                .bind(&digest)
+                .bind(&scopes)
+                .bind(ms(s.created_ms))
+                .execute(p)
+                .await
+                .map(|_| ()),
+            Pool::Sqlite(p) => sqlx::query(&sql.replace('$', "?"))
+                .bind(&s.id)
+                .bind(&s.name)
+                .bind(&digest)
+                .bind(&scopes)
+                .bind(ms(s.created_ms))
+                .execute(p)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(failed)?;
+        Ok(made)
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn list(&self) -> Result<Vec<StoredKey>, KeyStoreError> {
+        let sql = "SELECT id, name, digest, scopes, created_ms, revoked_ms FROM callnext_api_keys \
+            ORDER BY created_ms, id";
+        let rows = match self.pool().await? {
+            Pool::Postgres(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(row)
+                .collect(),
+            Pool::Sqlite(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(row)
+                .collect(),
+        };
+        Ok(rows)
+    }
+
+    /// Revokes the key with public id `id`; whether there was such a live key. Other
+    /// instances stop accepting it when their cache of it expires (`[middleware.auth]
+    /// cache_ttl`).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn revoke(&self, id: &str) -> Result<bool, KeyStoreError> {
+        let sql =
+            "UPDATE callnext_api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL";
+        let now = ms(now_ms());
+        let done = match self.pool().await? {
+            Pool::Postgres(p) => sqlx::query(sql)
+                .bind(now)
+                .bind(id)
+                .execute(p)
+                .await
+                .map_err(failed)?
+                .rows_affected(),
+            Pool::Sqlite(p) => sqlx::query(&sql.replace('$', "?"))
+                .bind(now)
+                .bind(id)
+                .execute(p)
+                .await
+                .map_err(failed)?
+                .rows_affected(),
+        };
+        Ok(done > 0)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A row of either database as a key (a digest that does not parse matches nothing).
+fn row<R: Row>(r: &R) -> StoredKey
+where
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let scopes: String = r.try_get("scopes").unwrap_or_default();
+    let digest: String = r.try_get("digest").unwrap_or_default();
+    let time = |v: i64| u64::try_from(v).unwrap_or(0);
+    StoredKey {
+        id: r.try_get("id").unwrap_or_default(),
+        name: r.try_get("name").unwrap_or_default(),
+        digest: unhex(&digest).unwrap_or([0xff; 32]),
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        created_ms: time(r.try_get("created_ms").unwrap_or(0)),
+        revoked_ms: r
+            .try_get::<Option<i64>, _>("revoked_ms")
+            .ok()
+            .flatten()
+            .map(time),
+    }
+}
+
+impl KeyStore for SqlKeyStore {
+    fn live_ids(&self) -> BoxFuture<'_, Result<Vec<String>, KeyStoreError>> {
+        async move {
+            let sql = "SELECT id FROM callnext_api_keys WHERE revoked_ms IS NULL";
+            let ids = match self.pool().await? {
+                Pool::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+                Pool::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            };
+            ids.map_err(failed)
+        }
+        .boxed()
+    }
+
+    fn find<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<StoredKey>, KeyStoreError>> {
+        async move {
+            let sql = "SELECT id, name, digest, scopes, created_ms, revoked_ms \
+                FROM callnext_api_keys WHERE id = $1";
+            let found = match self.pool().await? {
+                Pool::Postgres(p) => sqlx::query(sql)
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(failed)?
+                    .as_ref()
+                    .map(row),
+                Pool::Sqlite(p) => sqlx::query(&sql.replace('$', "?"))
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await
+                    .map_err(failed)?
+                    .as_ref()
+                    .map(row),
+            };
+            Ok(found)
+        }
+        .boxed()
+    }
+}
