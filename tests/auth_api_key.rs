@@ -335,3 +335,36 @@ fn settings_are_checked_when_built() {
         "invalid `scopes`: a scope is a non-empty word of visible ASCII without `\"` or `\\`"
     );
 }
+
+#[test]
+fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
+    use callnext::config::{Config, Registry};
+    let db = std::env::temp_dir().join(format!("callnext-auth-{}-config.db", std::process::id()));
+    let text = format!(
+        "[middleware.auth]\napi_keys = \"sqlite://{}\"\nscopes = {{ \"/reports\" = [\"reports:read\"] }}\n",
+        db.display()
+    );
+    let stack = Config::parse(&text, "app.toml", &[])
+        .unwrap()
+        .stack(&Registry::new())
+        .unwrap();
+    assert_eq!(stack.describe()[0].name, "auth");
+    let err = |text: &str| {
+        Config::parse(text, "app.toml", &[])
+            .and_then(|c| c.stack(&Registry::new()))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        err("[middleware.auth]\napi_keys = \"sqlite://k.db\"\njwks_url = \"https://idp/jwks\"\n"),
+        "app.toml:3: `middleware.auth.jwks_url`: not available yet: this version checks API keys only (`api_keys`)"
+    );
+    assert_eq!(
+        err("[middleware.auth]\n"),
+        "app.toml: `middleware.auth.api_keys`: invalid `api_keys`: a key store is required (a sqlite:// or postgres:// URL)"
+    );
+    assert_eq!(
+        err("[middleware.auth]\napi_keys = \"mysql://x\"\n"),
+        "app.toml:2: `middleware.auth.api_keys`: invalid `api_keys`: expected a postgres:// or sqlite:// URL, got `mysql://x`"
+    );
+}

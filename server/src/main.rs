@@ -18,6 +18,8 @@ use callnext_server::seed::{self, SeedConfig};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
+mod keys;
+
 // Opt-in (`--features mimalloc`): cheaper allocation per request, but a longer latency tail and
 // more memory under many connections; see the feature's note in Cargo.toml.
 #[cfg(feature = "mimalloc")]
@@ -140,6 +142,22 @@ struct Args {
     /// Serve `GET /demo/block?ms=N`, which blocks the runtime thread on purpose (N ≤ 1000).
     #[arg(long, env = "CALLNEXT_DEMO_BLOCKING")]
     demo_blocking: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands other than serving.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Manage the API keys of `[middleware.auth] api_keys`.
+    Keys {
+        /// The key store's URL (`sqlite://keys.db`, `postgres://...`), instead of the
+        /// configuration's `api_keys`.
+        #[arg(long)]
+        store: Option<String>,
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
 }
 
 fn seconds(value: &str) -> Result<Duration, String> {
@@ -263,6 +281,9 @@ fn main() -> ExitCode {
         Ok(configured) => configured,
         Err(err) => return config_error(&err),
     };
+    if let Some(Command::Keys { store, action }) = args.command {
+        return keys::run(&config, store, action);
+    }
     let registry = seed::registry(&seed);
     let lines = match config.describe_stack(&registry) {
         Ok(lines) => lines,

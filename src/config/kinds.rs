@@ -31,6 +31,7 @@ pub(super) const BUILTIN: &[(&str, u32, Factory)] = &[
     ("body_limit", 60, body_limit),
     ("rate_limit", 70, rate_limit),
     ("session", 80, session),
+    ("auth", 90, auth),
     ("compression", 110, compression),
 ];
 
@@ -620,6 +621,81 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         settings.error(key, message)
     })?;
     Ok(Entry::hook(sessions))
+}
+
+fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Settings {
+        api_keys: String,
+        public_paths: Vec<String>,
+        scopes: BTreeMap<String, Vec<String>>,
+        cache_ttl: super::Duration,
+        cache_capacity: u64,
+        jwks_url: String,
+        jwt_algorithms: Vec<String>,
+        jwt_issuer: String,
+        jwt_audience: String,
+        external_url: String,
+    }
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                api_keys: String::new(),
+                public_paths: ["/", "/health/live", "/health/ready"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                scopes: BTreeMap::new(),
+                cache_ttl: super::Duration::from_secs(30),
+                cache_capacity: 10_000,
+                jwks_url: String::new(),
+                jwt_algorithms: vec!["RS256".to_owned()],
+                jwt_issuer: String::new(),
+                jwt_audience: String::new(),
+                external_url: String::new(),
+            }
+        }
+    }
+    let s: Settings = settings.parse()?;
+    for (key, value) in [
+        ("jwks_url", &s.jwks_url),
+        ("jwt_issuer", &s.jwt_issuer),
+        ("jwt_audience", &s.jwt_audience),
+        ("external_url", &s.external_url),
+    ] {
+        if !value.is_empty() {
+            return Err(settings.error(
+                key,
+                "not available yet: this version checks API keys only (`api_keys`)",
+            ));
+        }
+    }
+    let mut builder = crate::middleware::Auth::builder()
+        .public_paths(s.public_paths)
+        .cache_ttl(s.cache_ttl.get())
+        .cache_capacity(s.cache_capacity);
+    for (prefix, scopes) in s.scopes {
+        builder = builder.require_scopes(prefix, scopes);
+    }
+    #[cfg(feature = "sql")]
+    if !s.api_keys.is_empty() {
+        let store = crate::middleware::auth::SqlKeyStore::open(&s.api_keys)
+            .map_err(|err| settings.error("api_keys", err))?;
+        builder = builder.api_keys(store);
+    }
+    #[cfg(not(feature = "sql"))]
+    if !s.api_keys.is_empty() {
+        return Err(settings.error("api_keys", "needs the `sql` feature"));
+    }
+    let auth = builder.build().map_err(|err| {
+        let message = err.to_string();
+        let key = ["api_keys", "public_paths", "scopes", "cache_ttl"]
+            .into_iter()
+            .find(|k| message.starts_with(&format!("invalid `{k}`")))
+            .unwrap_or("");
+        settings.error(key, message)
+    })?;
+    Ok(Entry::hook(auth))
 }
 
 fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
