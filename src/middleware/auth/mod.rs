@@ -14,8 +14,7 @@
 //!   **503 when the key store is down** (never a 401 for an outage). JSON bodies in callnext's
 //!   error shape; CORS preflights pass; paths in `public_paths` are not checked.
 //! - A request that passes carries an [`Identity`] (an extractor; later middlewares find it
-//!   in the extensions) and the [`ApiKeyId`](crate::ApiKeyId), which the rate limiter can key
-//!   on.
+//!   in the extensions) and the [`ApiKeyId`], which the rate limiter can key on.
 //!
 //! ```
 //! # #[cfg(not(feature = "sql"))] fn main() {}
