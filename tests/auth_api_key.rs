@@ -368,3 +368,22 @@ fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
         "app.toml:2: `middleware.auth.api_keys`: invalid `api_keys`: expected a postgres:// or sqlite:// URL, got `mysql://x`"
     );
 }
+
+#[test]
+fn auth_outside_cors_is_named_by_the_linter() {
+    let cors = || {
+        Cors::builder()
+            .allow_origins(["https://app.example"])
+            .build()
+            .unwrap()
+    };
+    let auth = auth(sqlite("lint"), Duration::from_secs(30));
+    let warnings = Stack::new().hook(auth.clone()).hook(cors()).lint();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].rule(), "cors-outside");
+    assert_eq!(
+        warnings[0].to_string(),
+        "`cors` runs after `auth`: put CORS before it, so its answers carry CORS headers and preflights pass"
+    );
+    assert_eq!(Stack::new().hook(cors()).hook(auth).lint(), []);
+}

@@ -61,6 +61,7 @@ pub(crate) fn battery_of<T: 'static>() -> Option<&'static str> {
         (TypeId::of::<limit::BodyLimit>(), "body_limit"),
         (TypeId::of::<RateLimit>(), "rate_limit"),
         (TypeId::of::<Sessions>(), "session"),
+        (TypeId::of::<Auth>(), "auth"),
         (TypeId::of::<ProcessTime>(), "process_time"),
     ]
     .into_iter()
