@@ -79,6 +79,8 @@ mod printable;
 mod redact;
 #[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "sql")]
+mod sql;
 mod stack;
 mod test_client;
 

@@ -1,7 +1,6 @@
 //! API keys in PostgreSQL or SQLite (feature `sql`): one table, made on first use.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -9,11 +8,7 @@ use sqlx::Row;
 
 use super::api_key::{generate, KeyStore, KeyStoreError, NewKey, StoredKey};
 
-#[derive(Debug, Clone)]
-enum Pool {
-    Postgres(sqlx::PgPool),
-    Sqlite(sqlx::SqlitePool),
-}
+use crate::sql::Pool;
 
 /// API keys in the table `callnext_api_keys` of a PostgreSQL or SQLite database: each key's
 /// public id, name, scopes, times, and the SHA-256 digest of the key (never the key).
@@ -73,29 +68,7 @@ impl SqlKeyStore {
     async fn pool(&self) -> Result<&Pool, KeyStoreError> {
         self.ready
             .get_or_try_init(|| async {
-                let pool = if self.url.starts_with("sqlite:") {
-                    let options: sqlx::sqlite::SqliteConnectOptions =
-                        self.url.parse().map_err(failed)?;
-                    let options = options
-                        .create_if_missing(true)
-                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                        .busy_timeout(Duration::from_secs(5));
-                    Pool::Sqlite(
-                        sqlx::sqlite::SqlitePoolOptions::new()
-                            .acquire_timeout(Duration::from_secs(2))
-                            .connect_with(options)
-                            .await
-                            .map_err(failed)?,
-                    )
-                } else {
-                    Pool::Postgres(
-                        sqlx::postgres::PgPoolOptions::new()
-                            .acquire_timeout(Duration::from_secs(2))
-                            .connect(&self.url)
-                            .await
-                            .map_err(failed)?,
-                    )
-                };
+                let pool = crate::sql::connect(&self.url).await.map_err(failed)?;
                 let table = "CREATE TABLE IF NOT EXISTS callnext_api_keys (
                     id TEXT PRIMARY KEY,
                     name TEXT NOT NULL,
@@ -104,21 +77,9 @@ impl SqlKeyStore {
                     created_ms BIGINT NOT NULL,
                     revoked_ms BIGINT
                 )";
-                match &pool {
-                    Pool::Postgres(p) => {
-                        // Instances starting together: one `CREATE TABLE` at a time.
-                        let mut tx = p.begin().await.map_err(failed)?;
-                        sqlx::query("SELECT pg_advisory_xact_lock(7243103)")
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(failed)?;
-                        sqlx::query(table).execute(&mut *tx).await.map_err(failed)?;
-                        tx.commit().await.map_err(failed)?;
-                    }
-                    Pool::Sqlite(p) => {
-                        sqlx::query(table).execute(p).await.map_err(failed)?;
-                    }
-                }
+                crate::sql::migrate(&pool, 7_243_103, &[table])
+                    .await
+                    .map_err(failed)?;
                 Ok(pool)
             })
             .await

@@ -19,11 +19,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const SWEEP_ROWS: i64 = 1000;
 const SWEEP_BATCHES: usize = 60;
 
-#[derive(Debug, Clone)]
-enum Pool {
-    Postgres(sqlx::PgPool),
-    Sqlite(sqlx::SqlitePool),
-}
+use crate::sql::Pool;
 
 /// Sessions in a PostgreSQL or SQLite database, in the table `callnext_sessions`.
 ///
@@ -73,29 +69,7 @@ impl SqlStore {
     async fn pool(&self) -> Result<&Pool, StoreError> {
         self.ready
             .get_or_try_init(|| async {
-                let pool = if self.url.starts_with("sqlite:") {
-                    let options: sqlx::sqlite::SqliteConnectOptions =
-                        self.url.parse().map_err(failed)?;
-                    let options = options
-                        .create_if_missing(true)
-                        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                        .busy_timeout(Duration::from_secs(5));
-                    Pool::Sqlite(
-                        sqlx::sqlite::SqlitePoolOptions::new()
-                            .acquire_timeout(Duration::from_secs(2))
-                            .connect_with(options)
-                            .await
-                            .map_err(failed)?,
-                    )
-                } else {
-                    Pool::Postgres(
-                        sqlx::postgres::PgPoolOptions::new()
-                            .acquire_timeout(Duration::from_secs(2))
-                            .connect(&self.url)
-                            .await
-                            .map_err(failed)?,
-                    )
-                };
+                let pool = crate::sql::connect(&self.url).await.map_err(failed)?;
                 migrate(&pool).await?;
                 // The sweeper holds no pool of its own: it ends with the last clone of the store.
                 let store = Arc::downgrade(&self.ready);
@@ -142,25 +116,9 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     )";
     let index =
         "CREATE INDEX IF NOT EXISTS callnext_sessions_expires ON callnext_sessions (expires_ms)";
-    match pool {
-        Pool::Postgres(p) => {
-            // Instances starting together would race on the catalogue (two `CREATE TABLE IF
-            // NOT EXISTS` at once can fail): one at a time, under an advisory lock.
-            let mut tx = p.begin().await.map_err(failed)?;
-            sqlx::query("SELECT pg_advisory_xact_lock(7243102)")
-                .execute(&mut *tx)
-                .await
-                .map_err(failed)?;
-            sqlx::query(table).execute(&mut *tx).await.map_err(failed)?;
-            sqlx::query(index).execute(&mut *tx).await.map_err(failed)?;
-            tx.commit().await.map_err(failed)?;
-        }
-        Pool::Sqlite(p) => {
-            sqlx::query(table).execute(p).await.map_err(failed)?;
-            sqlx::query(index).execute(p).await.map_err(failed)?;
-        }
-    }
-    Ok(())
+    crate::sql::migrate(pool, 7_243_102, &[table, index])
+        .await
+        .map_err(failed)
 }
 
 /// Deletes expired rows in statements of [`SWEEP_ROWS`] (short, so they hold no lock for
