@@ -182,12 +182,59 @@ fn rate_limit(c: &mut Criterion) {
     assert!(limit.memory_keys() >= CALLERS as usize);
 }
 
+/// A request with a valid API key (cached after the first) against the same request through a
+/// no-op hook: what checking the key costs in process.
+fn auth(c: &mut Criterion) {
+    use callnext::middleware::auth::{Auth, SqlKeyStore};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("callnext-bench-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.db");
+    let _ = std::fs::remove_file(&path);
+    let keys = SqlKeyStore::open(&format!("sqlite://{}", path.display())).unwrap();
+    let key = rt
+        .block_on(keys.create("bench", &["read".to_owned()]))
+        .unwrap()
+        .key;
+    let auth = Auth::builder()
+        .api_keys(keys)
+        .require_scopes("/", ["read"])
+        .build()
+        .unwrap();
+    let bearer = http::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+    let request = || {
+        let mut req = request();
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, bearer.clone());
+        req
+    };
+    let mut g = c.benchmark_group("auth");
+    for (name, stack) in [
+        ("noop_hook", Stack::new().hook(NoopHook)),
+        ("api_key_cached", Stack::new().hook(auth.clone())),
+    ] {
+        let svc = stack.service(endpoint());
+        let first = rt.block_on(svc.clone().oneshot(request())).unwrap();
+        assert_eq!(first.status(), 200);
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let svc = svc.clone();
+                async move { svc.oneshot(request()).await.unwrap() }
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(40)
         .warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = stacks, batteries, rate_limit
+    targets = stacks, batteries, rate_limit, auth
 }
 criterion_main!(benches);
