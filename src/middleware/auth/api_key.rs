@@ -196,6 +196,18 @@ impl Checker {
         }
     }
 
+    /// What can be decided without the store: a malformed key, a cached key, a cached miss.
+    pub(crate) fn check_cached(&self, key: &str) -> Option<Checked> {
+        let Some(id) = public_id(key) else {
+            return Some(Checked::Invalid);
+        };
+        match self.hits.get(id) {
+            Some(stored) => Some(verify(stored, key)),
+            None if self.misses.contains_key(id) => Some(Checked::Invalid),
+            None => None,
+        }
+    }
+
     pub(crate) async fn check(&self, key: &str) -> Result<Checked, KeyStoreError> {
         let Some(id) = public_id(key) else {
             return Ok(Checked::Invalid);
@@ -219,11 +231,16 @@ impl Checker {
                 }
             },
         };
-        if stored.revoked_ms.is_some() || !same_digest(&stored.digest, &digest(key)) {
-            return Ok(Checked::Invalid);
-        }
-        Ok(Checked::Valid(stored))
+        Ok(verify(stored, key))
     }
+}
+
+/// `key` against what is stored of it.
+fn verify(stored: Arc<StoredKey>, key: &str) -> Checked {
+    if stored.revoked_ms.is_some() || !same_digest(&stored.digest, &digest(key)) {
+        return Checked::Invalid;
+    }
+    Checked::Valid(stored)
 }
 
 #[cfg(test)]

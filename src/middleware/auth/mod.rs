@@ -47,7 +47,6 @@ mod api_key;
 #[cfg(feature = "sql")]
 mod sql;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,40 +74,46 @@ pub enum AuthMethod {
 /// authenticated. An extractor (a handler that takes it answers 401 when the request carries
 /// none, e.g. on a public path), and in the request's extensions for later middlewares.
 #[derive(Debug, Clone)]
-pub struct Identity(Arc<IdentityInner>);
+pub struct Identity(Who);
 
-#[derive(Debug)]
-struct IdentityInner {
-    subject: String,
-    scopes: BTreeSet<String>,
-    method: AuthMethod,
-    key_id: Option<String>,
+/// What the identity rests on (shared with the key cache: making one allocates nothing).
+#[derive(Debug, Clone)]
+enum Who {
+    ApiKey(Arc<StoredKey>),
 }
 
 impl Identity {
     /// Who: the key's name for an API key.
     pub fn subject(&self) -> &str {
-        &self.0.subject
+        match &self.0 {
+            Who::ApiKey(key) => &key.name,
+        }
     }
 
     /// The scopes held.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.0.scopes.iter().map(String::as_str)
+        match &self.0 {
+            Who::ApiKey(key) => key.scopes.iter().map(String::as_str),
+        }
     }
 
     /// Whether `scope` is held.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.0.scopes.contains(scope)
+        self.scopes().any(|s| s == scope)
     }
 
     /// How the request was authenticated.
     pub fn method(&self) -> AuthMethod {
-        self.0.method
+        match &self.0 {
+            Who::ApiKey(_) => AuthMethod::ApiKey,
+        }
     }
 
     /// The public id of the API key, when one was used.
     pub fn key_id(&self) -> Option<&str> {
-        self.0.key_id.as_deref()
+        match &self.0 {
+            Who::ApiKey(key) => Some(&key.id),
+        }
     }
 }
 
@@ -320,14 +325,14 @@ impl Auth {
 }
 
 /// The credential a request presents, if any: a bearer token or an `X-API-Key`.
-fn credential(req: &Request) -> Option<Result<String, ()>> {
+fn credential(req: &Request) -> Option<Result<&str, ()>> {
     let headers = req.headers();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| ());
         return Some(text.and_then(|t| {
             let (scheme, token) = t.split_once(' ').ok_or(())?;
             if scheme.eq_ignore_ascii_case("bearer") {
-                Ok(token.trim().to_owned())
+                Ok(token.trim())
             } else {
                 Err(())
             }
@@ -335,7 +340,7 @@ fn credential(req: &Request) -> Option<Result<String, ()>> {
     }
     headers
         .get("x-api-key")
-        .map(|v| v.to_str().map(|t| t.trim().to_owned()).map_err(|_| ()))
+        .map(|v| v.to_str().map(str::trim).map_err(|_| ()))
 }
 
 /// 401: no credentials (`None`) or bad ones.
@@ -376,30 +381,39 @@ impl Hook for Auth {
             Some(Err(())) => return Flow::respond(unauthorized(Some("Invalid credentials"))),
             Some(Ok(key)) => key,
         };
+        // Cached keys (the common case) are decided here, without a future.
+        if let Some(checked) = self.shared.checker.check_cached(key) {
+            return match self.admit(req, checked) {
+                Ok(()) => Flow::Continue(()),
+                Err(err) => Flow::respond(err),
+            };
+        }
+        let key = key.to_owned();
         Flow::wait(async move {
             let checked = self.shared.checker.check(&key).await.map_err(|err| {
                 tracing::error!(error = %err, "API key store failed; answered 503");
                 HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
                     .with_header("retry-after", "1")
             })?;
-            let Checked::Valid(stored) = checked else {
-                return Err(unauthorized(Some("Invalid API key")));
-            };
-            let required = self.required(req.uri().path());
-            if let Some(missing) = required.iter().find(|s| !stored.scopes.contains(s)) {
-                tracing::info!(key = %stored.id, scope = %missing, "API key lacks a scope; 403");
-                return Err(forbidden(required));
-            }
-            req.extensions_mut()
-                .insert(ApiKeyId::new(stored.id.as_str()));
-            req.extensions_mut()
-                .insert(Identity(Arc::new(IdentityInner {
-                    subject: stored.name.clone(),
-                    scopes: stored.scopes.iter().cloned().collect(),
-                    method: AuthMethod::ApiKey,
-                    key_id: Some(stored.id.clone()),
-                })));
-            Ok(())
+            self.admit(req, checked)
         })
+    }
+}
+
+impl Auth {
+    /// Lets the request in as the key's identity, or answers 401 or 403.
+    fn admit(&self, req: &mut Request, checked: Checked) -> Result<(), HttpError> {
+        let Checked::Valid(stored) = checked else {
+            return Err(unauthorized(Some("Invalid API key")));
+        };
+        let required = self.required(req.uri().path());
+        if let Some(missing) = required.iter().find(|s| !stored.scopes.contains(s)) {
+            tracing::info!(key = %stored.id, scope = %missing, "API key lacks a scope; 403");
+            return Err(forbidden(required));
+        }
+        req.extensions_mut()
+            .insert(ApiKeyId::new(stored.id.as_str()));
+        req.extensions_mut().insert(Identity(Who::ApiKey(stored)));
+        Ok(())
     }
 }
