@@ -10,6 +10,35 @@ pub(crate) enum Pool {
     Sqlite(sqlx::SqlitePool),
 }
 
+/// SQLite's numbered parameters are `?N` where PostgreSQL's are `$N`.
+pub(crate) fn sqlite(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// A time or count as the `BIGINT` both databases store.
+pub(crate) fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Executes `$sql` (written with `$N` parameters) with the parameters `$bind` adds, on either
+/// database; the rows affected.
+macro_rules! execute {
+    ($pool:expr, $sql:expr, |$q:ident| $bind:expr) => {
+        match $pool {
+            $crate::sql::Pool::Postgres(p) => {
+                let $q = sqlx::query($sql);
+                $bind.execute(p).await.map(|r| r.rows_affected())
+            }
+            $crate::sql::Pool::Sqlite(p) => {
+                let sql = $crate::sql::sqlite($sql);
+                let $q = sqlx::query(&sql);
+                $bind.execute(p).await.map(|r| r.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use execute;
+
 /// Connects to `url` (`postgres://`, `postgresql://` or `sqlite:`): a SQLite file is made if
 /// absent and used in WAL mode; waiting for a connection is bounded (2 s), and so is waiting
 /// for SQLite's lock (5 s).

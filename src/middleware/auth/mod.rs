@@ -305,7 +305,9 @@ impl Auth {
             .public
             .iter()
             .any(|p| match p.strip_suffix("/*") {
-                Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}/")),
+                Some(prefix) => path
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
                 None => path == p,
             })
     }

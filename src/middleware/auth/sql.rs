@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::api_key::{generate, KeyStore, KeyStoreError, NewKey, StoredKey};
 
-use crate::sql::Pool;
+use crate::sql::{execute, ms, sqlite, Pool};
 
 /// API keys in the table `callnext_api_keys` of a PostgreSQL or SQLite database: each key's
 /// public id, name, scopes, times, and the SHA-256 digest of the key (never the key).
@@ -28,10 +28,6 @@ pub struct SqlKeyStore {
 
 fn failed(err: sqlx::Error) -> KeyStoreError {
     KeyStoreError(Box::new(err))
-}
-
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn now_ms() -> u64 {
@@ -98,26 +94,13 @@ impl SqlKeyStore {
             VALUES ($1, $2, $3, $4, $5)";
         let digest = hex(&s.digest);
         let scopes = s.scopes.join(" ");
-        match self.pool().await? {
-            Pool::Postgres(p) => sqlx::query(sql)
-                .bind(&s.id)
-                .bind(&s.name)
-                .bind(&digest)
-                .bind(&scopes)
-                .bind(ms(s.created_ms))
-                .execute(p)
-                .await
-                .map(|_| ()),
-            Pool::Sqlite(p) => sqlx::query(&sql.replace('$', "?"))
-                .bind(&s.id)
-                .bind(&s.name)
-                .bind(&digest)
-                .bind(&scopes)
-                .bind(ms(s.created_ms))
-                .execute(p)
-                .await
-                .map(|_| ()),
-        }
+        let pool = self.pool().await?;
+        execute!(pool, sql, |q| q
+            .bind(&s.id)
+            .bind(&s.name)
+            .bind(&digest)
+            .bind(&scopes)
+            .bind(ms(s.created_ms)))
         .map_err(failed)?;
         Ok(made)
     }
@@ -160,22 +143,8 @@ impl SqlKeyStore {
         let sql =
             "UPDATE callnext_api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL";
         let now = ms(now_ms());
-        let done = match self.pool().await? {
-            Pool::Postgres(p) => sqlx::query(sql)
-                .bind(now)
-                .bind(id)
-                .execute(p)
-                .await
-                .map_err(failed)?
-                .rows_affected(),
-            Pool::Sqlite(p) => sqlx::query(&sql.replace('$', "?"))
-                .bind(now)
-                .bind(id)
-                .execute(p)
-                .await
-                .map_err(failed)?
-                .rows_affected(),
-        };
+        let pool = self.pool().await?;
+        let done = execute!(pool, sql, |q| q.bind(now).bind(id)).map_err(failed)?;
         Ok(done > 0)
     }
 }
@@ -245,7 +214,7 @@ impl KeyStore for SqlKeyStore {
                     .map_err(failed)?
                     .as_ref()
                     .map(row),
-                Pool::Sqlite(p) => sqlx::query(&sql.replace('$', "?"))
+                Pool::Sqlite(p) => sqlx::query(&sqlite(sql))
                     .bind(id)
                     .fetch_optional(p)
                     .await

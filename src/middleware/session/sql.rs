@@ -19,7 +19,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const SWEEP_ROWS: i64 = 1000;
 const SWEEP_BATCHES: usize = 60;
 
-use crate::sql::Pool;
+use crate::sql::{execute, ms, sqlite, Pool};
 
 /// Sessions in a PostgreSQL or SQLite database, in the table `callnext_sessions`.
 ///
@@ -157,15 +157,6 @@ async fn sweep_batch(pool: &Pool) -> Result<u64, StoreError> {
     done.map_err(failed)
 }
 
-/// SQLite's numbered parameters are `?N`.
-fn sqlite(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
-fn ms(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// One row's columns.
 type Row_ = (i64, i64, i64, bool, String);
 
@@ -179,23 +170,6 @@ fn record((version, created, expires, gone, data): Row_) -> Option<Record> {
         created_ms: u64::try_from(created).ok()?,
         expires_ms: u64::try_from(expires).ok()?,
     })
-}
-
-/// Executes `$sql` with the parameters `$bind` adds, on either database; the rows affected.
-macro_rules! execute {
-    ($pool:expr, $sql:expr, |$q:ident| $bind:expr) => {
-        match $pool {
-            Pool::Postgres(p) => {
-                let $q = sqlx::query($sql);
-                $bind.execute(p).await.map(|r| r.rows_affected())
-            }
-            Pool::Sqlite(p) => {
-                let sql = sqlite($sql);
-                let $q = sqlx::query(&sql);
-                $bind.execute(p).await.map(|r| r.rows_affected())
-            }
-        }
-    };
 }
 
 impl SqlStore {
