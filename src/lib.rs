@@ -69,6 +69,8 @@ mod client_ip;
 pub mod config;
 mod error;
 pub mod extract;
+#[cfg(feature = "http-client")]
+mod http_client;
 mod identity;
 pub mod instrument;
 #[cfg(feature = "prometheus")]

@@ -319,7 +319,7 @@ fn settings_are_checked_when_built() {
     let err = |b: callnext::middleware::auth::AuthBuilder| b.build().unwrap_err().to_string();
     assert_eq!(
         err(Auth::builder()),
-        "invalid `api_keys`: a key store is required (a sqlite:// or postgres:// URL)"
+        "invalid `api_keys`: nothing to check credentials with: set `api_keys` (a sqlite:// or postgres:// URL), `jwks_url` or `external_url`"
     );
     let keys = sqlite("settings");
     assert_eq!(
@@ -356,12 +356,8 @@ fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
             .to_string()
     };
     assert_eq!(
-        err("[middleware.auth]\napi_keys = \"sqlite://k.db\"\njwks_url = \"https://idp/jwks\"\n"),
-        "app.toml:3: `middleware.auth.jwks_url`: not available yet: this version checks API keys only (`api_keys`)"
-    );
-    assert_eq!(
         err("[middleware.auth]\n"),
-        "app.toml: `middleware.auth.api_keys`: invalid `api_keys`: a key store is required (a sqlite:// or postgres:// URL)"
+        "app.toml: `middleware.auth.api_keys`: invalid `api_keys`: nothing to check credentials with: set `api_keys` (a sqlite:// or postgres:// URL), `jwks_url` or `external_url`"
     );
     assert_eq!(
         err("[middleware.auth]\napi_keys = \"mysql://x\"\n"),

@@ -396,6 +396,7 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         shadow: bool,
         cost: u64,
         count_preflights: bool,
+        count_statuses: Vec<u16>,
         ipv6_prefix: u8,
         max_keys: usize,
         store_timeout: super::Duration,
@@ -414,6 +415,7 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
                 shadow: false,
                 cost: 1,
                 count_preflights: false,
+                count_statuses: Vec::new(),
                 ipv6_prefix: 64,
                 max_keys: 100_000,
                 store_timeout: super::Duration::from_millis(50),
@@ -492,6 +494,7 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         .shadow(s.shadow)
         .fixed_cost(s.cost)
         .count_preflights(s.count_preflights)
+        .count_statuses(s.count_statuses)
         .ipv6_prefix(s.ipv6_prefix)
         .max_keys(s.max_keys)
         .store_timeout(s.store_timeout.get());
@@ -635,8 +638,16 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         jwks_url: String,
         jwt_algorithms: Vec<String>,
         jwt_issuer: String,
-        jwt_audience: String,
+        jwt_audience: OneOrMany<String>,
+        jwt_leeway: super::Duration,
+        jwks_min_refresh: super::Duration,
+        jwks_max_age: super::Duration,
+        jwks_timeout: super::Duration,
         external_url: String,
+        external_headers: Vec<String>,
+        external_copy_headers: Vec<String>,
+        external_timeout: super::Duration,
+        external_cache_ttl: super::Duration,
     }
     impl Default for Settings {
         fn default() -> Self {
@@ -651,25 +662,22 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
                 jwks_url: String::new(),
                 jwt_algorithms: vec!["RS256".to_owned()],
                 jwt_issuer: String::new(),
-                jwt_audience: String::new(),
+                jwt_audience: OneOrMany::Many(Vec::new()),
+                jwt_leeway: super::Duration::from_secs(60),
+                jwks_min_refresh: super::Duration::from_secs(10),
+                jwks_max_age: super::Duration::from_secs(300),
+                jwks_timeout: super::Duration::from_secs(5),
                 external_url: String::new(),
+                external_headers: ["authorization", "cookie", "x-api-key"]
+                    .map(str::to_owned)
+                    .to_vec(),
+                external_copy_headers: Vec::new(),
+                external_timeout: super::Duration::from_secs(1),
+                external_cache_ttl: super::Duration::from_secs(5),
             }
         }
     }
     let s: Settings = settings.parse()?;
-    for (key, value) in [
-        ("jwks_url", &s.jwks_url),
-        ("jwt_issuer", &s.jwt_issuer),
-        ("jwt_audience", &s.jwt_audience),
-        ("external_url", &s.external_url),
-    ] {
-        if !value.is_empty() {
-            return Err(settings.error(
-                key,
-                "not available yet: this version checks API keys only (`api_keys`)",
-            ));
-        }
-    }
     let mut builder = crate::middleware::Auth::builder()
         .public_paths(s.public_paths)
         .cache_ttl(s.cache_ttl.get())
@@ -687,12 +695,64 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     if !s.api_keys.is_empty() {
         return Err(settings.error("api_keys", "needs the `sql` feature"));
     }
+    #[cfg(feature = "jwt")]
+    if !s.jwks_url.is_empty() {
+        let mut jwt = crate::middleware::auth::Jwt::jwks(s.jwks_url)
+            .algorithms(s.jwt_algorithms)
+            .leeway(s.jwt_leeway.get())
+            .min_refresh_interval(s.jwks_min_refresh.get())
+            .jwks_max_age(s.jwks_max_age.get())
+            .timeout(s.jwks_timeout.get());
+        if !s.jwt_issuer.is_empty() {
+            jwt = jwt.issuer(s.jwt_issuer);
+        }
+        for audience in s
+            .jwt_audience
+            .into_vec()
+            .into_iter()
+            .filter(|a| !a.is_empty())
+        {
+            jwt = jwt.audience(audience);
+        }
+        builder = builder.jwt(jwt);
+    }
+    #[cfg(not(feature = "jwt"))]
+    if !s.jwks_url.is_empty() {
+        return Err(settings.error("jwks_url", "needs the `jwt` feature"));
+    }
+    #[cfg(feature = "external-auth")]
+    if !s.external_url.is_empty() {
+        builder = builder.external(
+            crate::middleware::auth::ExternalAuth::new(s.external_url)
+                .forward_headers(s.external_headers)
+                .copy_headers(s.external_copy_headers)
+                .timeout(s.external_timeout.get())
+                .cache_ttl(s.external_cache_ttl.get()),
+        );
+    }
+    #[cfg(not(feature = "external-auth"))]
+    if !s.external_url.is_empty() {
+        return Err(settings.error("external_url", "needs the `external-auth` feature"));
+    }
     let auth = builder.build().map_err(|err| {
         let message = err.to_string();
-        let key = ["api_keys", "public_paths", "scopes", "cache_ttl"]
-            .into_iter()
-            .find(|k| message.starts_with(&format!("invalid `{k}`")))
-            .unwrap_or("");
+        let key = [
+            "api_keys",
+            "public_paths",
+            "scopes",
+            "cache_ttl",
+            "jwks_url",
+            "jwt_algorithms",
+            "jwks_timeout",
+            "jwks_max_age",
+            "external_url",
+            "external_headers",
+            "external_copy_headers",
+            "external_timeout",
+        ]
+        .into_iter()
+        .find(|k| message.starts_with(&format!("invalid `{k}`")))
+        .unwrap_or("");
         settings.error(key, message)
     })?;
     Ok(Entry::hook(auth))

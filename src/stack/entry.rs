@@ -82,6 +82,9 @@ pub struct Entry {
     pub(crate) stats: Arc<BlockingStats>,
     /// Which of callnext's batteries it is (`request_id`, `cors`, …), for the order linter.
     pub(crate) battery: Option<&'static str>,
+    /// A rate limiter keyed by who the request is from (user or API key), which needs auth
+    /// before it (for the order linter).
+    pub(crate) keyed_by_identity: bool,
     /// Writes what the entry still holds (an access log's queue) at shutdown.
     pub(crate) flush: Option<Flusher>,
     /// Gives the entry its own series when the stack records into a metrics registry
@@ -105,6 +108,7 @@ impl Entry {
             def,
             stats: Arc::default(),
             battery: None,
+            keyed_by_identity: false,
             flush: None,
             #[cfg(feature = "prometheus")]
             on_metrics: None,
@@ -220,6 +224,9 @@ impl Entry {
                 ) as MetricsHook
             })
         };
+        let keyed_by_identity = (&hook as &dyn std::any::Any)
+            .downcast_ref::<crate::middleware::RateLimit>()
+            .is_some_and(crate::middleware::RateLimit::keyed_by_identity);
         let mut entry = Self::new(
             name,
             MiddlewareKind::Hook,
@@ -227,6 +234,7 @@ impl Entry {
         )
         .battery(crate::middleware::battery_of::<H>());
         entry.flush = flush;
+        entry.keyed_by_identity = keyed_by_identity;
         #[cfg(feature = "prometheus")]
         {
             entry.on_metrics = on_metrics;

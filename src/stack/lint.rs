@@ -27,7 +27,8 @@ pub struct OrderWarning {
 }
 
 impl OrderWarning {
-    /// The rule's short name (`request-id-first`, `cors-outside`, `access-log-outside`).
+    /// The rule's short name (`request-id-first`, `cors-outside`, `access-log-outside`,
+    /// `limit-after-auth`).
     pub fn rule(&self) -> &'static str {
         self.rule
     }
@@ -91,6 +92,17 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
                 message: format!(
                     "`{}` runs after `{}`, which can answer early: put the access log before it, so those answers are logged",
                     entries[log].name, early.name
+                ),
+            });
+        }
+    }
+    if let Some(auth) = of("auth") {
+        for limit in entries[..auth].iter().filter(|e| e.keyed_by_identity) {
+            warnings.push(OrderWarning {
+                rule: "limit-after-auth",
+                message: format!(
+                    "`{}` is keyed by user or API key but runs before `{}`: put it after auth, or every request counts against its client address",
+                    limit.name, entries[auth].name
                 ),
             });
         }

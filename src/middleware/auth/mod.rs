@@ -1,20 +1,31 @@
-//! [`Auth`]: who a request is from, and whether it may do what it asks. This part checks API
-//! keys (JWT and an external auth service come next).
+//! [`Auth`]: who a request is from, and whether it may do what it asks, by API keys, JWTs or
+//! an external auth service (any of them, together).
 //!
-//! - Credentials come as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are made
-//!   by callnext (`cnk_<16 hex id>_<64 hex secret>`, 256 random bits: [`SqlKeyStore::create`],
-//!   or `callnext keys create`), stored only as a SHA-256 digest, found by their public id and
-//!   compared in constant time.
-//! - Found keys are cached for `cache_ttl` (30 s) and unknown ids for a few seconds, both
-//!   bounded, so valid traffic and random keys alike stay off the database; a revocation takes
-//!   effect within `cache_ttl` (at once through [`Auth::revoke`] on the instance that revokes).
+//! - **API keys** ([`AuthBuilder::api_keys`]) come as `Authorization: Bearer <key>` or
+//!   `X-API-Key: <key>`. Keys are made by callnext (`cnk_<16 hex id>_<64 hex secret>`, 256
+//!   random bits: [`SqlKeyStore::create`], or `callnext keys create`), stored only as a
+//!   SHA-256 digest, found by their public id and compared in constant time. Found keys are
+//!   cached for `cache_ttl` (30 s) and unknown ids for a few seconds, both bounded, so valid
+//!   traffic and random keys alike stay off the database; a revocation takes effect within
+//!   `cache_ttl` (at once through [`Auth::revoke`] on the instance that revokes).
+//! - **JWTs** ([`AuthBuilder::jwt`], feature `jwt`) come as `Authorization: Bearer <token>`
+//!   and are verified on every request with a key from a JWKS URL, by an algorithm pinned by
+//!   the settings (never the token's choice, never `none`); `exp` is required, `iss` and
+//!   `aud` are checked when set. The key set is cached, refreshed in one flight, at most every
+//!   `min_refresh_interval` for unknown key ids, which are then refused from a bounded cache.
+//!   See [`Jwt`].
+//! - **An external service** ([`AuthBuilder::external`], feature `external-auth`) decides the
+//!   requests the other two do not claim (no API key, no JWT), as nginx's `auth_request`:
+//!   see [`ExternalAuth`].
 //! - Answers: 401 with `WWW-Authenticate: Bearer` when credentials are missing, and
 //!   `Bearer error="invalid_token"` when they are wrong; 403 with
 //!   `error="insufficient_scope", scope="..."` when a path's required scopes are not held;
-//!   **503 when the key store is down** (never a 401 for an outage). JSON bodies in callnext's
-//!   error shape; CORS preflights pass; paths in `public_paths` are not checked.
+//!   **503 when what decides is down** (the key store, the JWKS URL, the auth service: never
+//!   a 401 for an outage). JSON bodies in callnext's error shape; CORS preflights pass; paths
+//!   in `public_paths` are not checked.
 //! - A request that passes carries an [`Identity`] (an extractor; later middlewares find it
-//!   in the extensions) and the [`ApiKeyId`], which the rate limiter can key on.
+//!   in the extensions), and the [`ApiKeyId`] or [`UserId`](crate::UserId) the rate limiter
+//!   can key on.
 //!
 //! ```
 //! # #[cfg(not(feature = "sql"))] fn main() {}
@@ -44,6 +55,10 @@
 //! ```
 
 mod api_key;
+#[cfg(feature = "external-auth")]
+mod external;
+#[cfg(feature = "jwt")]
+mod jwt;
 #[cfg(feature = "sql")]
 mod sql;
 
@@ -58,9 +73,13 @@ pub use self::api_key::{
     digest, generate, public_id, KeyStore, KeyStoreError, NewKey, StoredKey, KEY_PREFIX,
 };
 use self::api_key::{Checked, Checker};
+#[cfg(feature = "external-auth")]
+pub use self::external::ExternalAuth;
+#[cfg(feature = "jwt")]
+pub use self::jwt::Jwt;
 #[cfg(feature = "sql")]
 pub use self::sql::SqlKeyStore;
-use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request};
+use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request, UserId};
 
 /// How a request was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +87,28 @@ use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request};
 pub enum AuthMethod {
     /// An API key.
     ApiKey,
+    /// A JWT.
+    Jwt,
+    /// The external auth service.
+    External,
+}
+
+/// Who a JWT or the external service vouched for.
+#[derive(Debug)]
+#[cfg_attr(not(any(feature = "jwt", feature = "external-auth")), allow(dead_code))]
+pub(crate) struct Principal {
+    subject: String,
+    scopes: Vec<String>,
+    /// A JWT's claims.
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `url` as an absolute `http://` or `https://` URI with a host.
+#[cfg(any(feature = "jwt", feature = "external-auth"))]
+fn http_url(url: &str) -> Option<http::Uri> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    (scheme_ok && uri.host().is_some_and(|h| !h.is_empty())).then_some(uri)
 }
 
 /// Who a request is from, as [`Auth`] found: a subject, the scopes it holds and how it was
@@ -80,20 +121,35 @@ pub struct Identity(Who);
 #[derive(Debug, Clone)]
 enum Who {
     ApiKey(Arc<StoredKey>),
+    #[cfg_attr(not(any(feature = "jwt", feature = "external-auth")), allow(dead_code))]
+    Vouched(AuthMethod, Arc<Principal>),
 }
 
 impl Identity {
-    /// Who: the key's name for an API key.
+    /// Who: the key's name for an API key, the `sub` claim of a JWT, the `X-Auth-User` the
+    /// external service answered (empty when it named nobody).
     pub fn subject(&self) -> &str {
         match &self.0 {
             Who::ApiKey(key) => &key.name,
+            Who::Vouched(_, p) => &p.subject,
         }
     }
 
-    /// The scopes held.
+    /// The scopes held: an API key's, a JWT's `scope` or `scp` claim, the external service's
+    /// `X-Auth-Scopes`.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        let list = match &self.0 {
+            Who::ApiKey(key) => &key.scopes,
+            Who::Vouched(_, p) => &p.scopes,
+        };
+        list.iter().map(String::as_str)
+    }
+
+    /// A JWT's claims (all of them, as JSON), when the request came with one.
+    pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
         match &self.0 {
-            Who::ApiKey(key) => key.scopes.iter().map(String::as_str),
+            Who::Vouched(_, p) => p.claims.as_ref(),
+            Who::ApiKey(_) => None,
         }
     }
 
@@ -106,6 +162,7 @@ impl Identity {
     pub fn method(&self) -> AuthMethod {
         match &self.0 {
             Who::ApiKey(_) => AuthMethod::ApiKey,
+            Who::Vouched(method, _) => *method,
         }
     }
 
@@ -113,6 +170,7 @@ impl Identity {
     pub fn key_id(&self) -> Option<&str> {
         match &self.0 {
             Who::ApiKey(key) => Some(&key.id),
+            Who::Vouched(..) => None,
         }
     }
 }
@@ -140,6 +198,10 @@ struct Rule {
 #[must_use]
 pub struct AuthBuilder {
     store: Option<Arc<dyn KeyStore>>,
+    #[cfg(feature = "jwt")]
+    jwt: Option<Jwt>,
+    #[cfg(feature = "external-auth")]
+    external: Option<ExternalAuth>,
     public: Vec<String>,
     rules: Vec<Rule>,
     cache_ttl: Duration,
@@ -157,9 +219,23 @@ impl std::fmt::Debug for AuthBuilder {
 }
 
 impl AuthBuilder {
-    /// Where API keys are looked up (required).
+    /// Where API keys are looked up.
     pub fn api_keys(mut self, store: impl KeyStore) -> Self {
         self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Accept JWTs, checked as `jwt` says.
+    #[cfg(feature = "jwt")]
+    pub fn jwt(mut self, jwt: Jwt) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
+    /// Ask an external service about the requests that carry neither an API key nor a JWT.
+    #[cfg(feature = "external-auth")]
+    pub fn external(mut self, external: ExternalAuth) -> Self {
+        self.external = Some(external);
         self
     }
 
@@ -200,15 +276,24 @@ impl AuthBuilder {
     ///
     /// # Errors
     ///
-    /// No key store, a public path or scope prefix that does not start with `/`, an empty
-    /// scope, or a cache of zero.
+    /// Nothing to check credentials with (no key store, JWT settings or external service),
+    /// a public path or scope prefix that does not start with `/`, an empty scope, a cache of
+    /// zero, or settings of [`Jwt`] or [`ExternalAuth`] they name.
     pub fn build(self) -> Result<Auth, ConfigError> {
-        let Some(store) = self.store else {
+        #[cfg(feature = "jwt")]
+        let jwt = self.jwt.map(Jwt::build).transpose()?.map(Arc::new);
+        #[cfg(not(feature = "jwt"))]
+        let jwt: Option<Arc<Never>> = None;
+        #[cfg(feature = "external-auth")]
+        let external = self.external.map(ExternalAuth::build).transpose()?;
+        #[cfg(not(feature = "external-auth"))]
+        let external: Option<Never> = None;
+        if self.store.is_none() && jwt.is_none() && external.is_none() {
             return Err(ConfigError::invalid(
                 "api_keys",
-                "a key store is required (a sqlite:// or postgres:// URL)",
+                "nothing to check credentials with: set `api_keys` (a sqlite:// or postgres:// URL), `jwks_url` or `external_url`",
             ));
-        };
+        }
         if let Some(bad) = self
             .public
             .iter()
@@ -240,12 +325,16 @@ impl AuthBuilder {
         rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Auth {
             shared: Arc::new(Shared {
-                checker: Checker::new(
-                    store,
-                    self.cache_ttl,
-                    self.miss_ttl.min(self.cache_ttl),
-                    self.cache_capacity,
-                ),
+                checker: self.store.map(|store| {
+                    Checker::new(
+                        store,
+                        self.cache_ttl,
+                        self.miss_ttl.min(self.cache_ttl),
+                        self.cache_capacity,
+                    )
+                }),
+                jwt,
+                external,
                 public: self.public,
                 rules,
             }),
@@ -260,8 +349,20 @@ fn is_scope(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
+/// Stands for a checker whose feature is off.
+#[cfg(not(all(feature = "jwt", feature = "external-auth")))]
+enum Never {}
+
 struct Shared {
-    checker: Checker,
+    checker: Option<Checker>,
+    #[cfg(feature = "jwt")]
+    jwt: Option<Arc<jwt::JwtChecker>>,
+    #[cfg(not(feature = "jwt"))]
+    jwt: Option<Arc<Never>>,
+    #[cfg(feature = "external-auth")]
+    external: Option<external::ExternalChecker>,
+    #[cfg(not(feature = "external-auth"))]
+    external: Option<Never>,
     public: Vec<String>,
     /// Longest prefix first.
     rules: Vec<Rule>,
@@ -282,10 +383,15 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// A builder; a key store is required.
+    /// A builder; at least one of a key store, JWT settings or an external service is
+    /// required.
     pub fn builder() -> AuthBuilder {
         AuthBuilder {
             store: None,
+            #[cfg(feature = "jwt")]
+            jwt: None,
+            #[cfg(feature = "external-auth")]
+            external: None,
             public: Vec::new(),
             rules: Vec::new(),
             cache_ttl: Duration::from_secs(30),
@@ -297,7 +403,9 @@ impl Auth {
     /// Forgets this instance's cached copy of key `id`, so a revocation made through the
     /// store is seen here at once (other instances see it within `cache_ttl`).
     pub fn revoke(&self, id: &str) {
-        self.shared.checker.forget(id);
+        if let Some(checker) = &self.shared.checker {
+            checker.forget(id);
+        }
     }
 
     fn is_public(&self, path: &str) -> bool {
@@ -363,10 +471,38 @@ fn forbidden(scopes: &[String]) -> HttpError {
         .with_header("www-authenticate", &value)
 }
 
+/// 503: what decides is down.
+fn unavailable(what: &str, err: &dyn std::fmt::Display) -> HttpError {
+    tracing::error!(error = %err, "{what} failed; answered 503");
+    HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
+        .with_header("retry-after", "1")
+}
+
+/// Whether `token` has a JWT's shape (three base64url parts); the JWT checker decides the rest.
+#[cfg(feature = "jwt")]
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+/// The answer when the flow ends in an error.
+fn flow(result: Result<(), HttpError>) -> Flow<'static> {
+    match result {
+        Ok(()) => Flow::Continue(()),
+        Err(err) => Flow::respond(err),
+    }
+}
+
 impl Hook for Auth {
     type State = ();
 
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a> {
+        // Headers the external service vouches for are never taken from the client.
+        #[cfg(feature = "external-auth")]
+        if let Some(external) = &self.shared.external {
+            for name in external.copied() {
+                req.headers_mut().remove(name);
+            }
+        }
         // CORS preflights carry no credentials: they pass (CORS, outside, answers them).
         if req.method() == Method::OPTIONS
             && req
@@ -378,26 +514,55 @@ impl Hook for Auth {
         if self.is_public(req.uri().path()) {
             return Flow::Continue(());
         }
-        let key = match credential(req) {
-            None => return Flow::respond(unauthorized(None)),
-            Some(Err(())) => return Flow::respond(unauthorized(Some("Invalid credentials"))),
-            Some(Ok(key)) => key,
-        };
-        // Cached keys (the common case) are decided here, without a future.
-        if let Some(checked) = self.shared.checker.check_cached(key) {
-            return match self.admit(req, checked) {
-                Ok(()) => Flow::Continue(()),
-                Err(err) => Flow::respond(err),
-            };
+        let shared = &*self.shared;
+        let credential = credential(req);
+        if let (Some(Ok(key)), Some(checker)) = (credential, &shared.checker) {
+            if key.starts_with(KEY_PREFIX) {
+                // Cached keys (the common case) are decided here, without a future.
+                if let Some(checked) = checker.check_cached(key) {
+                    return flow(self.admit(req, checked));
+                }
+                let key = key.to_owned();
+                return Flow::wait(async move {
+                    let checked = checker
+                        .check(&key)
+                        .await
+                        .map_err(|err| unavailable("the API key store", &err))?;
+                    self.admit(req, checked)
+                });
+            }
         }
-        let key = key.to_owned();
-        Flow::wait(async move {
-            let checked = self.shared.checker.check(&key).await.map_err(|err| {
-                tracing::error!(error = %err, "API key store failed; answered 503");
-                HttpError::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable")
-                    .with_header("retry-after", "1")
-            })?;
-            self.admit(req, checked)
+        #[cfg(feature = "jwt")]
+        if let (Some(Ok(token)), Some(jwt)) = (credential, &shared.jwt) {
+            if looks_like_jwt(token) {
+                if let Some(decided) = jwt.check_now(token) {
+                    return flow(self.admit_token(req, decided));
+                }
+                let token = token.to_owned();
+                return Flow::wait(async move {
+                    let decided = jwt.check(&token).await;
+                    self.admit_token(req, decided)
+                });
+            }
+        }
+        #[cfg(feature = "external-auth")]
+        if let Some(external) = &shared.external {
+            if let Some(decision) = external.cached(req) {
+                return flow(self.admit_external(req, decision));
+            }
+            let asked = external.ask(req);
+            return Flow::wait(async move {
+                let decision = asked
+                    .await
+                    .map_err(|err| unavailable("the external auth service", &err))?;
+                self.admit_external(req, decision)
+            });
+        }
+        Flow::respond(match credential {
+            None => unauthorized(None),
+            Some(Err(())) => unauthorized(Some("Invalid credentials")),
+            Some(Ok(key)) if key.starts_with(KEY_PREFIX) => unauthorized(Some("Invalid API key")),
+            Some(Ok(_)) => unauthorized(Some("Invalid token")),
         })
     }
 }
@@ -408,14 +573,80 @@ impl Auth {
         let Checked::Valid(stored) = checked else {
             return Err(unauthorized(Some("Invalid API key")));
         };
-        let required = self.required(req.uri().path());
-        if let Some(missing) = required.iter().find(|s| !stored.scopes.contains(s)) {
-            tracing::info!(key = %stored.id, scope = %missing, "API key lacks a scope; 403");
-            return Err(forbidden(required));
-        }
+        self.require(req, &stored.scopes, &stored.name)?;
         req.extensions_mut()
             .insert(ApiKeyId::new(stored.id.as_str()));
         req.extensions_mut().insert(Identity(Who::ApiKey(stored)));
         Ok(())
+    }
+
+    /// 403 unless the identity holds the scopes the path requires.
+    fn require(&self, req: &Request, held: &[String], who: &str) -> Result<(), HttpError> {
+        let required = self.required(req.uri().path());
+        if let Some(missing) = required.iter().find(|s| !held.contains(s)) {
+            tracing::info!(subject = %crate::Printable::new(who), scope = %missing, "credentials lack a scope; 403");
+            return Err(forbidden(required));
+        }
+        Ok(())
+    }
+
+    /// Lets the request in as someone a JWT or the external service vouched for.
+    #[cfg_attr(not(any(feature = "jwt", feature = "external-auth")), allow(dead_code))]
+    fn admit_vouched(
+        &self,
+        req: &mut Request,
+        method: AuthMethod,
+        principal: Arc<Principal>,
+    ) -> Result<(), HttpError> {
+        self.require(req, &principal.scopes, &principal.subject)?;
+        if !principal.subject.is_empty() {
+            req.extensions_mut()
+                .insert(UserId::new(principal.subject.as_str()));
+        }
+        req.extensions_mut()
+            .insert(Identity(Who::Vouched(method, principal)));
+        Ok(())
+    }
+
+    #[cfg(feature = "jwt")]
+    fn admit_token(
+        &self,
+        req: &mut Request,
+        decided: Result<Principal, jwt::Failure>,
+    ) -> Result<(), HttpError> {
+        match decided {
+            Ok(principal) => self.admit_vouched(req, AuthMethod::Jwt, Arc::new(principal)),
+            Err(jwt::Failure::Invalid(detail)) => Err(unauthorized(Some(detail))),
+            Err(jwt::Failure::Unavailable(err)) => Err(unavailable("the JWKS URL", &err)),
+        }
+    }
+
+    #[cfg(feature = "external-auth")]
+    fn admit_external(
+        &self,
+        req: &mut Request,
+        decision: external::Decision,
+    ) -> Result<(), HttpError> {
+        match decision {
+            external::Decision::Allow(principal, headers) => {
+                for (name, value) in headers.iter() {
+                    req.headers_mut().append(name.clone(), value.clone());
+                }
+                self.admit_vouched(req, AuthMethod::External, principal)
+            }
+            external::Decision::Deny(status, challenge) => {
+                let (detail, default) = if status == StatusCode::FORBIDDEN {
+                    ("Not enough permissions", None)
+                } else {
+                    ("Not authenticated", Some("Bearer"))
+                };
+                let err = HttpError::new(status, detail);
+                let challenge = challenge.as_ref().and_then(|v| v.to_str().ok()).or(default);
+                Err(match challenge {
+                    Some(value) => err.with_header("www-authenticate", value),
+                    None => err,
+                })
+            }
+        }
     }
 }

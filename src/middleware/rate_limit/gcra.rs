@@ -75,6 +75,24 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// Reads a decision of cost 0 (which takes nothing) as the decision a request of `cost`
+    /// would get, without taking it: refused when a policy has less than `cost` remaining.
+    pub fn as_if(mut self, rates: &[Rate], cost: u64) -> Decision {
+        for (outcome, rate) in self.outcomes[..self.len].iter_mut().zip(rates) {
+            if outcome.remaining < cost {
+                self.allowed = false;
+                // The request's TAT would be `now + reset + T·cost`; the limit is `now + T·B`.
+                outcome.retry_us = outcome
+                    .reset_us
+                    .saturating_add(rate.interval_us.saturating_mul(cost))
+                    .saturating_sub(rate.capacity_us());
+            }
+        }
+        self
+    }
+}
+
 /// Decides a request of `cost` arriving at `now` against every policy, given each policy's
 /// stored TAT (`None`: no state, a full bucket). The cost is taken from every policy only if
 /// all of them allow it; `tats` is then updated (nothing is written on a denial).

@@ -204,6 +204,7 @@ pub struct RateLimitBuilder {
     store_timeout: Duration,
     name: String,
     prefix: Option<String>,
+    count_statuses: Vec<u16>,
     #[cfg(feature = "redis")]
     redis: Option<crate::backends::Redis>,
 }
@@ -234,6 +235,7 @@ impl Default for RateLimitBuilder {
             store_timeout: Duration::from_millis(50),
             name: "rate_limit".to_owned(),
             prefix: None,
+            count_statuses: Vec::new(),
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -299,6 +301,31 @@ impl RateLimitBuilder {
             .into_iter()
             .map(|p| p.as_ref().trim_end_matches('/').to_owned())
             .collect();
+        self
+    }
+
+    /// Counts only the responses with these statuses (`[401, 403]`: failed
+    /// authentications), once they are answered; a caller out of quota is refused before its
+    /// request runs. Put the limiter outside (before) the middleware whose answers it counts.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), callnext::ConfigError> {
+    /// use callnext::middleware::RateLimit;
+    /// use callnext::{HttpError, Stack, TestClient};
+    ///
+    /// let failures = RateLimit::builder().limit("2/minute").count_statuses([401]).build()?;
+    /// let app = axum::Router::new().route(
+    ///     "/",
+    ///     axum::routing::get(|| async { Err::<(), _>(HttpError::unauthorized("who?")) }),
+    /// );
+    /// let client = TestClient::new(Stack::new().hook(failures).service(app));
+    /// assert_eq!(client.get("/").await.status(), 401);
+    /// assert_eq!(client.get("/").await.status(), 401);
+    /// assert_eq!(client.get("/").await.status(), 429);
+    /// # Ok(()) }
+    /// ```
+    pub fn count_statuses<I: IntoIterator<Item = u16>>(mut self, statuses: I) -> Self {
+        self.count_statuses = statuses.into_iter().collect();
         self
     }
 
@@ -426,6 +453,18 @@ impl RateLimitBuilder {
                 ));
             }
         }
+        let count_statuses = self
+            .count_statuses
+            .iter()
+            .map(|&n| {
+                StatusCode::from_u16(n)
+                    .ok()
+                    .filter(|_| (100..=599).contains(&n))
+                    .ok_or_else(|| {
+                        ConfigError::invalid("count_statuses", format!("{n} is not an HTTP status"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let rates = policies.iter().map(|p| p.rate).collect();
         let prefix = self
             .prefix
@@ -457,6 +496,7 @@ impl RateLimitBuilder {
                 fixed_cost: self.fixed_cost,
                 paths: self.paths,
                 count_preflights: self.count_preflights,
+                count_statuses,
                 headers: self.headers,
                 shadow: self.shadow,
                 store,
@@ -489,6 +529,8 @@ struct Shared {
     fixed_cost: u64,
     paths: Vec<String>,
     count_preflights: bool,
+    /// Count only responses with these statuses (empty: count every request).
+    count_statuses: Vec<StatusCode>,
     headers: Headers,
     shadow: bool,
     store: Store,
@@ -524,9 +566,10 @@ impl std::fmt::Debug for RateLimit {
     }
 }
 
-/// What the response side needs: the decision, when one was made.
+/// What the response side needs: the decision, when one was made, and what to charge when
+/// only some statuses count.
 #[derive(Debug)]
-pub struct Decided(Option<Decision>);
+pub struct Decided(Option<Decision>, Option<(Caller, u64)>);
 
 impl RateLimit {
     /// A builder with no policy yet.
@@ -594,6 +637,11 @@ impl RateLimit {
         }
     }
 
+    /// Whether callers are keyed by an identity auth gives (user or API key).
+    pub(crate) fn keyed_by_identity(&self) -> bool {
+        matches!(self.shared.key, KeyBy::User | KeyBy::ApiKey)
+    }
+
     /// Whether the request is this limiter's to count.
     fn applies(&self, req: &Request) -> bool {
         let shared = &self.shared;
@@ -652,7 +700,7 @@ impl RateLimit {
             metrics.count(&decision, shared.shadow);
         }
         if decision.allowed {
-            return Ok(Decided((!shared.shadow).then_some(decision)));
+            return Ok(Decided((!shared.shadow).then_some(decision), None));
         }
         if shared.shadow {
             tracing::info!(
@@ -660,7 +708,7 @@ impl RateLimit {
                 retry_after_ms = decision.retry_us() / 1000,
                 "rate limit (shadow mode) would refuse this request"
             );
-            return Ok(Decided(None));
+            return Ok(Decided(None, None));
         }
         let retry = decision.retry_us().div_ceil(1_000_000).max(1);
         let mut res =
@@ -679,6 +727,7 @@ impl RateLimit {
         local: Option<&MemoryStore>,
         caller: Caller,
         cost: u64,
+        peeked: impl FnOnce(Decision) -> Decision,
     ) -> Result<Decided, Response> {
         let shared = &self.shared;
         let failed = if store.admit() {
@@ -699,7 +748,7 @@ impl RateLimit {
             #[cfg(not(feature = "prometheus"))]
             let _ = started;
             match result {
-                Ok(decision) => return self.settle(decision),
+                Ok(decision) => return self.settle(peeked(decision)),
                 Err(err) => Some(err),
             }
         } else {
@@ -716,7 +765,7 @@ impl RateLimit {
         }
         match (shared.on_store_error, local) {
             (OnStoreError::Local, Some(memory)) => {
-                self.settle(memory.check(&caller, &shared.rates, cost))
+                self.settle(peeked(memory.check(&caller, &shared.rates, cost)))
             }
             (OnStoreError::Closed, _) => {
                 let mut res =
@@ -726,7 +775,7 @@ impl RateLimit {
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(1u64));
                 Err(res)
             }
-            _ => Ok(Decided(None)),
+            _ => Ok(Decided(None, None)),
         }
     }
 }
@@ -736,34 +785,68 @@ impl Hook for RateLimit {
 
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Decided> {
         if !self.applies(req) {
-            return Flow::Continue(Decided(None));
+            return Flow::Continue(Decided(None, None));
         }
         let caller = self.caller(req);
         let shared = &self.shared;
         let cost = shared.cost.as_ref().map_or(shared.fixed_cost, |f| f(req));
+        // Counting only some answers: look (cost 0 takes nothing), charge on the response.
+        let (charge, ask) = if shared.count_statuses.is_empty() {
+            (None, cost)
+        } else {
+            (Some((caller.clone(), cost)), 0)
+        };
+        let with_charge = move |decided: Decided| Decided(decided.0, charge);
+        let peeked = move |decision: Decision| {
+            if ask == cost {
+                decision
+            } else {
+                decision.as_if(&shared.rates, cost)
+            }
+        };
         match &shared.store {
             Store::Memory(memory) => {
-                match self.settle(memory.check(&caller, &shared.rates, cost)) {
-                    Ok(decided) => Flow::Continue(decided),
+                match self.settle(peeked(memory.check(&caller, &shared.rates, ask))) {
+                    Ok(decided) => Flow::Continue(with_charge(decided)),
                     Err(res) => Flow::Respond(res),
                 }
             }
             #[cfg(feature = "redis")]
-            Store::Redis { store, local } => {
-                Flow::wait(
-                    async move { self.check_redis(store, local.as_ref(), caller, cost).await },
-                )
-            }
+            Store::Redis { store, local } => Flow::wait(async move {
+                self.check_redis(store, local.as_ref(), caller, ask, peeked)
+                    .await
+                    .map(with_charge)
+            }),
         }
     }
 
     fn on_response<'a>(&'a self, decided: Decided, res: &'a mut Response) -> Flow<'a> {
-        if let Decided(Some(decision)) = decided {
-            self.shared
+        let shared = &self.shared;
+        if let Decided(Some(decision), _) = &decided {
+            shared
                 .rendered
-                .write(res.headers_mut(), &decision, &self.shared.policies);
+                .write(res.headers_mut(), decision, &shared.policies);
         }
-        Flow::Continue(())
+        let Decided(_, Some((caller, cost))) = decided else {
+            return Flow::Continue(());
+        };
+        if !shared.count_statuses.contains(&res.status()) {
+            return Flow::Continue(());
+        }
+        match &shared.store {
+            Store::Memory(memory) => {
+                memory.check(&caller, &shared.rates, cost);
+                Flow::Continue(())
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis { store, local } => Flow::wait(async move {
+                // The answer stands whatever the store says; its failures are counted there.
+                let _ = self
+                    .check_redis(store, local.as_ref(), caller, cost, |d| d)
+                    .await;
+                Ok::<(), Response>(())
+            }),
+        }
     }
 }
 

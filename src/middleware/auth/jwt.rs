@@ -1,0 +1,518 @@
+//! JWTs: their settings ([`Jwt`]) and the checker that verifies them against keys fetched from
+//! a JWKS URL.
+//!
+//! The key set is kept per checker (one issuer) and refreshed:
+//! - in the background, once it is older than `jwks_max_age`, while requests go on using it;
+//! - at once when a token names a key id the set lacks, unless a fetch started less than
+//!   `min_refresh_interval` ago; concurrent requests wait for the same fetch (single flight);
+//! - key ids still unknown after a fetch are remembered (bounded, for `min_refresh_interval`)
+//!   and refused without waiting, so tokens with random `kid`s cannot make the server hammer
+//!   the JWKS endpoint.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::Principal;
+use crate::http_client::HttpClient;
+use crate::ConfigError;
+
+/// The algorithms a JWKS can verify (public keys; never `none`, never a shared secret).
+const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// How [`Auth`](super::Auth) checks JWTs: where their keys are, which algorithms are allowed,
+/// and the claims required. Given to [`AuthBuilder::jwt`](super::AuthBuilder::jwt); checked
+/// when the battery is built.
+///
+/// ```
+/// use std::time::Duration;
+/// use callnext::middleware::auth::{Auth, Jwt};
+///
+/// let auth = Auth::builder()
+///     .jwt(
+///         Jwt::jwks("https://login.example/.well-known/jwks.json")
+///             .algorithms(["RS256", "ES256"])
+///             .issuer("https://login.example/")
+///             .audience("https://api.example")
+///             .leeway(Duration::from_secs(30)),
+///     )
+///     .build();
+/// assert!(auth.is_ok());
+///
+/// let err = Auth::builder().jwt(Jwt::jwks("https://login.example/jwks").algorithms(["HS256"])).build();
+/// assert_eq!(
+///     err.unwrap_err().to_string(),
+///     "invalid `jwt_algorithms`: `HS256` cannot be verified with a JWKS's public keys; allowed: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+/// );
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Jwt {
+    jwks_url: String,
+    algorithms: Vec<String>,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    leeway: Duration,
+    min_refresh: Duration,
+    max_age: Duration,
+    timeout: Duration,
+    unknown_capacity: u64,
+}
+
+impl Jwt {
+    /// Tokens signed by the keys published at `url` (a JSON Web Key Set, over HTTP or HTTPS).
+    /// Defaults: RS256 only, no issuer or audience check, 60 s of leeway, a key set refreshed
+    /// every 5 minutes and at most every 10 s for an unknown key id, 5 s to fetch it.
+    pub fn jwks(url: impl Into<String>) -> Self {
+        Self {
+            jwks_url: url.into(),
+            algorithms: vec!["RS256".to_owned()],
+            issuer: None,
+            audience: Vec::new(),
+            leeway: Duration::from_secs(60),
+            min_refresh: Duration::from_secs(10),
+            max_age: Duration::from_secs(300),
+            timeout: Duration::from_secs(5),
+            unknown_capacity: 10_000,
+        }
+    }
+
+    /// The algorithms accepted (`RS256`, `ES256`, `EdDSA`, ...). A token's own `alg` is only
+    /// checked against this list, never trusted; `none` and the `HS*` family are refused.
+    pub fn algorithms<I: IntoIterator<Item = S>, S: Into<String>>(mut self, algs: I) -> Self {
+        self.algorithms = algs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The `iss` a token must carry.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// An `aud` a token must carry (call again to accept several).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience.push(audience.into());
+        self
+    }
+
+    /// Clock skew forgiven on `exp` and `nbf`. Defaults to 60 s.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The shortest time between two fetches of the key set caused by unknown key ids, and
+    /// how long an unknown key id is refused without asking. Defaults to 10 s.
+    pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh = interval;
+        self
+    }
+
+    /// How old the key set may grow before it is fetched again in the background (removed
+    /// keys stop verifying within this time). Defaults to 5 minutes.
+    pub fn jwks_max_age(mut self, age: Duration) -> Self {
+        self.max_age = age;
+        self
+    }
+
+    /// The deadline of one fetch of the key set. Defaults to 5 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub(super) fn build(self) -> Result<JwtChecker, ConfigError> {
+        let url = super::http_url(&self.jwks_url).ok_or_else(|| {
+            ConfigError::invalid(
+                "jwks_url",
+                format!(
+                    "expected an http:// or https:// URL, got `{}`",
+                    crate::Printable::new(&self.jwks_url)
+                ),
+            )
+        })?;
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::invalid(
+                "jwt_algorithms",
+                "name at least one algorithm (RS256, ES256, EdDSA, ...)",
+            ));
+        }
+        let allowed = || {
+            ASYMMETRIC
+                .iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut algorithms = Vec::new();
+        for name in &self.algorithms {
+            match Algorithm::from_str(name) {
+                Ok(alg) if ASYMMETRIC.contains(&alg) => algorithms.push(alg),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "jwt_algorithms",
+                        format!(
+                            "`{}` cannot be verified with a JWKS's public keys; allowed: {}",
+                            crate::Printable::new(name),
+                            allowed()
+                        ),
+                    ))
+                }
+            }
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "jwks_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.max_age < self.min_refresh || self.max_age.is_zero() {
+            return Err(ConfigError::invalid(
+                "jwks_max_age",
+                "must be greater than zero and at least `min_refresh_interval`",
+            ));
+        }
+        // jsonwebtoken picks its backend from its features; with more than one enabled in a
+        // build it would panic on first use, so the choice is made here (a provider installed
+        // earlier by the application stands).
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let validations = algorithms
+            .iter()
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                v.leeway = self.leeway.as_secs();
+                v.validate_nbf = true;
+                let mut required = vec!["exp"];
+                if let Some(iss) = &self.issuer {
+                    v.set_issuer(&[iss]);
+                    required.push("iss");
+                }
+                if self.audience.is_empty() {
+                    v.validate_aud = false;
+                } else {
+                    v.set_audience(&self.audience);
+                    required.push("aud");
+                }
+                v.set_required_spec_claims(&required);
+                (alg, v)
+            })
+            .collect();
+        Ok(JwtChecker {
+            url,
+            client: HttpClient::new(self.timeout),
+            validations,
+            keys: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            last_fetch: Mutex::new(None),
+            background: AtomicBool::new(false),
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(self.unknown_capacity)
+                .time_to_live(self.min_refresh.max(Duration::from_millis(1)))
+                .build(),
+            min_refresh: self.min_refresh,
+            max_age: self.max_age,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A bad token: 401 with this detail.
+    Invalid(&'static str),
+    /// The key set could not be had: 503.
+    Unavailable(String),
+}
+
+/// One verification key of the set.
+struct Key {
+    kid: Option<String>,
+    /// The `alg` the JWK names, if it names one.
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+struct KeySet {
+    keys: Vec<Key>,
+    fetched: Instant,
+}
+
+impl KeySet {
+    /// The key for a token's `kid` and `alg`: by id, or the only key usable with `alg` when
+    /// the token names none.
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&DecodingKey> {
+        let usable = |k: &&Key| k.alg.is_none_or(|a| a == alg);
+        match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .filter(usable)
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .map(|k| &k.key),
+            None => {
+                let mut usable = self.keys.iter().filter(usable);
+                match (usable.next(), usable.next()) {
+                    (Some(only), None) => Some(&only.key),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct JwtChecker {
+    url: http::Uri,
+    client: HttpClient,
+    validations: Vec<(Algorithm, Validation)>,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// Held while fetching: the single flight.
+    refreshing: tokio::sync::Mutex<()>,
+    /// When the last fetch started.
+    last_fetch: Mutex<Option<Instant>>,
+    /// A background refresh is running.
+    background: AtomicBool,
+    /// Key ids not in the set after a fetch.
+    unknown: moka::sync::Cache<Box<str>, ()>,
+    min_refresh: Duration,
+    max_age: Duration,
+    timeout: Duration,
+}
+
+/// What a token's header says, once checked against the pinned algorithms.
+struct Head {
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl JwtChecker {
+    fn current(&self) -> Option<Arc<KeySet>> {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn head(&self, token: &str) -> Result<Head, Failure> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Failure::Invalid("Invalid token"))?;
+        if !self.validations.iter().any(|(a, _)| *a == header.alg) {
+            return Err(Failure::Invalid("Token algorithm is not accepted"));
+        }
+        Ok(Head {
+            alg: header.alg,
+            kid: header.kid,
+        })
+    }
+
+    /// Decides `token` from the key set in hand, without waiting; `None` when the set has no
+    /// key for it (or there is no set yet) and a fetch may find one.
+    pub(crate) fn check_now(self: &Arc<Self>, token: &str) -> Option<Result<Principal, Failure>> {
+        let head = match self.head(token) {
+            Ok(head) => head,
+            Err(failure) => return Some(Err(failure)),
+        };
+        let set = self.current()?;
+        if set.fetched.elapsed() >= self.max_age {
+            self.refresh_in_background();
+        }
+        match set.find(head.kid.as_deref(), head.alg) {
+            Some(key) => Some(self.verify(token, head.alg, key)),
+            None => match &head.kid {
+                Some(kid) if self.unknown.contains_key(kid.as_str()) => {
+                    Some(Err(Failure::Invalid("Unknown signing key")))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// Decides `token`, fetching the key set first when it lacks the token's key (at most
+    /// one fetch at a time, and none within `min_refresh_interval` of the last).
+    pub(crate) async fn check(self: &Arc<Self>, token: &str) -> Result<Principal, Failure> {
+        if let Some(decided) = self.check_now(token) {
+            return decided;
+        }
+        let head = self.head(token)?;
+        let before = self.current().map(|s| s.fetched);
+        let guard = self.refreshing.lock().await;
+        // Another request's fetch may have brought the key while this one waited.
+        let after = self.current();
+        let fetched_meanwhile = after.as_ref().map(|s| s.fetched) != before;
+        let set = if fetched_meanwhile || !self.may_fetch() {
+            after
+        } else {
+            match self.fetch().await {
+                Ok(set) => Some(set),
+                Err(err) => {
+                    drop(guard);
+                    tracing::error!(url = %self.url, error = %err, "JWKS fetch failed; answered 503");
+                    return Err(Failure::Unavailable(err));
+                }
+            }
+        };
+        drop(guard);
+        let Some(set) = set else {
+            return Err(Failure::Unavailable(
+                "the key set could not be fetched yet".to_owned(),
+            ));
+        };
+        match set.find(head.kid.as_deref(), head.alg) {
+            Some(key) => self.verify(token, head.alg, key),
+            None => {
+                if let Some(kid) = head.kid {
+                    self.unknown.insert(kid.into_boxed_str(), ());
+                }
+                Err(Failure::Invalid("Unknown signing key"))
+            }
+        }
+    }
+
+    /// Whether the last fetch started long enough ago for another.
+    fn may_fetch(&self) -> bool {
+        self.last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|at| at.elapsed() >= self.min_refresh)
+    }
+
+    /// Fetches the key set and makes it current (the caller holds `refreshing`).
+    async fn fetch(&self) -> Result<Arc<KeySet>, String> {
+        *self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        let req = http::Request::get(self.url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let res = self
+            .client
+            .send(req, self.timeout, MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("the JWKS URL answered {}", res.status()));
+        }
+        let set: JwkSet = serde_json::from_slice(res.body())
+            .map_err(|e| format!("the JWKS is not a JSON Web Key Set: {e}"))?;
+        let keys: Vec<Key> = set
+            .keys
+            .iter()
+            .filter(|jwk| {
+                !matches!(
+                    jwk.common.public_key_use,
+                    Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+                )
+            })
+            .filter_map(|jwk| {
+                let alg = match &jwk.common.key_algorithm {
+                    // The JWK's names are Algorithm's for every signing algorithm.
+                    Some(named) => Some(Algorithm::from_str(&format!("{named:?}")).ok()?),
+                    None => None,
+                };
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some(Key {
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    key,
+                })
+            })
+            .collect();
+        tracing::debug!(url = %self.url, keys = keys.len(), "JWKS fetched");
+        let set = Arc::new(KeySet {
+            keys,
+            fetched: Instant::now(),
+        });
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&set));
+        // Ids refused before may be in the new set.
+        self.unknown.invalidate_all();
+        Ok(set)
+    }
+
+    /// Refreshes an aging key set off the request path (one refresh at a time).
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.background.store(false, Ordering::Release);
+            return;
+        };
+        let this = Arc::clone(self);
+        runtime.spawn(async move {
+            {
+                let _guard = this.refreshing.lock().await;
+                let stale = this
+                    .current()
+                    .is_none_or(|s| s.fetched.elapsed() >= this.max_age);
+                if stale {
+                    if let Err(err) = this.fetch().await {
+                        tracing::warn!(url = %this.url, error = %err, "JWKS refresh failed; keeping the keys in hand");
+                    }
+                }
+            }
+            this.background.store(false, Ordering::Release);
+        });
+    }
+
+    fn verify(&self, token: &str, alg: Algorithm, key: &DecodingKey) -> Result<Principal, Failure> {
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
+            return Err(Failure::Invalid("Token algorithm is not accepted"));
+        };
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(|err| {
+                Failure::Invalid(match err.kind() {
+                    ErrorKind::ExpiredSignature => "Token has expired",
+                    ErrorKind::ImmatureSignature => "Token is not valid yet",
+                    ErrorKind::InvalidAudience => "Token audience is not accepted",
+                    ErrorKind::InvalidIssuer => "Token issuer is not accepted",
+                    ErrorKind::MissingRequiredClaim(_) => "Token lacks a required claim",
+                    ErrorKind::InvalidSignature => "Invalid token signature",
+                    _ => "Invalid token",
+                })
+            })?;
+        let claims = data.claims;
+        let Some(Value::String(subject)) = claims.get("sub") else {
+            return Err(Failure::Invalid("Token has no subject"));
+        };
+        // OAuth's `scope` (one string, RFC 8693) or `scp` (a list or a string).
+        let mut scopes: Vec<String> = Vec::new();
+        for name in ["scope", "scp"] {
+            match claims.get(name) {
+                Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_owned)),
+                Some(Value::Array(list)) => {
+                    scopes.extend(list.iter().filter_map(Value::as_str).map(str::to_owned))
+                }
+                _ => {}
+            }
+        }
+        Ok(Principal {
+            subject: subject.clone(),
+            scopes,
+            claims: Some(claims),
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! External auth tests.
