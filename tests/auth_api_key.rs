@@ -383,3 +383,87 @@ fn auth_outside_cors_is_named_by_the_linter() {
     );
     assert_eq!(Stack::new().hook(cors()).hook(auth).lint(), []);
 }
+
+/// A TCP relay in front of PostgreSQL that the test can cut: stopping it closes every
+/// connection through it and the port, as a database that goes away does.
+struct Relay {
+    addr: std::net::SocketAddr,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(addr: std::net::SocketAddr, upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = Arc::clone(&tasks);
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accepted.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        Self { addr, tasks }
+    }
+
+    fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_database_stopped_mid_run_is_a_503_and_recovery_is_seen() {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let upstream = {
+        let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap().to_owned()
+    };
+    let relay = Relay::start("127.0.0.1:0".parse().unwrap(), upstream.clone()).await;
+    let through = url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let keys = SqlKeyStore::open(&through).unwrap();
+    let made = keys
+        .create("relayed", &["reports:read".to_owned()])
+        .await
+        .unwrap();
+    // A cache shorter than the test's steps: every request asks the database.
+    let client = client(auth(keys, Duration::from_millis(1)));
+    assert_eq!(client.get("/reports").bearer(&made.key).await.status(), 200);
+
+    relay.stop();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        let res = client.get("/reports").bearer(&made.key).await;
+        assert_eq!(res.status(), 503, "{}", res.text());
+        assert_eq!(res.header("retry-after"), Some("1"));
+    }
+
+    // The database is back on the same address: keys are accepted again.
+    let relay = Relay::start(relay.addr, upstream).await;
+    let mut status = 0;
+    for _ in 0..50 {
+        status = client
+            .get("/reports")
+            .bearer(&made.key)
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    relay.stop();
+}

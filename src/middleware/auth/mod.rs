@@ -280,15 +280,19 @@ impl AuthBuilder {
     /// a public path or scope prefix that does not start with `/`, an empty scope, a cache of
     /// zero, or settings of [`Jwt`] or [`ExternalAuth`] they name.
     pub fn build(self) -> Result<Auth, ConfigError> {
+        #[allow(unused_mut)]
+        let mut decides = self.store.is_some();
         #[cfg(feature = "jwt")]
-        let jwt = self.jwt.map(Jwt::build).transpose()?.map(Arc::new);
-        #[cfg(not(feature = "jwt"))]
-        let jwt: Option<Arc<Never>> = None;
+        let jwt = {
+            decides |= self.jwt.is_some();
+            self.jwt.map(Jwt::build).transpose()?.map(Arc::new)
+        };
         #[cfg(feature = "external-auth")]
-        let external = self.external.map(ExternalAuth::build).transpose()?;
-        #[cfg(not(feature = "external-auth"))]
-        let external: Option<Never> = None;
-        if self.store.is_none() && jwt.is_none() && external.is_none() {
+        let external = {
+            decides |= self.external.is_some();
+            self.external.map(ExternalAuth::build).transpose()?
+        };
+        if !decides {
             return Err(ConfigError::invalid(
                 "api_keys",
                 "nothing to check credentials with: set `api_keys` (a sqlite:// or postgres:// URL), `jwks_url` or `external_url`",
@@ -333,7 +337,9 @@ impl AuthBuilder {
                         self.cache_capacity,
                     )
                 }),
+                #[cfg(feature = "jwt")]
                 jwt,
+                #[cfg(feature = "external-auth")]
                 external,
                 public: self.public,
                 rules,
@@ -349,20 +355,12 @@ fn is_scope(s: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
 }
 
-/// Stands for a checker whose feature is off.
-#[cfg(not(all(feature = "jwt", feature = "external-auth")))]
-enum Never {}
-
 struct Shared {
     checker: Option<Checker>,
     #[cfg(feature = "jwt")]
     jwt: Option<Arc<jwt::JwtChecker>>,
-    #[cfg(not(feature = "jwt"))]
-    jwt: Option<Arc<Never>>,
     #[cfg(feature = "external-auth")]
     external: Option<external::ExternalChecker>,
-    #[cfg(not(feature = "external-auth"))]
-    external: Option<Never>,
     public: Vec<String>,
     /// Longest prefix first.
     rules: Vec<Rule>,
