@@ -182,10 +182,35 @@ fn rate_limit(c: &mut Criterion) {
     assert!(limit.memory_keys() >= CALLERS as usize);
 }
 
-/// A request with a valid API key (cached after the first) against the same request through a
-/// no-op hook: what checking the key costs in process.
+/// A JWKS endpoint on 127.0.0.1 serving key `a` of the tests, and a token it verifies.
+fn jwks(rt: &tokio::runtime::Runtime) -> (String, String) {
+    use jsonwebtoken::{jwk::Jwk, jwk::JwkSet, Algorithm, EncodingKey, Header};
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../tests/keys/jwt_a.pem")).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("a".to_owned());
+    let set = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+    let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { set }));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("a".to_owned());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"sub": "bench", "exp": exp, "scope": "read"});
+    (url, jsonwebtoken::encode(&header, &claims, &key).unwrap())
+}
+
+/// A request with a valid API key (cached after the first), and one with a JWT signed with
+/// RS256 (its key set fetched once; the signature is verified on every request), against the
+/// same request through a no-op hook: what checking the credential costs in process.
 fn auth(c: &mut Criterion) {
-    use callnext::middleware::auth::{Auth, SqlKeyStore};
+    use callnext::middleware::auth::{Auth, Jwt, SqlKeyStore};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -204,18 +229,29 @@ fn auth(c: &mut Criterion) {
         .require_scopes("/", ["read"])
         .build()
         .unwrap();
-    let bearer = http::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
-    let request = || {
-        let mut req = request();
-        req.headers_mut()
-            .insert(http::header::AUTHORIZATION, bearer.clone());
-        req
-    };
+    let (jwks_url, token) = jwks(&rt);
+    let jwt = Auth::builder()
+        .jwt(Jwt::jwks(jwks_url))
+        .require_scopes("/", ["read"])
+        .build()
+        .unwrap();
+    let bearer = |t: &str| http::HeaderValue::from_str(&format!("Bearer {t}")).unwrap();
     let mut g = c.benchmark_group("auth");
-    for (name, stack) in [
-        ("noop_hook", Stack::new().hook(NoopHook)),
-        ("api_key_cached", Stack::new().hook(auth.clone())),
+    for (name, stack, credential) in [
+        ("noop_hook", Stack::new().hook(NoopHook), bearer(&key)),
+        (
+            "api_key_cached",
+            Stack::new().hook(auth.clone()),
+            bearer(&key),
+        ),
+        ("jwt_rs256", Stack::new().hook(jwt.clone()), bearer(&token)),
     ] {
+        let request = || {
+            let mut req = request();
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, credential.clone());
+            req
+        };
         let svc = stack.service(endpoint());
         let first = rt.block_on(svc.clone().oneshot(request())).unwrap();
         assert_eq!(first.status(), 200);

@@ -344,3 +344,54 @@ fn a_limit_keyed_by_user_before_auth_is_named_by_the_linter() {
     );
     assert!(Stack::new().hook(auth()).hook(by_user()).lint().is_empty());
 }
+
+/// The access log, outside auth, names the user auth found (JSON `user`, the remote user of
+/// `combined`), and nobody for a request auth refused.
+#[tokio::test]
+async fn the_access_log_names_the_user() {
+    use callnext::middleware::access_log::{AccessLog, Format, SharedWriter, Sink};
+    use std::io::Write;
+
+    #[derive(Default)]
+    struct Collected(Vec<u8>);
+    impl Write for Collected {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let svc = service().await;
+    for format in [Format::Json, Format::Combined] {
+        let collected = Arc::new(Mutex::new(Collected::default()));
+        let log = AccessLog::builder()
+            .format(format)
+            .sink(Sink::Writer(SharedWriter(collected.clone())))
+            .build()
+            .unwrap();
+        let auth = Auth::builder()
+            .external(ExternalAuth::new(&svc.url))
+            .build()
+            .unwrap();
+        let client = TestClient::new(Stack::new().hook(log.clone()).hook(auth).service(app()));
+        assert_eq!(client.get("/items").bearer("good").await.status(), 200);
+        assert_eq!(client.get("/items").bearer("nope").await.status(), 401);
+        assert!(log.handle().flush(Duration::from_secs(10)));
+        let text = String::from_utf8_lossy(&collected.lock().unwrap().0).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        if format == Format::Json {
+            let users: Vec<Value> = lines
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["user"].clone())
+                .collect();
+            assert_eq!(users, [json!("ann"), Value::Null]);
+        } else {
+            assert!(lines[0].contains(" - ann ["), "{}", lines[0]);
+            assert!(lines[1].contains(" - - ["), "{}", lines[1]);
+        }
+    }
+}

@@ -189,3 +189,44 @@ async fn each_failure_policy_while_redis_is_down_and_recovery() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Counting only some statuses works the same on Redis, shared by two instances: failures on
+/// either count against the one quota, successes never do.
+#[tokio::test]
+async fn only_counted_statuses_take_quota_across_instances() {
+    let prefix = unique("failures");
+    let app = || {
+        Router::new().route(
+            "/",
+            get(|headers: http::HeaderMap| async move {
+                if headers.contains_key("x-fail") {
+                    Err(callnext::HttpError::unauthorized("no"))
+                } else {
+                    Ok("hi")
+                }
+            }),
+        )
+    };
+    let instance = || {
+        let limit = RateLimit::builder()
+            .limit("3/minute")
+            .count_statuses([401])
+            .prefix(&prefix)
+            .redis(Redis::open(&redis_url()).unwrap())
+            .build()
+            .unwrap();
+        TestClient::new(Stack::new().hook(limit).service(app()))
+    };
+    let (a, b) = (instance(), instance());
+    for _ in 0..5 {
+        assert_eq!(a.get("/").await.status(), 200);
+        assert_eq!(b.get("/").await.status(), 200);
+    }
+    assert_eq!(a.get("/").header("x-fail", "1").await.status(), 401);
+    assert_eq!(b.get("/").header("x-fail", "1").await.status(), 401);
+    assert_eq!(a.get("/").header("x-fail", "1").await.status(), 401);
+    let refused = b.get("/").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(a.get("/").await.status(), 429);
+}

@@ -103,3 +103,69 @@ fn keys_without_a_store_is_one_line_and_exit_code_2() {
         "error: no key store: set `[middleware.auth] api_keys` in the configuration, or --store"
     );
 }
+
+/// JWTs and an external service through the binary's `[middleware.auth]`: a JWKS server and an
+/// auth service started here, the server checking tokens against the one and asking the other.
+#[tokio::test]
+async fn jwts_and_an_external_service_from_the_configuration_file() {
+    use axum::response::IntoResponse;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    let key = EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/jwt_a.pem")).unwrap();
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("a".to_owned());
+    let set = serde_json::to_string(&JwkSet { keys: vec![jwk] }).unwrap();
+    let helpers = axum::Router::new()
+        .route("/jwks", axum::routing::get(move || async move { set }))
+        .route(
+            "/check",
+            axum::routing::any(|headers: http::HeaderMap| async move {
+                let good = headers
+                    .get("authorization")
+                    .is_some_and(|v| v == "Bearer let-me-in");
+                if good {
+                    (http::StatusCode::OK, [("x-auth-user", "svc")]).into_response()
+                } else {
+                    http::StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let helper = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, helpers).await.unwrap() });
+
+    let dir = std::env::temp_dir().join(format!("callnext-auth-jwt-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("callnext.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[middleware.auth]\njwks_url = \"http://{helper}/jwks\"\njwt_issuer = \"https://issuer.test/\"\njwt_audience = \"items\"\nexternal_url = \"http://{helper}/check\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        &config.display().to_string(),
+        "--no-simulated-io",
+    ])
+    .await;
+    let items = server.url("/items/1");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |aud: &str| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("a".to_owned());
+        let claims = serde_json::json!({"sub": "ann", "iss": "https://issuer.test/", "aud": aud, "exp": exp});
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    assert_eq!(status(&items, Some(&token("items"))).await, 200);
+    assert_eq!(status(&items, Some(&token("elsewhere"))).await, 401);
+    assert_eq!(status(&items, Some("let-me-in")).await, 200);
+    assert_eq!(status(&items, Some("guess")).await, 401);
+    assert_eq!(status(&items, None).await, 401);
+}

@@ -3,8 +3,10 @@
 //!
 //! A record holds the time (RFC 3339, UTC), the [`ClientIp`], method, route template, path,
 //! query (with secret parameters redacted), protocol, status, bytes in and out, time to the
-//! response head and in all (ms), the [`RequestId`], user agent, referer, and the entry that
-//! answered when one answered early ([`AnsweredBy`]). Formats: JSON lines (default),
+//! response head and in all (ms), the [`RequestId`], user agent, referer, the entry that
+//! answered when one answered early ([`AnsweredBy`]), and the user (the subject
+//! [`Auth`](crate::middleware::Auth) found, inside it; the remote user of `combined` and
+//! `common`). Formats: JSON lines (default),
 //! `combined` and `common`. A writer thread behind a bounded queue does the I/O, so requests
 //! never wait on it; records that do not fit are dropped, counted, and noted in the log as
 //! `{"dropped":N}` once the queue drains. [`AccessLogHandle::flush`] at shutdown writes what
@@ -400,6 +402,7 @@ impl Hook for AccessLog {
             user_agent: header(header::USER_AGENT),
             referer: header(header::REFERER),
             answered_by: None,
+            user: None,
             at: SystemTime::now(),
         };
         let pending = Pending {
@@ -425,6 +428,10 @@ impl Hook for AccessLog {
             record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
             record.route = res.extensions().get::<MatchedPath>().cloned();
             record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
+            record.user = res
+                .extensions()
+                .get::<crate::middleware::auth::Identity>()
+                .cloned();
         }
         let status = res.status().as_u16();
         if http_body::Body::is_end_stream(res.body()) {

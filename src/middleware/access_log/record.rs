@@ -37,7 +37,19 @@ pub(super) struct Record {
     pub(super) user_agent: Option<http::HeaderValue>,
     pub(super) referer: Option<http::HeaderValue>,
     pub(super) answered_by: Option<crate::AnsweredBy>,
+    /// Who [`Auth`](crate::middleware::Auth) found the request to be from.
+    pub(super) user: Option<crate::middleware::auth::Identity>,
     pub(super) at: SystemTime,
+}
+
+impl Record {
+    /// The authenticated subject, if there is a non-empty one.
+    fn user(&self) -> Option<&str> {
+        self.user
+            .as_ref()
+            .map(crate::middleware::auth::Identity::subject)
+            .filter(|s| !s.is_empty())
+    }
 }
 
 pub(super) fn millis(d: Duration) -> f64 {
@@ -146,6 +158,8 @@ impl Record {
                     &mut line,
                     self.answered_by.as_ref().map(|a| a.name().as_bytes()),
                 );
+                line.push_str(",\"user\":");
+                json_str(&mut line, self.user().map(str::as_bytes));
                 line.push('}');
             }
             Format::Common | Format::Combined => {
@@ -161,9 +175,13 @@ impl Record {
                 } else {
                     self.bytes_out.to_string()
                 };
+                // The remote user field is one word: escaped, spaces as `%20`.
+                let user = self
+                    .user()
+                    .map_or_else(|| "-".to_owned(), |u| quoted(u).replace(' ', "%20"));
                 let _ = write!(
                     line,
-                    "{client} - - [{}] \"{} {} {}\" {} {bytes}",
+                    "{client} - {user} [{}] \"{} {} {}\" {} {bytes}",
                     clf_time(self.at),
                     self.method,
                     quoted(&target),

@@ -79,7 +79,7 @@ pub use self::external::ExternalAuth;
 pub use self::jwt::Jwt;
 #[cfg(feature = "sql")]
 pub use self::sql::SqlKeyStore;
-use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request, UserId};
+use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request, Response, UserId};
 
 /// How a request was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,18 +482,20 @@ fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|&b| b == b'.').count() == 2
 }
 
-/// The answer when the flow ends in an error.
-fn flow(result: Result<(), HttpError>) -> Flow<'static> {
+/// The flow of a decided request: on with its identity, or the error's answer.
+fn flow(result: Result<Identity, HttpError>) -> Flow<'static, Option<Identity>> {
     match result {
-        Ok(()) => Flow::Continue(()),
+        Ok(identity) => Flow::Continue(Some(identity)),
         Err(err) => Flow::respond(err),
     }
 }
 
 impl Hook for Auth {
-    type State = ();
+    /// Who the request is from, put on the response too for the middlewares outside (the
+    /// access log's `user`).
+    type State = Option<Identity>;
 
-    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a> {
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Identity>> {
         // Headers the external service vouches for are never taken from the client.
         #[cfg(feature = "external-auth")]
         if let Some(external) = &self.shared.external {
@@ -507,10 +509,10 @@ impl Hook for Auth {
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
         {
-            return Flow::Continue(());
+            return Flow::Continue(None);
         }
         if self.is_public(req.uri().path()) {
-            return Flow::Continue(());
+            return Flow::Continue(None);
         }
         let shared = &*self.shared;
         let credential = credential(req);
@@ -526,7 +528,7 @@ impl Hook for Auth {
                         .check(&key)
                         .await
                         .map_err(|err| unavailable("the API key store", &err))?;
-                    self.admit(req, checked)
+                    self.admit(req, checked).map(Some)
                 });
             }
         }
@@ -539,7 +541,7 @@ impl Hook for Auth {
                 let token = token.to_owned();
                 return Flow::wait(async move {
                     let decided = jwt.check(&token).await;
-                    self.admit_token(req, decided)
+                    self.admit_token(req, decided).map(Some)
                 });
             }
         }
@@ -553,7 +555,7 @@ impl Hook for Auth {
                 let decision = asked
                     .await
                     .map_err(|err| unavailable("the external auth service", &err))?;
-                self.admit_external(req, decision)
+                self.admit_external(req, decision).map(Some)
             });
         }
         Flow::respond(match credential {
@@ -563,19 +565,27 @@ impl Hook for Auth {
             Some(Ok(_)) => unauthorized(Some("Invalid token")),
         })
     }
+
+    fn on_response<'a>(&'a self, who: Option<Identity>, res: &'a mut Response) -> Flow<'a> {
+        if let Some(who) = who {
+            res.extensions_mut().insert(who);
+        }
+        Flow::Continue(())
+    }
 }
 
 impl Auth {
     /// Lets the request in as the key's identity, or answers 401 or 403.
-    fn admit(&self, req: &mut Request, checked: Checked) -> Result<(), HttpError> {
+    fn admit(&self, req: &mut Request, checked: Checked) -> Result<Identity, HttpError> {
         let Checked::Valid(stored) = checked else {
             return Err(unauthorized(Some("Invalid API key")));
         };
         self.require(req, &stored.scopes, &stored.name)?;
         req.extensions_mut()
             .insert(ApiKeyId::new(stored.id.as_str()));
-        req.extensions_mut().insert(Identity(Who::ApiKey(stored)));
-        Ok(())
+        let identity = Identity(Who::ApiKey(stored));
+        req.extensions_mut().insert(identity.clone());
+        Ok(identity)
     }
 
     /// 403 unless the identity holds the scopes the path requires.
@@ -595,15 +605,15 @@ impl Auth {
         req: &mut Request,
         method: AuthMethod,
         principal: Arc<Principal>,
-    ) -> Result<(), HttpError> {
+    ) -> Result<Identity, HttpError> {
         self.require(req, &principal.scopes, &principal.subject)?;
         if !principal.subject.is_empty() {
             req.extensions_mut()
                 .insert(UserId::new(principal.subject.as_str()));
         }
-        req.extensions_mut()
-            .insert(Identity(Who::Vouched(method, principal)));
-        Ok(())
+        let identity = Identity(Who::Vouched(method, principal));
+        req.extensions_mut().insert(identity.clone());
+        Ok(identity)
     }
 
     #[cfg(feature = "jwt")]
@@ -611,7 +621,7 @@ impl Auth {
         &self,
         req: &mut Request,
         decided: Result<Principal, jwt::Failure>,
-    ) -> Result<(), HttpError> {
+    ) -> Result<Identity, HttpError> {
         match decided {
             Ok(principal) => self.admit_vouched(req, AuthMethod::Jwt, Arc::new(principal)),
             Err(jwt::Failure::Invalid(detail)) => Err(unauthorized(Some(detail))),
@@ -624,7 +634,7 @@ impl Auth {
         &self,
         req: &mut Request,
         decision: external::Decision,
-    ) -> Result<(), HttpError> {
+    ) -> Result<Identity, HttpError> {
         match decision {
             external::Decision::Allow(principal, headers) => {
                 for (name, value) in headers.iter() {
