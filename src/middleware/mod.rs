@@ -12,6 +12,7 @@
 //! | body limit: 413 by `Content-Length` or mid-stream | [`limit`] | hook |
 //! | rate limit: GCRA, several policies, memory or Redis, IETF headers | [`rate_limit`] | hook |
 //! | sessions: signed id cookie, lazy load, compare-and-set, idle and absolute timeouts | [`session`] | hook |
+//! | authentication: API keys in SQL, JWTs with JWKS, an external service; scopes; 401/403/503 | [`auth`] | hook |
 //! | compression: gzip, br, zstd; never SSE; streams stay streamed (feature `compression`) | [`compression`] | tower |
 //! | security headers: `api`, `html` (helmet), `strict` (OWASP) presets, HSTS over TLS | [`security_headers`] | hook |
 //! | custom headers: set, append or default, on requests or responses | [`set_header`] | hook |

@@ -24,7 +24,7 @@
 //!   a 401 for an outage). JSON bodies in callnext's error shape; CORS preflights pass; paths
 //!   in `public_paths` are not checked.
 //! - A request that passes carries an [`Identity`] (an extractor; later middlewares find it
-//!   in the extensions), and the [`ApiKeyId`] or [`UserId`](crate::UserId) the rate limiter
+//!   in the extensions), and the [`ApiKeyId`] or [`UserId`] the rate limiter
 //!   can key on.
 //!
 //! ```
