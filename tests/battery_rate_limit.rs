@@ -368,7 +368,7 @@ async fn from_the_configuration_file() {
         ),
         (
             "[middleware.rate_limit]\nlimits = \"1/s\"\n",
-            "app.toml:2: `middleware.rate_limit.limits`: unknown field `limits`, expected one of `store`, `limit`, `burst`, `key`, `paths`, `on_store_error`, `headers`, `shadow`, `cost`, `count_preflights`, `ipv6_prefix`, `max_keys`, `store_timeout`, `prefix`",
+            "app.toml:2: `middleware.rate_limit.limits`: unknown field `limits`, expected one of `store`, `limit`, `burst`, `key`, `paths`, `on_store_error`, `headers`, `shadow`, `cost`, `count_preflights`, `count_statuses`, `ipv6_prefix`, `max_keys`, `store_timeout`, `prefix`",
         ),
     ];
     for (text, expected) in mistakes {
