@@ -1,4 +1,5 @@
-//! The HTTP(S) client of the auth battery (JWKS fetches, the external auth service):
+//! The HTTP(S) client of the batteries (JWKS fetches, the external auth service, the access
+//! log's HTTP sink):
 //! hyper-util's pooled client over rustls (ring, the webpki roots), with a deadline on the
 //! whole exchange and a cap on the body it reads.
 
@@ -6,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -36,7 +37,7 @@ impl fmt::Display for FetchError {
 /// A cloneable client (clones share the connection pool).
 #[derive(Clone)]
 pub(crate) struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -71,7 +72,7 @@ impl HttpClient {
     /// bytes is an error.
     pub(crate) async fn send(
         &self,
-        req: http::Request<Empty<Bytes>>,
+        req: http::Request<Full<Bytes>>,
         deadline: Duration,
         max_body: usize,
     ) -> Result<http::Response<Bytes>, FetchError> {
@@ -99,6 +100,13 @@ impl HttpClient {
             .await
             .unwrap_or(Err(FetchError::Timeout(deadline)))
     }
+}
+
+/// `url` as an absolute `http://` or `https://` URI with a host.
+pub(crate) fn http_url(url: &str) -> Option<http::Uri> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    (scheme_ok && uri.host().is_some_and(|h| !h.is_empty())).then_some(uri)
 }
 
 /// An error and its sources on one line (hyper-util's own message is only "client error").

@@ -811,6 +811,14 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         sink: String,
         url: String,
         batch: usize,
+        batch_bytes: super::Size,
+        batch_wait: super::Duration,
+        gzip: bool,
+        headers: BTreeMap<String, String>,
+        content_type: String,
+        labels: BTreeMap<String, String>,
+        retries: u32,
+        send_timeout: super::Duration,
     }
     impl Default for Settings {
         fn default() -> Self {
@@ -826,6 +834,14 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
                 sink: "file".to_owned(),
                 url: String::new(),
                 batch: 1000,
+                batch_bytes: super::Size::from_bytes(1 << 20),
+                batch_wait: super::Duration::from_secs(1),
+                gzip: true,
+                headers: BTreeMap::new(),
+                content_type: "application/x-ndjson".to_owned(),
+                labels: BTreeMap::from([("job".to_owned(), "callnext".to_owned())]),
+                retries: 5,
+                send_timeout: super::Duration::from_secs(10),
             }
         }
     }
@@ -840,16 +856,19 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             ("common", Format::Common),
         ],
     )?;
-    if s.sink != "file" {
+    if !matches!(s.sink.as_str(), "file" | "http" | "loki") {
         return Err(settings.error(
             "sink",
             format!(
-                "expected `file` (the `http` sink is not available in this version), got `{}`",
-                s.sink
+                "expected `file`, `http` (JSON lines) or `loki`, got `{}`",
+                crate::Printable::new(&s.sink)
             ),
         ));
     }
-    let _ = (&s.url, s.batch);
+    #[cfg(not(feature = "log-shipping"))]
+    if s.sink != "file" {
+        return Err(settings.error("sink", "needs the `log-shipping` feature"));
+    }
     let on_full = choice(
         settings,
         "on_full",
@@ -880,6 +899,38 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             max_files: s.max_files,
         }
     };
+    #[cfg(feature = "log-shipping")]
+    let sink = if s.sink == "file" {
+        sink
+    } else {
+        use crate::middleware::access_log::{HttpSink, Shipping};
+        let mut http = HttpSink::new(&s.url)
+            .shipping(if s.sink == "loki" {
+                Shipping::Loki
+            } else {
+                Shipping::JsonLines
+            })
+            .content_type(&s.content_type)
+            .batch(
+                s.batch,
+                usize::try_from(s.batch_bytes.bytes()).unwrap_or(usize::MAX),
+                s.batch_wait.get(),
+            )
+            .gzip(s.gzip)
+            .retries(s.retries)
+            .timeout(s.send_timeout.get());
+        for (name, value) in &s.headers {
+            http = http.header(name, value);
+        }
+        for (name, value) in &s.labels {
+            http = http.label(name, value);
+        }
+        // With an HTTP sink, a file `path` receives what could not be sent.
+        if s.path != "stdout" {
+            http = http.fallback_file(&s.path);
+        }
+        Sink::Http(http)
+    };
     let mut builder = AccessLog::builder()
         .format(format)
         .sink(sink)
@@ -891,10 +942,20 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     }
     let log = builder.build().map_err(|err| {
         let message = err.to_string();
-        let key = ["queue", "max_files", "path"]
-            .into_iter()
-            .find(|k| message.starts_with(&format!("invalid `{k}`")))
-            .unwrap_or("");
+        let key = [
+            "queue",
+            "max_files",
+            "path",
+            "url",
+            "headers",
+            "content_type",
+            "batch",
+            "send_timeout",
+            "labels",
+        ]
+        .into_iter()
+        .find(|k| message.starts_with(&format!("invalid `{k}`")))
+        .unwrap_or("");
         settings.error(key, message)
     })?;
     Ok(Entry::hook(log))

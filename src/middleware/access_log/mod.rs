@@ -54,6 +54,8 @@
 //! ```
 
 mod record;
+#[cfg(feature = "log-shipping")]
+mod ship;
 mod writer;
 
 use std::path::Path;
@@ -70,6 +72,8 @@ use http::header;
 
 pub use record::Format;
 use record::Record;
+#[cfg(feature = "log-shipping")]
+pub use ship::{HttpSink, Shipping};
 use writer::Queue;
 pub use writer::{OnFull, Rotate, SharedWriter, Sink};
 
@@ -306,9 +310,15 @@ impl AccessLogHandle {
         self.queue.dropped()
     }
 
-    /// Records written.
+    /// Records written (for an HTTP sink: received by the receiver).
     pub fn written(&self) -> u64 {
         self.queue.written()
+    }
+
+    /// Records an HTTP sink gave up on after its retries (also counted in
+    /// [`dropped`](Self::dropped)); 0 for other sinks.
+    pub fn unsent(&self) -> u64 {
+        self.queue.unsent()
     }
 }
 

@@ -74,6 +74,10 @@ pub enum Sink {
     },
     /// A writer of the application's.
     Writer(SharedWriter),
+    /// An HTTP receiver (Vector, Loki, ...): batched, gzipped, retried (feature
+    /// `log-shipping`).
+    #[cfg(feature = "log-shipping")]
+    Http(super::HttpSink),
 }
 
 /// What a request does when the queue is full.
@@ -96,7 +100,9 @@ struct Pending {
     bytes: Vec<u8>,
     /// How many lines `bytes` holds.
     lines: usize,
-    flushes: Vec<mpsc::Sender<()>>,
+    /// Flushes asked for: whom to tell, and by when (what an HTTP sink cannot send by then it
+    /// gives up on).
+    flushes: Vec<(mpsc::Sender<()>, std::time::Instant)>,
     stop: bool,
 }
 
@@ -122,6 +128,8 @@ pub(super) struct Queue {
     dropped: AtomicU64,
     dropped_total: AtomicU64,
     written: AtomicU64,
+    /// Records an HTTP sink gave up on (counted among the dropped too).
+    unsent: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the requests waiting for room ([`OnFull::Block`]) when the writer takes a batch.
     room: tokio::sync::Notify,
@@ -134,6 +142,20 @@ impl std::fmt::Debug for Queue {
             .field("dropped", &self.dropped_total)
             .finish_non_exhaustive()
     }
+}
+
+/// What the writer took from the queue.
+struct Taken {
+    lines: usize,
+    flushes: Vec<(mpsc::Sender<()>, std::time::Instant)>,
+    stop: bool,
+}
+
+/// Where the writer thread sends lines.
+enum Out {
+    Write(Box<dyn Write + Send>),
+    #[cfg(feature = "log-shipping")]
+    Http(Box<super::ship::Shipper>),
 }
 
 /// How long the writer sleeps when nothing asks for it.
@@ -153,6 +175,7 @@ impl Queue {
             dropped: AtomicU64::new(0),
             dropped_total: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            unsent: AtomicU64::new(0),
             thread: Mutex::new(None),
             room: tokio::sync::Notify::new(),
         });
@@ -233,6 +256,11 @@ impl Queue {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// Records an HTTP sink could not send (also counted in [`Self::dropped`]).
+    pub(super) fn unsent(&self) -> u64 {
+        self.unsent.load(Ordering::Relaxed)
+    }
+
     /// Waits (blocking, at most `timeout`) until everything queued before is written.
     pub(super) fn flush(&self, timeout: Duration) -> bool {
         let (ack, done) = mpsc::channel();
@@ -241,7 +269,9 @@ impl Queue {
             if pending.stop {
                 return false;
             }
-            pending.flushes.push(ack);
+            pending
+                .flushes
+                .push((ack, std::time::Instant::now() + timeout));
         }
         self.wake.notify_one();
         done.recv_timeout(timeout).is_ok()
@@ -264,37 +294,101 @@ impl Queue {
         }
     }
 
-    fn run(&self, out: Box<dyn Write + Send>) {
+    fn run(&self, out: Out) {
+        match out {
+            Out::Write(out) => self.run_writer(out),
+            #[cfg(feature = "log-shipping")]
+            Out::Http(shipper) => self.run_shipper(*shipper),
+        }
+    }
+
+    /// Takes what is queued, after waiting at most `wait` for something to do.
+    fn take(&self, batch: &mut Vec<u8>, wait: Duration) -> Taken {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.lines == 0 && pending.flushes.is_empty() && !pending.stop {
+            pending = self
+                .wake
+                .wait_timeout(pending, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        // The two buffers take turns: the writer's, emptied, becomes the queue's.
+        std::mem::swap(batch, &mut pending.bytes);
+        let lines = std::mem::take(&mut pending.lines);
+        Taken {
+            lines,
+            flushes: std::mem::take(&mut pending.flushes),
+            stop: pending.stop,
+        }
+    }
+
+    fn run_writer(&self, out: Box<dyn Write + Send>) {
         let mut out = BufWriter::with_capacity(64 * 1024, out);
         let mut batch = Vec::new();
         loop {
-            let (lines, flushes, stop) = {
-                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                if pending.lines == 0 && pending.flushes.is_empty() && !pending.stop {
-                    pending = self
-                        .wake
-                        .wait_timeout(pending, TICK)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                // The two buffers take turns: the writer's, emptied, becomes the queue's.
-                std::mem::swap(&mut batch, &mut pending.bytes);
-                let lines = std::mem::take(&mut pending.lines);
-                (lines, std::mem::take(&mut pending.flushes), pending.stop)
-            };
-            if lines > 0 {
+            let taken = self.take(&mut batch, TICK);
+            if taken.lines > 0 {
                 self.room.notify_waiters();
                 if out.write_all(&batch).is_ok() {
-                    self.written.fetch_add(lines as u64, Ordering::Relaxed);
+                    self.written
+                        .fetch_add(taken.lines as u64, Ordering::Relaxed);
                 }
                 batch.clear();
             }
             self.note_dropped(&mut out);
             let _ = out.flush();
-            for ack in flushes {
+            for (ack, _) in taken.flushes {
                 let _ = ack.send(());
             }
-            if stop {
+            if taken.stop {
+                break;
+            }
+        }
+    }
+
+    /// The HTTP sink's loop: lines go into its batch, sent when full, when due, on a flush
+    /// (within the flush's time) and at the end (within the time of the last flush asked for,
+    /// or a single attempt of 2 s).
+    #[cfg(feature = "log-shipping")]
+    fn run_shipper(&self, mut shipper: super::ship::Shipper) {
+        use std::time::Instant;
+        let dropped = super::ship::Dropped(&self.dropped, &self.dropped_total);
+        let mut batch = Vec::new();
+        let mut last_deadline = None;
+        loop {
+            let wait = shipper.due_in().map_or(TICK, |due| due.min(TICK));
+            let taken = self.take(&mut batch, wait);
+            if taken.lines > 0 {
+                self.room.notify_waiters();
+                shipper.add(&batch, taken.lines, &self.written, &dropped);
+                batch.clear();
+            }
+            let deadline = taken.flushes.iter().map(|(_, by)| *by).max();
+            if deadline.is_some() {
+                last_deadline = deadline;
+            }
+            let all = deadline.is_some() || taken.stop;
+            let deadline = match (deadline, taken.stop) {
+                (Some(by), _) => Some(by),
+                (None, true) => Some(
+                    last_deadline
+                        .filter(|by| *by > Instant::now())
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(2)),
+                ),
+                (None, false) => None,
+            };
+            shipper.send_due(all, deadline, &self.written, &dropped);
+            self.unsent.store(shipper.unsent, Ordering::Relaxed);
+            for (ack, _) in taken.flushes {
+                let _ = ack.send(());
+            }
+            if taken.stop {
+                if shipper.unsent > 0 {
+                    tracing::warn!(
+                        records = shipper.unsent,
+                        "access log: records could not be sent before the end"
+                    );
+                }
                 break;
             }
         }
@@ -310,10 +404,20 @@ impl Queue {
     }
 }
 
-fn open(sink: &Sink) -> Result<Box<dyn Write + Send>, ConfigError> {
+fn open(sink: &Sink) -> Result<Out, ConfigError> {
+    match sink {
+        #[cfg(feature = "log-shipping")]
+        Sink::Http(http) => Ok(Out::Http(Box::new(http.start()?))),
+        other => open_writer(other).map(Out::Write),
+    }
+}
+
+fn open_writer(sink: &Sink) -> Result<Box<dyn Write + Send>, ConfigError> {
     match sink {
         Sink::Stdout => Ok(Box::new(io::stdout())),
         Sink::Writer(writer) => Ok(Box::new(writer.clone())),
+        #[cfg(feature = "log-shipping")]
+        Sink::Http(_) => unreachable!("opened by `open`"),
         Sink::File {
             path,
             rotate,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::Empty;
+use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
 use super::Principal;
@@ -121,7 +121,7 @@ impl ExternalAuth {
     }
 
     pub(super) fn build(self) -> Result<ExternalChecker, ConfigError> {
-        let url = super::http_url(&self.url).ok_or_else(|| {
+        let url = crate::http_client::http_url(&self.url).ok_or_else(|| {
             ConfigError::invalid(
                 "external_url",
                 format!(
@@ -262,7 +262,7 @@ impl ExternalChecker {
     }
 
     /// The sub-request for `req`: its method, the forwarded headers, no body.
-    fn sub_request(&self, req: &Request) -> Result<http::Request<Empty<Bytes>>, String> {
+    fn sub_request(&self, req: &Request) -> Result<http::Request<Full<Bytes>>, String> {
         let mut sub = http::Request::builder()
             .method(req.method().clone())
             .uri(self.url.clone());
@@ -294,7 +294,7 @@ impl ExternalChecker {
                 HeaderValue::from_str(&ip.to_string()).expect("an address is a header value"),
             );
         }
-        sub.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())
+        sub.body(Full::new(Bytes::new())).map_err(|e| e.to_string())
     }
 
     fn allow(&self, headers: &HeaderMap) -> Decision {

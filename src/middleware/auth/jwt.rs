@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -144,7 +144,7 @@ impl Jwt {
     }
 
     pub(super) fn build(self) -> Result<JwtChecker, ConfigError> {
-        let url = super::http_url(&self.jwks_url).ok_or_else(|| {
+        let url = crate::http_client::http_url(&self.jwks_url).ok_or_else(|| {
             ConfigError::invalid(
                 "jwks_url",
                 format!(
@@ -406,7 +406,7 @@ impl JwtChecker {
             .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         let req = http::Request::get(self.url.clone())
             .header(http::header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let res = self
             .client

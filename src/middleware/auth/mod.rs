@@ -103,14 +103,6 @@ pub(crate) struct Principal {
     claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// `url` as an absolute `http://` or `https://` URI with a host.
-#[cfg(any(feature = "jwt", feature = "external-auth"))]
-fn http_url(url: &str) -> Option<http::Uri> {
-    let uri: http::Uri = url.parse().ok()?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    (scheme_ok && uri.host().is_some_and(|h| !h.is_empty())).then_some(uri)
-}
-
 /// Who a request is from, as [`Auth`] found: a subject, the scopes it holds and how it was
 /// authenticated. An extractor (a handler that takes it answers 401 when the request carries
 /// none, e.g. on a public path), and in the request's extensions for later middlewares.
