@@ -102,11 +102,24 @@ impl HttpClient {
     }
 }
 
-/// `url` as an absolute `http://` or `https://` URI with a host.
-pub(crate) fn http_url(url: &str) -> Option<http::Uri> {
-    let uri: http::Uri = url.parse().ok()?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-    (scheme_ok && uri.host().is_some_and(|h| !h.is_empty())).then_some(uri)
+/// `url` as an absolute `http://` or `https://` URI with a host; otherwise the error of the
+/// setting `key`.
+pub(crate) fn http_url(key: &'static str, url: &str) -> Result<http::Uri, crate::ConfigError> {
+    url.parse::<http::Uri>()
+        .ok()
+        .filter(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some_and(|h| !h.is_empty())
+        })
+        .ok_or_else(|| {
+            crate::ConfigError::invalid(
+                key,
+                format!(
+                    "expected an http:// or https:// URL, got `{}`",
+                    crate::Printable::new(url)
+                ),
+            )
+        })
 }
 
 /// An error and its sources on one line (hyper-util's own message is only "client error").

@@ -3,6 +3,8 @@
 //! retried, one that stalls costs drops (counted, noted in the log) and never request time;
 //! closing sends what is queued, within its time.
 
+mod common;
+
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -252,10 +254,10 @@ async fn a_stalled_receiver_costs_drops_never_request_time() {
     assert_eq!(paths(&batches), ["/items/after"]);
 }
 
-#[tokio::test]
-async fn closing_sends_what_is_queued_or_says_what_it_could_not() {
-    // A healthy receiver: closing (at shutdown) sends everything, without a flush first.
+/// A log whose batches wait a minute, after 20 requests: only a flush or the end sends them.
+async fn twenty_queued(mode: Mode) -> (AccessLog, Receiver) {
     let (url, r) = receiver().await;
+    *r.mode.lock().unwrap() = mode;
     let log = AccessLog::builder()
         .sink(Sink::Http(HttpSink::new(url).batch(
             1000,
@@ -264,10 +266,17 @@ async fn closing_sends_what_is_queued_or_says_what_it_could_not() {
         )))
         .build()
         .unwrap();
-    let first = client(&log);
+    let requests = client(&log);
     for i in 0..20 {
-        first.get(&format!("/items/{i}")).await;
+        requests.get(&format!("/items/{i}")).await;
     }
+    (log, r)
+}
+
+#[tokio::test]
+async fn closing_sends_what_is_queued_or_says_what_it_could_not() {
+    // A healthy receiver: closing (at shutdown) sends everything, without a flush first.
+    let (log, r) = twenty_queued(Mode::Accept).await;
     let handle = log.handle();
     tokio::task::spawn_blocking(move || handle.close())
         .await
@@ -276,20 +285,7 @@ async fn closing_sends_what_is_queued_or_says_what_it_could_not() {
 
     // A stalled one: the flush gives up at its deadline, closing makes one short last try,
     // and what was not sent is counted.
-    let (url, r) = receiver().await;
-    *r.mode.lock().unwrap() = Mode::Stall;
-    let log = AccessLog::builder()
-        .sink(Sink::Http(HttpSink::new(url).batch(
-            1000,
-            1 << 20,
-            Duration::from_secs(60),
-        )))
-        .build()
-        .unwrap();
-    let client = client(&log);
-    for i in 0..20 {
-        client.get(&format!("/items/{i}")).await;
-    }
+    let (log, _r) = twenty_queued(Mode::Stall).await;
     let handle = log.handle();
     let flushed = tokio::task::spawn_blocking({
         let handle = handle.clone();
@@ -331,19 +327,10 @@ async fn records_that_cannot_be_sent_go_to_the_fallback_file() {
 
 #[test]
 fn the_configuration_table_builds_the_sink_and_names_its_mistakes() {
-    use callnext::config::{Config, Registry};
     let ok = "[middleware.access_log]\nsink = \"loki\"\nurl = \"http://127.0.0.1:3100/loki/api/v1/push\"\nlabels = { job = \"orders\" }\nheaders = { \"x-scope-orgid\" = \"tenant-1\" }\nbatch = 500\nbatch_wait = \"2s\"\n";
-    let stack = Config::parse(ok, "app.toml", &[])
-        .unwrap()
-        .stack(&Registry::new())
-        .unwrap();
+    let stack = common::stack_from_config(ok).unwrap();
     assert_eq!(stack.describe()[0].name, "access_log");
-    let err = |text: &str| {
-        Config::parse(text, "app.toml", &[])
-            .and_then(|c| c.stack(&Registry::new()))
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |text: &str| common::stack_from_config(text).unwrap_err();
     assert_eq!(
         err("[middleware.access_log]\nsink = \"kafka\"\n"),
         "app.toml:2: `middleware.access_log.sink`: expected `file`, `http` (JSON lines) or `loki`, got `kafka`"

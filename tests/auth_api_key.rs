@@ -3,6 +3,8 @@
 //! `WWW-Authenticate`, request id and CORS headers; preflights pass; a database that cannot be
 //! reached is a 503; random keys do not reach the database.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -338,23 +340,14 @@ fn settings_are_checked_when_built() {
 
 #[test]
 fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
-    use callnext::config::{Config, Registry};
     let db = std::env::temp_dir().join(format!("callnext-auth-{}-config.db", std::process::id()));
     let text = format!(
         "[middleware.auth]\napi_keys = \"sqlite://{}\"\nscopes = {{ \"/reports\" = [\"reports:read\"] }}\n",
         db.display()
     );
-    let stack = Config::parse(&text, "app.toml", &[])
-        .unwrap()
-        .stack(&Registry::new())
-        .unwrap();
+    let stack = common::stack_from_config(&text).unwrap();
     assert_eq!(stack.describe()[0].name, "auth");
-    let err = |text: &str| {
-        Config::parse(text, "app.toml", &[])
-            .and_then(|c| c.stack(&Registry::new()))
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |text: &str| common::stack_from_config(text).unwrap_err();
     assert_eq!(
         err("[middleware.auth]\n"),
         "app.toml: `middleware.auth.api_keys`: invalid `api_keys`: nothing to check credentials with: set `api_keys` (a sqlite:// or postgres:// URL), `jwks_url` or `external_url`"

@@ -2,6 +2,8 @@
 //! deny (401 and 403 passed on), timeout, down, failing; the decision cache; forged identity
 //! headers removed; failed authentications rate-limited per client address.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -295,19 +297,10 @@ async fn failed_authentications_are_rate_limited_per_client_address() {
 
 #[test]
 fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
-    use callnext::config::{Config, Registry};
     let ok = "[middleware.auth]\nexternal_url = \"http://127.0.0.1:4180/check\"\nexternal_copy_headers = [\"x-auth-email\"]\nexternal_timeout = \"500ms\"\n";
-    let stack = Config::parse(ok, "app.toml", &[])
-        .unwrap()
-        .stack(&Registry::new())
-        .unwrap();
+    let stack = common::stack_from_config(ok).unwrap();
     assert_eq!(stack.describe()[0].name, "auth");
-    let err = |text: &str| {
-        Config::parse(text, "app.toml", &[])
-            .and_then(|c| c.stack(&Registry::new()))
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |text: &str| common::stack_from_config(text).unwrap_err();
     assert_eq!(
         err("[middleware.auth]\nexternal_url = \"auth-service:4180\"\n"),
         "app.toml:2: `middleware.auth.external_url`: invalid `external_url`: expected an http:// or https:// URL, got `auth-service:4180`"
@@ -350,23 +343,10 @@ fn a_limit_keyed_by_user_before_auth_is_named_by_the_linter() {
 #[tokio::test]
 async fn the_access_log_names_the_user() {
     use callnext::middleware::access_log::{AccessLog, Format, SharedWriter, Sink};
-    use std::io::Write;
-
-    #[derive(Default)]
-    struct Collected(Vec<u8>);
-    impl Write for Collected {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     let svc = service().await;
     for format in [Format::Json, Format::Combined] {
-        let collected = Arc::new(Mutex::new(Collected::default()));
+        let collected = Arc::new(Mutex::new(Vec::<u8>::new()));
         let log = AccessLog::builder()
             .format(format)
             .sink(Sink::Writer(SharedWriter(collected.clone())))
@@ -380,7 +360,7 @@ async fn the_access_log_names_the_user() {
         assert_eq!(client.get("/items").bearer("good").await.status(), 200);
         assert_eq!(client.get("/items").bearer("nope").await.status(), 401);
         assert!(log.handle().flush(Duration::from_secs(10)));
-        let text = String::from_utf8_lossy(&collected.lock().unwrap().0).into_owned();
+        let text = String::from_utf8_lossy(&collected.lock().unwrap()).into_owned();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         if format == Format::Json {

@@ -3,6 +3,8 @@
 //! as a string; scopes; key rotation; tokens with random `kid`s; a JWKS URL that is down.
 //! (The RSA keys in `tests/keys` are test keys made for these tests, nothing else.)
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -389,19 +391,10 @@ async fn a_jwks_url_that_is_down_or_failing_is_a_503() {
 
 #[test]
 fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
-    use callnext::config::{Config, Registry};
     let ok = "[middleware.auth]\njwks_url = \"https://login.test/jwks.json\"\njwt_issuer = \"https://login.test/\"\njwt_audience = \"api\"\njwt_algorithms = [\"RS256\", \"ES256\"]\n";
-    let stack = Config::parse(ok, "app.toml", &[])
-        .unwrap()
-        .stack(&Registry::new())
-        .unwrap();
+    let stack = common::stack_from_config(ok).unwrap();
     assert_eq!(stack.describe()[0].name, "auth");
-    let err = |text: &str| {
-        Config::parse(text, "app.toml", &[])
-            .and_then(|c| c.stack(&Registry::new()))
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |text: &str| common::stack_from_config(text).unwrap_err();
     assert_eq!(
         err("[middleware.auth]\njwks_url = \"ftp://login.test/jwks\"\n"),
         "app.toml:2: `middleware.auth.jwks_url`: invalid `jwks_url`: expected an http:// or https:// URL, got `ftp://login.test/jwks`"

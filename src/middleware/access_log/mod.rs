@@ -12,6 +12,12 @@
 //! `{"dropped":N}` once the queue drains. [`AccessLogHandle::flush`] at shutdown writes what
 //! is queued.
 //!
+//! Sinks: stdout, a file (rotated by time or size), a writer of the application's, or, with
+//! the feature `log-shipping`, an HTTP receiver ([`Sink::Http`] with an `HttpSink`): batches
+//! of JSON lines (Vector, Fluent Bit) or Loki pushes, gzipped, retried with backoff; a
+//! receiver that is down costs drops, counted and noted in the next batch, never request
+//! time.
+//!
 //! ```
 //! use callnext::middleware::{AccessLog, SetRequestId};
 //! use callnext::{Stack, TestClient};

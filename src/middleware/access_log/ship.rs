@@ -147,15 +147,7 @@ impl HttpSink {
     }
 
     pub(super) fn start(&self) -> Result<Shipper, ConfigError> {
-        let uri = crate::http_client::http_url(&self.url).ok_or_else(|| {
-            ConfigError::invalid(
-                "url",
-                format!(
-                    "expected an http:// or https:// URL, got `{}`",
-                    crate::Printable::new(&self.url)
-                ),
-            )
-        })?;
+        let uri = crate::http_client::http_url("url", &self.url)?;
         let mut headers = Vec::new();
         for (name, value) in &self.headers {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {

@@ -121,15 +121,7 @@ impl ExternalAuth {
     }
 
     pub(super) fn build(self) -> Result<ExternalChecker, ConfigError> {
-        let url = crate::http_client::http_url(&self.url).ok_or_else(|| {
-            ConfigError::invalid(
-                "external_url",
-                format!(
-                    "expected an http:// or https:// URL, got `{}`",
-                    crate::Printable::new(&self.url)
-                ),
-            )
-        })?;
+        let url = crate::http_client::http_url("external_url", &self.url)?;
         let names = |key: &'static str, list: &[String]| {
             list.iter()
                 .map(|n| {

@@ -144,15 +144,7 @@ impl Jwt {
     }
 
     pub(super) fn build(self) -> Result<JwtChecker, ConfigError> {
-        let url = crate::http_client::http_url(&self.jwks_url).ok_or_else(|| {
-            ConfigError::invalid(
-                "jwks_url",
-                format!(
-                    "expected an http:// or https:// URL, got `{}`",
-                    crate::Printable::new(&self.jwks_url)
-                ),
-            )
-        })?;
+        let url = crate::http_client::http_url("jwks_url", &self.jwks_url)?;
         if self.algorithms.is_empty() {
             return Err(ConfigError::invalid(
                 "jwt_algorithms",
