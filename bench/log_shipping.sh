@@ -27,7 +27,7 @@ free_port() {
 RECEIVER_PORT=$(free_port)
 taskset -c 1 python3 "$HERE/log_receiver.py" "$RECEIVER_PORT" >"$WORK/received" &
 RECEIVER=$!
-trap 'kill $RECEIVER 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $RECEIVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 printf '' >"$WORK/none.toml"
 printf '[middleware.access_log]\npath = "%s"\n' "$WORK/access.log" >"$WORK/file.toml"
