@@ -84,6 +84,8 @@ pub mod serve;
 #[cfg(feature = "sql")]
 mod sql;
 mod stack;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 mod test_client;
 
 pub use background::{Background, BackgroundTasks};

@@ -373,11 +373,13 @@ impl Config {
                 "the live stack page is not available in this version",
             ));
         }
+        #[cfg(not(feature = "otel"))]
         if !self.telemetry.endpoint.is_empty() {
-            return Err(self.error(
-                "telemetry.endpoint",
-                "OpenTelemetry export is not available in this version",
-            ));
+            return Err(self.error("telemetry.endpoint", "needs the `otel` feature"));
+        }
+        #[cfg(feature = "otel")]
+        if !self.telemetry.endpoint.is_empty() {
+            let _ = self.telemetry_settings()?;
         }
         if self.stack.blocking_threshold.get().is_zero() {
             return Err(self.error(
@@ -386,6 +388,56 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `[telemetry]` as [`Telemetry`](crate::telemetry::Telemetry) settings (the exporter is
+    /// not started).
+    ///
+    /// # Errors
+    ///
+    /// An unknown `protocol` or `middleware_spans`.
+    #[cfg(feature = "otel")]
+    pub fn telemetry_settings(&self) -> Result<crate::telemetry::TelemetryBuilder, FileError> {
+        use crate::telemetry::{MiddlewareSpans, Protocol, Telemetry};
+        let t = &self.telemetry;
+        let protocol = match t.protocol.as_str() {
+            "http/protobuf" => Protocol::HttpProtobuf,
+            "http/json" => Protocol::HttpJson,
+            other => {
+                return Err(self.error(
+                    "telemetry.protocol",
+                    format!(
+                        "expected `http/protobuf` or `http/json`, got `{}`",
+                        crate::Printable::new(other)
+                    ),
+                ))
+            }
+        };
+        let middlewares = match t.middleware_spans.as_str() {
+            "spans" => MiddlewareSpans::Spans,
+            "events" => MiddlewareSpans::Events,
+            "off" => MiddlewareSpans::Off,
+            other => {
+                return Err(self.error(
+                    "telemetry.middleware_spans",
+                    format!(
+                        "expected `spans`, `events` or `off`, got `{}`",
+                        crate::Printable::new(other)
+                    ),
+                ))
+            }
+        };
+        let mut builder = Telemetry::builder()
+            .endpoint(&t.endpoint)
+            .protocol(protocol)
+            .service_name(&t.service_name)
+            .sampling_ratio(t.sampling_ratio)
+            .always_keep(t.always_sample_errors, t.always_sample_blocking)
+            .middlewares(middlewares);
+        for (name, value) in &t.headers {
+            builder = builder.header(name, value);
+        }
+        Ok(builder)
     }
 
     /// `[server] trusted_proxies` and `forwarded_header`.

@@ -296,6 +296,18 @@ impl Config {
             .debug(settings.debug)
             .json_rejections(settings.json_rejections)
             .trusted_proxies(self.trusted_proxies()?);
+        #[cfg(feature = "otel")]
+        if !self.telemetry.endpoint.is_empty() {
+            let telemetry = self.telemetry_settings()?.build().map_err(|err| {
+                let message = err.to_string();
+                let key = ["sampling_ratio", "headers"]
+                    .into_iter()
+                    .find(|k| message.starts_with(&format!("invalid `{k}`")))
+                    .unwrap_or("endpoint");
+                self.error(&format!("telemetry.{key}"), message)
+            })?;
+            stack = stack.telemetry(telemetry);
+        }
         let mut lines = Vec::new();
         #[cfg(feature = "redis")]
         let redis = std::cell::RefCell::default();

@@ -179,7 +179,8 @@ impl Default for StackSettings {
     }
 }
 
-/// `[telemetry]`: OpenTelemetry traces (not available yet: an `endpoint` is refused).
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP (feature `otel`), off without an
+/// `endpoint`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -192,6 +193,14 @@ pub struct TelemetrySettings {
     pub service_name: String,
     /// Share of traces sampled, 0 to 1. Default 1.
     pub sampling_ratio: f64,
+    /// Headers sent with every export (`authorization`, ...). Default none.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Keep traces with a 5xx answer whatever the sampling said. Default true.
+    pub always_sample_errors: bool,
+    /// Keep traces with a blocking poll whatever the sampling said. Default true.
+    pub always_sample_blocking: bool,
+    /// The middlewares' timings as `spans` (default), `events` or `off`.
+    pub middleware_spans: String,
 }
 
 impl Default for TelemetrySettings {
@@ -201,6 +210,10 @@ impl Default for TelemetrySettings {
             protocol: "http/protobuf".to_owned(),
             service_name: "callnext".to_owned(),
             sampling_ratio: 1.0,
+            headers: std::collections::BTreeMap::new(),
+            always_sample_errors: true,
+            always_sample_blocking: true,
+            middleware_spans: "spans".to_owned(),
         }
     }
 }

@@ -83,6 +83,8 @@ impl Default for Stack {
                 strict_order: false,
                 debug: false,
                 handlers: super::handlers::Handlers::default(),
+                #[cfg(feature = "otel")]
+                telemetry: None,
             },
             name: Cow::Borrowed("main"),
             app_stats: Arc::default(),
@@ -164,6 +166,15 @@ impl Stack {
     #[must_use]
     pub fn trusted_proxies(mut self, proxies: crate::TrustedProxies) -> Self {
         self.settings.trusted_proxies = Arc::new(proxies);
+        self
+    }
+
+    /// Exports a trace of every request over OTLP (feature `otel`): see
+    /// [`telemetry`](crate::telemetry).
+    #[cfg(feature = "otel")]
+    #[must_use]
+    pub fn telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.settings.telemetry = Some(telemetry);
         self
     }
 
@@ -312,6 +323,14 @@ impl Stack {
             .filter_map(|e| e.flush.as_ref())
             .map(|flush| flush(timeout))
             .collect();
+        #[cfg(feature = "otel")]
+        let results = {
+            let mut results = results;
+            if let Some(telemetry) = &self.settings.telemetry {
+                results.push(telemetry.flush());
+            }
+            results
+        };
         results.into_iter().all(|ok| ok)
     }
 

@@ -38,6 +38,9 @@ pub(crate) struct Settings {
     pub(crate) strict_order: bool,
     pub(crate) debug: bool,
     pub(crate) handlers: super::handlers::Handlers,
+    /// Traces exported over OTLP.
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// Everything a build reads from the stack it builds.
@@ -187,6 +190,8 @@ pub(crate) fn compile<S: HttpService>(
         shared_ctx,
         trusted_proxies: Arc::clone(&settings.trusted_proxies),
         background: Arc::clone(stack.background),
+        #[cfg(feature = "otel")]
+        telemetry: settings.telemetry.clone(),
     }))
 }
 

@@ -34,6 +34,9 @@ pub(crate) struct StackInner {
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
     /// Where the responses' background tasks are counted.
     pub(crate) background: Arc<crate::background::Tracker>,
+    /// Traces exported over OTLP.
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// Inserts the connection's `ConnectInfo` into a request's extensions (when served by
@@ -228,6 +231,10 @@ impl Drop for Unfinished<'_> {
 #[allow(clippy::manual_async_fn)] // see above
 fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response> + Send {
     async move {
+        #[cfg(feature = "otel")]
+        let mut req = req;
+        #[cfg(feature = "otel")]
+        let trace = inner.telemetry.as_ref().map(|t| t.start(&mut req));
         let report: &StackReport = &inner.chain.report;
         let method = req.method().clone();
         // With no subscriber, or none listening at INFO, no span at all (making a disabled one
@@ -241,12 +248,19 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 route = tracing::field::Empty,
                 status = tracing::field::Empty,
                 request_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
             )
         } else {
             tracing::Span::none()
         };
         // With no subscriber interested in request spans, skip everything that only feeds one.
         let spanned = !span.is_disabled();
+        #[cfg(feature = "otel")]
+        if spanned {
+            if let Some(context) = req.extensions().get::<crate::telemetry::TraceContext>() {
+                span.record("trace_id", context.trace_id());
+            }
+        }
         #[cfg(feature = "prometheus")]
         let (_in_flight, start) = match &report.metrics {
             Some(metrics) => (
@@ -309,6 +323,16 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 let method = ctx.method.clone();
                 res = res.map(|body| TimedBody::wrap(body, report, method, route));
             }
+        }
+        #[cfg(feature = "otel")]
+        if let (Some(telemetry), Some(trace)) = (&inner.telemetry, trace) {
+            let timings = ctx.timed.then(|| crate::telemetry::Timings {
+                names: &report.names,
+                slots: ctx.slots(),
+                spans: &report.spans,
+                threshold: report.threshold,
+            });
+            telemetry.finish(trace, route, &mut res, timings);
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &report.metrics {

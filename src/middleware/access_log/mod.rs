@@ -419,6 +419,13 @@ impl Hook for AccessLog {
             referer: header(header::REFERER),
             answered_by: None,
             user: None,
+            #[cfg(feature = "otel")]
+            trace_id: req
+                .extensions()
+                .get::<crate::telemetry::TraceContext>()
+                .map(|t| t.trace_id().into()),
+            #[cfg(not(feature = "otel"))]
+            trace_id: None,
             at: SystemTime::now(),
         };
         let pending = Pending {

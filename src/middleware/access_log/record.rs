@@ -39,6 +39,8 @@ pub(super) struct Record {
     pub(super) answered_by: Option<crate::AnsweredBy>,
     /// Who [`Auth`](crate::middleware::Auth) found the request to be from.
     pub(super) user: Option<crate::middleware::auth::Identity>,
+    /// The request's trace, when the stack exports traces.
+    pub(super) trace_id: Option<Box<str>>,
     pub(super) at: SystemTime,
 }
 
@@ -160,6 +162,10 @@ impl Record {
                 );
                 line.push_str(",\"user\":");
                 json_str(&mut line, self.user().map(str::as_bytes));
+                if let Some(trace_id) = &self.trace_id {
+                    line.push_str(",\"trace_id\":");
+                    json_str(&mut line, Some(trace_id.as_bytes()));
+                }
                 line.push('}');
             }
             Format::Common | Format::Combined => {
