@@ -312,8 +312,9 @@ impl Telemetry {
     }
 
     /// Opens the request's server span, continuing the caller's trace, and puts its
-    /// [`TraceContext`] on the request.
-    pub(crate) fn start(&self, req: &mut Request) -> RequestTrace {
+    /// [`TraceContext`] on the request. (Boxed: the span is large, and the request's future,
+    /// which holds it, must stay small.)
+    pub(crate) fn start(&self, req: &mut Request) -> Box<RequestTrace> {
         let parent = TraceContextPropagator::new()
             .extract(&opentelemetry_http::HeaderExtractor(req.headers()));
         let remote = parent.span().span_context().clone();
@@ -362,21 +363,21 @@ impl Telemetry {
             sampled,
         };
         req.extensions_mut().insert(context.clone());
-        RequestTrace {
+        Box::new(RequestTrace {
             span,
             context,
             sampled,
             method: req.method().clone(),
             ticks,
             at,
-        }
+        })
     }
 
     /// Closes the request's span: its route and status, the middlewares' timings, and whether
     /// it is kept.
     pub(crate) fn finish(
         &self,
-        mut trace: RequestTrace,
+        mut trace: Box<RequestTrace>,
         route: &str,
         res: &mut Response,
         timings: Option<Timings<'_>>,
