@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""A log receiver for bench/log_shipping.sh: accepts POSTed batches (gzip or not), answers
-204, and counts the lines it received (printed at exit)."""
+"""The receiver of bench/sinks.sh: accepts POSTed log batches and OTLP exports (gzip or not),
+answers 204, and counts the requests it received (printed at exit)."""
 import gzip
 import http.server
 import signal
 import sys
 
-lines = 0
+lines = 0  # requests received
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
@@ -17,7 +17,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
-        lines += body.count(b"\n")
+        lines += 1
         self.send_response(204)
         self.send_header("content-length", "0")
         self.end_headers()

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Server CPU per request of the seed server with its access log shipped over HTTP (gzipped JSON
-# lines in batches of 1,000, to a receiver on 127.0.0.1), against the same server with no
-# access log and with the access log written to a file: the same binary, contenders
-# interleaved.
+# Server CPU per request of the seed server with its remote sinks on, against the same server
+# without them: the access log shipped over HTTP (gzipped JSON lines in batches of 1,000)
+# against no access log and a file; OpenTelemetry traces (OTLP/HTTP protobuf, every request
+# sampled, the middlewares as child spans or as events) against none. The same binary,
+# contenders interleaved; both receivers are one Python process on 127.0.0.1.
 #
-# run with: bench/log_shipping.sh   (ROUNDS=3 DURATION=8 by default; needs wrk, taskset, python3)
+# run with: bench/sinks.sh   (ROUNDS=3 DURATION=8 by default; needs wrk, taskset, python3)
 #
 # Server on CPU 0; wrk (-t1 -c64, GET /items/1, simulated I/O off) and the receiver on CPU 1.
-# CPU per request is the server's utime+stime over the run (from /proc, so the writer thread's
-# batching, gzip and HTTP are counted) divided by the requests wrk completed.
+# CPU per request is the server's utime+stime over the run (from /proc, so the threads that
+# batch, compress and send are counted) divided by the requests wrk completed.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -32,6 +33,8 @@ trap 'kill $RECEIVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 printf '' >"$WORK/none.toml"
 printf '[middleware.access_log]\npath = "%s"\n' "$WORK/access.log" >"$WORK/file.toml"
 printf '[middleware.access_log]\nsink = "http"\nurl = "http://127.0.0.1:%s/ingest"\n' "$RECEIVER_PORT" >"$WORK/http.toml"
+printf '[telemetry]\nendpoint = "http://127.0.0.1:%s"\n' "$RECEIVER_PORT" >"$WORK/otel.toml"
+printf '[telemetry]\nendpoint = "http://127.0.0.1:%s"\nmiddleware_spans = "events"\n' "$RECEIVER_PORT" >"$WORK/otel-events.toml"
 
 # run NAME CONFIG: prints "NAME requests cpu_us_per_request"
 run() {
@@ -52,7 +55,7 @@ run() {
 }
 
 for round in $(seq "$ROUNDS"); do
-  for name in none file http; do
+  for name in none file http otel otel-events; do
     run "$name" "$WORK/$name.toml"
   done
 done | tee "$WORK/results"
@@ -64,9 +67,10 @@ cpu = {}
 for name, _, us in rows:
     cpu.setdefault(name, []).append(float(us))
 med = {k: statistics.median(v) for k, v in cpu.items()}
-for k in ("none", "file", "http"):
-    print(f"{k:5} median CPU/request {med[k]:.2f} us  ({', '.join(str(x) for x in cpu[k])})")
+for k in ("none", "file", "http", "otel", "otel-events"):
+    print(f"{k:11} median CPU/request {med[k]:.2f} us  ({', '.join(str(x) for x in cpu[k])})")
 print(f"http / none: {med['http'] / med['none']:.3f}x   http / file: {med['http'] / med['file']:.3f}x")
+print(f"otel / none: {med['otel'] / med['none']:.3f}x   otel-events / none: {med['otel-events'] / med['none']:.3f}x")
 received = open(sys.argv[2]).read().strip()
-print(f"lines the receiver got: {received}")
+print(f"requests the receiver got: {received}")
 PY
