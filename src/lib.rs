@@ -76,6 +76,8 @@ pub mod instrument;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
 pub mod middleware;
+#[cfg(feature = "otel")]
+mod otlp;
 mod printable;
 #[cfg(any(feature = "config", feature = "redis", feature = "sql"))]
 mod redact;

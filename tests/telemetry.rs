@@ -90,9 +90,11 @@ fn hex(bytes: &[u8]) -> String {
 /// Sends what is queued (blocking, so off the test's thread).
 async fn flush(telemetry: &Telemetry) {
     let t = telemetry.clone();
-    assert!(tokio::task::spawn_blocking(move || t.flush())
-        .await
-        .unwrap());
+    assert!(
+        tokio::task::spawn_blocking(move || t.flush(Duration::from_secs(30)))
+            .await
+            .unwrap()
+    );
 }
 
 async fn timing(req: Request, next: Next<'_>) -> callnext::Response {
@@ -188,7 +190,7 @@ async fn the_server_span_has_its_attributes_and_the_middlewares_as_children() {
             .unwrap();
         assert!(exclusive >= 0.0 && wall >= 0.0);
     }
-    telemetry.shutdown();
+    telemetry.shutdown(Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,8 +202,25 @@ async fn a_callers_traceparent_continues_its_trace_and_its_sampling() {
     let res = client
         .get("/items/1")
         .header("traceparent", format!("00-{caller}-00f067aa0ba902b7-01"))
+        .header("tracestate", "congo=t61rcWkgMzE")
         .await;
     assert_eq!(res.text(), caller);
+    // Malformed ones start a trace of their own.
+    for bad in [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_owned(),
+        format!("00-{caller}-0000000000000000-01"),
+        format!("00-{}-00f067aa0ba902b7-01", caller.to_uppercase()),
+        format!("ff-{caller}-00f067aa0ba902b7-01"),
+        format!("00-{caller}-00f067aa0ba902b7-01-extra"),
+        format!("00-{caller}-00f067aa0ba902b7"),
+    ] {
+        let res = client
+            .get("/items/1")
+            .header("traceparent", bad.clone())
+            .await;
+        assert_ne!(res.text(), caller, "{bad}");
+        assert_eq!(res.text().len(), 32);
+    }
     // Not sampled by the caller: nothing is exported for it.
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     client
@@ -210,11 +229,15 @@ async fn a_callers_traceparent_continues_its_trace_and_its_sampling() {
         .await;
     flush(&telemetry).await;
     let spans = c.spans();
-    let server = spans.iter().map(|(_, s)| s).find(|s| s.kind == 2).unwrap();
-    assert_eq!(hex(&server.trace_id), caller);
+    let server = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.kind == 2 && hex(&s.trace_id) == caller)
+        .unwrap();
     assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(server.trace_state, "congo=t61rcWkgMzE");
     assert!(spans.iter().all(|(_, s)| hex(&s.trace_id) != unsampled));
-    telemetry.shutdown();
+    telemetry.shutdown(Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +286,7 @@ async fn errors_and_blocking_polls_are_kept_whatever_the_ratio() {
         .parse()
         .unwrap();
     assert!(ms >= 30.0, "{ms}");
-    telemetry.shutdown();
+    telemetry.shutdown(Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +311,7 @@ async fn events_instead_of_spans_over_http_json() {
         .map(|e| attr(&e.attributes, "callnext.middleware").unwrap())
         .collect();
     assert_eq!(events, ["request_id", "timing", "blocker", "app"]);
-    telemetry.shutdown();
+    telemetry.shutdown(Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +340,7 @@ async fn the_access_log_writes_the_trace_id_beside_the_request_id() {
     let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(record["trace_id"], trace_id.as_str());
     assert!(record["request_id"].is_string());
-    telemetry.shutdown();
+    telemetry.shutdown(Duration::from_secs(5));
 }
 
 #[test]

@@ -327,7 +327,7 @@ impl Stack {
         let results = {
             let mut results = results;
             if let Some(telemetry) = &self.settings.telemetry {
-                results.push(telemetry.flush());
+                results.push(telemetry.flush(timeout));
             }
             results
         };
