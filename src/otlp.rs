@@ -94,58 +94,125 @@ fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
     bytes_field(out, field, &inner);
 }
 
+/// Bytes of `v` as a varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of a length-delimited field of `len` bytes (every field here has a one-byte tag).
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn any_len(value: &Value<'_>) -> usize {
+    match value {
+        Value::Str(s) => field_len(s.len()),
+        Value::Int(i) => 1 + varint_len(*i as u64),
+        Value::Double(_) => 9,
+    }
+}
+
+fn key_value_len(key: &str, value: &Value<'_>) -> usize {
+    field_len(key.len()) + field_len(any_len(value))
+}
+
+/// A `KeyValue` as field `field`. Lengths are computed rather than measured on a scratch
+/// buffer: no allocation per attribute.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value<'_>) {
-    message(out, field, |kv| {
-        bytes_field(kv, 1, key.as_bytes());
-        message(kv, 2, |any| match value {
-            Value::Str(s) => bytes_field(any, 1, s.as_bytes()),
-            Value::Int(i) => {
-                tag(any, 3, 0);
-                varint(any, *i as u64);
-            }
-            Value::Double(d) => fixed64(any, 4, d.to_bits()),
-        });
-    });
+    tag(out, field, 2);
+    varint(out, key_value_len(key, value) as u64);
+    bytes_field(out, 1, key.as_bytes());
+    tag(out, 2, 2);
+    varint(out, any_len(value) as u64);
+    match value {
+        Value::Str(s) => bytes_field(out, 1, s.as_bytes()),
+        Value::Int(i) => {
+            tag(out, 3, 0);
+            varint(out, *i as u64);
+        }
+        Value::Double(d) => fixed64(out, 4, d.to_bits()),
+    }
+}
+
+fn event_len(e: &EventOut<'_>) -> usize {
+    9 + field_len(e.name.len())
+        + e.attributes
+            .iter()
+            .map(|(k, v)| field_len(key_value_len(k, v)))
+            .sum::<usize>()
+}
+
+fn status_len(message: &str) -> usize {
+    field_len(message.len()) + 2
+}
+
+fn span_len(span: &SpanOut<'_>) -> usize {
+    let mut len = field_len(16) + field_len(8) + field_len(span.name.len());
+    if !span.trace_state.is_empty() {
+        len += field_len(span.trace_state.len());
+    }
+    if span.parent_id != 0 {
+        len += field_len(8);
+    }
+    len += 1 + varint_len(span.kind) + 9 + 9;
+    len += span
+        .attributes
+        .iter()
+        .map(|(k, v)| field_len(key_value_len(k, v)))
+        .sum::<usize>();
+    len += span
+        .events
+        .iter()
+        .map(|e| field_len(event_len(e)))
+        .sum::<usize>();
+    if let Some(message) = span.error {
+        len += field_len(status_len(message));
+    }
+    len
 }
 
 /// One `Span` message, as the element of `ScopeSpans.spans` (field 2, with its tag and
 /// length), appended to `out`.
 pub(crate) fn encode_span(out: &mut Vec<u8>, span: &SpanOut<'_>, encoding: Encoding) {
     match encoding {
-        Encoding::Protobuf => message(out, 2, |s| {
-            bytes_field(s, 1, &span.trace_id.to_be_bytes());
-            bytes_field(s, 2, &span.span_id.to_be_bytes());
+        Encoding::Protobuf => {
+            let len = span_len(span);
+            out.reserve(len + 6);
+            tag(out, 2, 2);
+            varint(out, len as u64);
+            bytes_field(out, 1, &span.trace_id.to_be_bytes());
+            bytes_field(out, 2, &span.span_id.to_be_bytes());
             if !span.trace_state.is_empty() {
-                bytes_field(s, 3, span.trace_state.as_bytes());
+                bytes_field(out, 3, span.trace_state.as_bytes());
             }
             if span.parent_id != 0 {
-                bytes_field(s, 4, &span.parent_id.to_be_bytes());
+                bytes_field(out, 4, &span.parent_id.to_be_bytes());
             }
-            bytes_field(s, 5, span.name.as_bytes());
-            tag(s, 6, 0);
-            varint(s, span.kind);
-            fixed64(s, 7, span.start_ns);
-            fixed64(s, 8, span.end_ns);
+            bytes_field(out, 5, span.name.as_bytes());
+            tag(out, 6, 0);
+            varint(out, span.kind);
+            fixed64(out, 7, span.start_ns);
+            fixed64(out, 8, span.end_ns);
             for (k, v) in span.attributes {
-                key_value(s, 9, k, v);
+                key_value(out, 9, k, v);
             }
             for e in span.events {
-                message(s, 11, |ev| {
-                    fixed64(ev, 1, e.time_ns);
-                    bytes_field(ev, 2, e.name.as_bytes());
-                    for (k, v) in &e.attributes {
-                        key_value(ev, 3, k, v);
-                    }
-                });
+                tag(out, 11, 2);
+                varint(out, event_len(e) as u64);
+                fixed64(out, 1, e.time_ns);
+                bytes_field(out, 2, e.name.as_bytes());
+                for (k, v) in &e.attributes {
+                    key_value(out, 3, k, v);
+                }
             }
-            if let Some(msg) = span.error {
-                message(s, 15, |st| {
-                    bytes_field(st, 2, msg.as_bytes());
-                    tag(st, 3, 0);
-                    varint(st, 2);
-                });
+            if let Some(message) = span.error {
+                tag(out, 15, 2);
+                varint(out, status_len(message) as u64);
+                bytes_field(out, 2, message.as_bytes());
+                tag(out, 3, 0);
+                varint(out, 2);
             }
-        }),
+        }
         Encoding::Json => {
             let mut j = String::with_capacity(512);
             if !out.is_empty() {
@@ -357,9 +424,14 @@ impl Exporter {
         done.recv_timeout(timeout).is_ok()
     }
 
-    /// Sends what is queued and stops the thread.
+    /// Sends what is queued (waiting at most `timeout`) and stops the thread.
     pub(crate) fn stop(&self, timeout: Duration) {
         self.flush(timeout);
+        self.close();
+    }
+
+    /// Stops the thread once it has sent what is queued, without waiting for it.
+    pub(crate) fn close(&self) {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

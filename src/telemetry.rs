@@ -72,22 +72,35 @@ pub enum MiddlewareSpans {
 
 /// The trace a request belongs to: in its extensions (and its response's) when the stack has
 /// [`Telemetry`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
-    trace_id: String,
-    span_id: String,
+    /// The trace id's 32 and the span id's 16 lowercase hex digits (kept inline: copying a
+    /// context allocates nothing).
+    hex: [u8; 48],
     sampled: bool,
 }
 
 impl TraceContext {
+    fn new(trace_id: u128, span_id: u64, sampled: bool) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 48];
+        for (i, h) in hex[..32].iter_mut().enumerate() {
+            *h = DIGITS[((trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, h) in hex[32..].iter_mut().enumerate() {
+            *h = DIGITS[((span_id >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self { hex, sampled }
+    }
+
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> &str {
-        &self.trace_id
+        std::str::from_utf8(&self.hex[..32]).unwrap_or_default()
     }
 
     /// The request's server span id, 16 lowercase hex digits.
     pub fn span_id(&self) -> &str {
-        &self.span_id
+        std::str::from_utf8(&self.hex[32..]).unwrap_or_default()
     }
 
     /// Whether the trace was sampled when the request came in (a 5xx or a blocking poll can
@@ -249,6 +262,13 @@ struct Inner {
     middlewares: MiddlewareSpans,
 }
 
+impl Drop for Inner {
+    /// The last clone gone: the exporter's thread sends what is queued and ends.
+    fn drop(&mut self) {
+        self.exporter.close();
+    }
+}
+
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telemetry")
@@ -384,12 +404,8 @@ impl Telemetry {
                 _ => host,
             })
             .map(str::to_owned);
-        let context = TraceContext {
-            trace_id: format!("{trace_id:032x}"),
-            span_id: format!("{span_id:016x}"),
-            sampled,
-        };
-        req.extensions_mut().insert(context.clone());
+        let context = TraceContext::new(trace_id, span_id, sampled);
+        req.extensions_mut().insert(context);
         Box::new(RequestTrace {
             context,
             trace_id,
@@ -421,7 +437,7 @@ impl Telemetry {
         let keep = trace.sampled
             || (inner.keep_errors && status.is_server_error())
             || (inner.keep_blocking && blocked);
-        res.extensions_mut().insert(trace.context.clone());
+        res.extensions_mut().insert(trace.context);
         if !keep {
             return;
         }
