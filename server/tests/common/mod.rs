@@ -33,6 +33,10 @@ impl Server {
     }
 
     async fn start_with(mut command: Command, args: &[&str]) -> Self {
+        // A group of its own: a wrapper (`env`, `faketime`) may run the binary as its child,
+        // and dropping the server must end both.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command
             .args(["--port", "0", "--log-format", "json"])
             .args(args)
@@ -102,7 +106,12 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
