@@ -2,10 +2,7 @@
 //! formatting characters in the path and headers are escaped in text and JSON lines (the
 //! seed's own lines and the access log), and a huge path or request id is cut to a bound.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
 /// Starts the binary with `format` logs and an access log of `access` format on stdout, sends
 /// each raw request on its own connection, stops the server and returns everything it wrote.
@@ -21,42 +18,10 @@ fn logs_of(format: &str, access: &str, requests: &[Vec<u8>]) -> String {
         format!("[middleware.access_log]\nformat = \"{access}\"\npath = \"stdout\"\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callnext"))
-        .args(["--port", "0", "--no-simulated-io", "--log-format", format])
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut out = String::new();
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "no start: {out}");
-        out.push_str(&line);
-        if let Some(at) = line.find("listening on http://") {
-            let rest = &line[at + "listening on http://".len()..];
-            break rest.split([' ', '"']).next().unwrap().to_owned();
-        }
-    };
-    for request in requests {
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        stream.write_all(request).unwrap();
-        let mut answer = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
-        assert!(!answer.is_empty(), "no answer");
-    }
-    // SIGTERM: the access log's queue is flushed before the process exits.
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
-    child.wait().unwrap();
+    let config = config.display().to_string();
+    let (out, answers) =
+        common::serve_then_stop(&["--log-format", format, "--config", &config], requests);
+    assert!(answers.iter().all(|a| !a.is_empty()), "no answer");
     out
 }
 

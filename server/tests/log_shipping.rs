@@ -2,11 +2,10 @@
 //! every request's record, gzipped JSON lines, and the records still queued at SIGTERM arrive
 //! before the process exits.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+mod common;
+
+use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -54,44 +53,13 @@ async fn records_reach_the_receiver_and_the_queue_is_sent_at_shutdown() {
     )
     .unwrap();
     let served = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callnext"))
-            .args(["--port", "0", "--no-simulated-io", "--log-format", "json"])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let addr = loop {
-            let mut line = String::new();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "no start");
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on http://".len()..];
-                break rest.split([' ', '"']).next().unwrap().to_owned();
-            }
-        };
-        for i in 0..7 {
-            let mut stream = TcpStream::connect(&addr).unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .unwrap();
-            write!(
-                stream,
-                "GET /items/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut answer = Vec::new();
-            let _ = stream.read_to_end(&mut answer);
-            assert!(answer.starts_with(b"HTTP/1.1 200"));
-        }
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        assert!(child.wait().unwrap().success(), "{rest}");
+        let config = config.display().to_string();
+        let requests: Vec<Vec<u8>> = (0..7)
+            .map(|i| common::raw_get(&format!("/items/{i}")))
+            .collect();
+        let (_, answers) =
+            common::serve_then_stop(&["--log-format", "json", "--config", &config], &requests);
+        assert!(answers.iter().all(|a| a.starts_with(b"HTTP/1.1 200")));
     });
     served.await.unwrap();
     let lines = received.lock().unwrap().clone();

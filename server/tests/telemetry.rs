@@ -1,11 +1,9 @@
 //! The binary's `[telemetry]`: a collector started here gets the request's trace over
 //! OTLP/HTTP (JSON), with the seed's middlewares as child spans, when the server stops.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -43,42 +41,12 @@ async fn the_servers_traces_reach_the_collector() {
     )
     .unwrap();
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callnext"))
-            .args(["--port", "0", "--no-simulated-io", "--log-format", "json"])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let addr = loop {
-            let mut line = String::new();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "no start");
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on http://".len()..];
-                break rest.split([' ', '"']).next().unwrap().to_owned();
-            }
-        };
-        let mut stream = TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /items/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        assert!(answer.starts_with(b"HTTP/1.1 200"));
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        assert!(child.wait().unwrap().success(), "{rest}");
+        let config = config.display().to_string();
+        let (_, answers) = common::serve_then_stop(
+            &["--log-format", "json", "--config", &config],
+            &[common::raw_get("/items/3")],
+        );
+        assert!(answers[0].starts_with(b"HTTP/1.1 200"));
     })
     .await
     .unwrap();

@@ -124,3 +124,55 @@ pub async fn get(url: &str) -> (http::response::Parts, Bytes) {
     let (parts, body) = res.into_parts();
     (parts, body.collect().await.unwrap().to_bytes())
 }
+
+/// Runs the binary with `args` (on port 0, simulated I/O off), sends each raw request on a
+/// connection of its own and reads its answer, then stops the server with SIGTERM (its drain
+/// flushes what is queued) and returns what it wrote on stdout and the answers; panics if it
+/// did not exit cleanly. Blocking: call it from `spawn_blocking` when the test serves
+/// something on its own runtime.
+pub fn serve_then_stop(args: &[&str], requests: &[Vec<u8>]) -> (String, Vec<Vec<u8>>) {
+    use std::io::{Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callnext"))
+        .args(["--port", "0", "--no-simulated-io"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no start: {out}");
+        out.push_str(&line);
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on http://".len()..];
+            break rest.split([' ', '"']).next().unwrap().to_owned();
+        }
+    };
+    let answers = requests
+        .iter()
+        .map(|request| {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream.write_all(request).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            answer
+        })
+        .collect();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    stdout.read_to_string(&mut out).unwrap();
+    assert!(child.wait().unwrap().success(), "{out}");
+    (out, answers)
+}
+
+/// A GET of `path` that closes its connection.
+pub fn raw_get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").into_bytes()
+}
