@@ -432,15 +432,15 @@ impl Telemetry {
     ) {
         let inner = &self.inner;
         let status = res.status();
-        let entries = timings.as_ref().map(Timings::entries).unwrap_or_default();
-        let blocked = entries.iter().any(|e| e.blocking);
         let keep = trace.sampled
             || (inner.keep_errors && status.is_server_error())
-            || (inner.keep_blocking && blocked);
+            || (inner.keep_blocking && timings.as_ref().is_some_and(Timings::blocked));
         res.extensions_mut().insert(trace.context);
         if !keep {
             return;
         }
+        // Only a kept request's figures are read out.
+        let entries = timings.as_ref().map(Timings::entries).unwrap_or_default();
         let end_ns = now_ns();
         let at = |ticks: u64| {
             trace.start_ns.saturating_add(
@@ -580,6 +580,16 @@ struct EntryTiming<'a> {
 }
 
 impl Timings<'_> {
+    /// Whether a poll reached the blocking threshold (read without building the entries, as
+    /// the requests that are not kept need no more).
+    fn blocked(&self) -> bool {
+        self.threshold > 0
+            && self
+                .slots
+                .iter()
+                .any(|s| s.worst.load(std::sync::atomic::Ordering::Relaxed) >= self.threshold)
+    }
+
     /// The boundaries that ran, in stack order.
     fn entries(&self) -> Vec<EntryTiming<'_>> {
         use std::sync::atomic::Ordering::Relaxed;

@@ -78,9 +78,7 @@ async fn receiver() -> (String, Receiver) {
     let app = Router::new()
         .route("/ingest", post(receive))
         .with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve_router(app).await;
     (format!("http://{addr}/ingest"), r)
 }
 

@@ -84,9 +84,7 @@ async fn service() -> Service {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve_router(app).await;
     Service {
         url: format!("http://{addr}/check"),
         calls,

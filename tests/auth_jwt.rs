@@ -90,9 +90,7 @@ async fn jwks_server(keys: Vec<Jwk>) -> JwksServer {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve_router(app).await;
     JwksServer {
         url: format!("http://{addr}/.well-known/jwks.json"),
         keys,
@@ -374,9 +372,7 @@ async fn a_jwks_url_that_is_down_or_failing_is_a_503() {
         "/jwks.json",
         get(|| async { (http::StatusCode::INTERNAL_SERVER_ERROR, "oops") }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve_router(app).await;
     let client_failing = client(settings(&format!("http://{addr}/jwks.json")));
     assert_eq!(
         client_failing.get("/reports").bearer(&good).await.status(),

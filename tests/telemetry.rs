@@ -43,9 +43,7 @@ async fn collector() -> (String, Collector) {
     let app = Router::new()
         .route("/v1/traces", post(collect))
         .with_state(c.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve_router(app).await;
     (format!("http://{addr}"), c)
 }
 

@@ -166,6 +166,15 @@ pub fn names_middleware(line: &str, middleware: &str) -> bool {
         || line.ends_with(&format!("middleware={middleware}"))
 }
 
+/// Serves `app` (a helper of the test's: a receiver, a JWKS, an auth service) on
+/// 127.0.0.1:0 in the background; its address.
+pub async fn serve_router(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
 /// The stack of a configuration text, or its error's one line.
 pub fn stack_from_config(text: &str) -> Result<callnext::Stack, String> {
     callnext::config::Config::parse(text, "app.toml", &[])

@@ -219,9 +219,14 @@ impl ExternalChecker {
         hash.finalize().into()
     }
 
-    /// A cached decision for `req`, if there is one.
-    pub(crate) fn cached(&self, req: &Request) -> Option<Decision> {
-        self.cache.as_ref()?.get(&self.key(req))
+    /// A cached decision for `req`, or the cache key to ask with (`None` with no cache): the
+    /// digest is made once per request.
+    pub(crate) fn cached(&self, req: &Request) -> Result<Decision, Option<[u8; 32]>> {
+        let Some(cache) = &self.cache else {
+            return Err(None);
+        };
+        let key = self.key(req);
+        cache.get(&key).ok_or(Some(key))
     }
 
     /// Asks the service about `req`; `Err` when it gave no usable answer. (The request is
@@ -229,8 +234,8 @@ impl ExternalChecker {
     pub(crate) fn ask(
         &self,
         req: &Request,
+        key: Option<[u8; 32]>,
     ) -> impl std::future::Future<Output = Result<Decision, String>> + Send + '_ {
-        let key = self.cache.is_some().then(|| self.key(req));
         let sub = self.sub_request(req);
         async move {
             let res = self

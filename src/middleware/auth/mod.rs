@@ -539,10 +539,11 @@ impl Hook for Auth {
         }
         #[cfg(feature = "external-auth")]
         if let Some(external) = &shared.external {
-            if let Some(decision) = external.cached(req) {
-                return flow(self.admit_external(req, decision));
-            }
-            let asked = external.ask(req);
+            let key = match external.cached(req) {
+                Ok(decision) => return flow(self.admit_external(req, decision)),
+                Err(key) => key,
+            };
+            let asked = external.ask(req, key);
             return Flow::wait(async move {
                 let decision = asked
                     .await
