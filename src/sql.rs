@@ -10,6 +10,25 @@ pub(crate) enum Pool {
     Sqlite(sqlx::SqlitePool),
 }
 
+/// What the live page calls the database at `url`: `sqlite` or `postgres`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn kind(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") {
+        "sqlite"
+    } else {
+        "postgres"
+    }
+}
+
+/// One round trip, `SELECT 1`, on a connection of the pool.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
+    match pool {
+        Pool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+        Pool::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+    }
+}
+
 /// SQLite's numbered parameters are `?N` where PostgreSQL's are `$N`.
 pub(crate) fn sqlite(sql: &str) -> String {
     sql.replace('$', "?")

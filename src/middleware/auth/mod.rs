@@ -62,6 +62,8 @@ mod jwt;
 #[cfg(feature = "sql")]
 mod sql;
 
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,7 +191,7 @@ struct Rule {
 /// The settings of [`Auth`], checked by [`AuthBuilder::build`].
 #[must_use]
 pub struct AuthBuilder {
-    store: Option<Arc<dyn KeyStore>>,
+    store: Option<(Arc<dyn KeyStore>, Arc<dyn Any + Send + Sync>)>,
     #[cfg(feature = "jwt")]
     jwt: Option<Jwt>,
     #[cfg(feature = "external-auth")]
@@ -213,7 +215,8 @@ impl std::fmt::Debug for AuthBuilder {
 impl AuthBuilder {
     /// Where API keys are looked up.
     pub fn api_keys(mut self, store: impl KeyStore) -> Self {
-        self.store = Some(Arc::new(store));
+        let store = Arc::new(store);
+        self.store = Some((store.clone(), store));
         self
     }
 
@@ -319,9 +322,10 @@ impl AuthBuilder {
         }
         let mut rules = self.rules;
         rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let (store, key_store) = self.store.unzip();
         Ok(Auth {
             shared: Arc::new(Shared {
-                checker: self.store.map(|store| {
+                checker: store.map(|store| {
                     Checker::new(
                         store,
                         self.cache_ttl,
@@ -329,6 +333,8 @@ impl AuthBuilder {
                         self.cache_capacity,
                     )
                 }),
+                key_store,
+                store_errors: Arc::default(),
                 #[cfg(feature = "jwt")]
                 jwt,
                 #[cfg(feature = "external-auth")]
@@ -349,6 +355,12 @@ fn is_scope(s: &str) -> bool {
 
 struct Shared {
     checker: Option<Checker>,
+    /// The checker's store, to tell which it is (for the live page).
+    #[cfg_attr(not(all(feature = "redis", feature = "sql")), allow(dead_code))]
+    key_store: Option<Arc<dyn Any + Send + Sync>>,
+    /// Requests answered 503 because the key store failed, whether or not metrics are
+    /// recorded.
+    store_errors: Arc<AtomicU64>,
     #[cfg(feature = "jwt")]
     jwt: Option<Arc<jwt::JwtChecker>>,
     #[cfg(feature = "external-auth")]
@@ -396,6 +408,27 @@ impl Auth {
         if let Some(checker) = &self.shared.checker {
             checker.forget(id);
         }
+    }
+
+    /// The key store it asks, for the live page: a SQL store with the requests answered 503
+    /// because it failed (`store_errors`); none for a store of the application's.
+    #[cfg(feature = "redis")]
+    // Called by the live page as it is being wired in; the allow goes then.
+    #[allow(dead_code)]
+    pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
+        #[cfg(feature = "sql")]
+        if let Some(any) = &self.shared.key_store {
+            let sql = any
+                .downcast_ref::<SqlKeyStore>()
+                .or_else(|| any.downcast_ref::<Arc<SqlKeyStore>>().map(|s| &**s));
+            if let Some(sql) = sql {
+                let errors = Arc::clone(&self.shared.store_errors);
+                let counters =
+                    Arc::new(move || vec![("store_errors", errors.load(Ordering::Relaxed))]);
+                return vec![sql.backend(counters)];
+            }
+        }
+        Vec::new()
     }
 
     fn is_public(&self, path: &str) -> bool {
@@ -516,10 +549,10 @@ impl Hook for Auth {
                 }
                 let key = key.to_owned();
                 return Flow::wait(async move {
-                    let checked = checker
-                        .check(&key)
-                        .await
-                        .map_err(|err| unavailable("the API key store", &err))?;
+                    let checked = checker.check(&key).await.map_err(|err| {
+                        shared.store_errors.fetch_add(1, Ordering::Relaxed);
+                        unavailable("the API key store", &err)
+                    })?;
                     self.admit(req, checked).map(Some)
                 });
             }

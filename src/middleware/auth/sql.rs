@@ -81,6 +81,18 @@ impl SqlKeyStore {
             .await
     }
 
+    /// Its database for the live page, probed on the store's pool (connected, and its table
+    /// made, if no request has yet).
+    #[cfg(feature = "redis")]
+    pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
+        let store = self.clone();
+        let pool = move || {
+            let store = store.clone();
+            async move { store.pool().await.cloned() }.boxed()
+        };
+        crate::backends::Backend::sql(&self.url, pool, counters)
+    }
+
     /// Makes a key named `name` with `scopes` and stores its digest; the key is in the answer
     /// and nowhere else.
     ///
@@ -225,5 +237,56 @@ impl KeyStore for SqlKeyStore {
             Ok(found)
         }
         .boxed()
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use axum::{routing::get, Router};
+
+    use super::*;
+    use crate::backends::testing::{counter, dead_port, probe, sqlite_url};
+    use crate::middleware::auth::{generate, Auth};
+    use crate::{Stack, TestClient};
+
+    fn client(auth: &Auth) -> TestClient<crate::StackService> {
+        let app = Router::new().route("/", get(|| async { "in" }));
+        TestClient::new(Stack::new().hook(auth.clone()).service(app))
+    }
+
+    #[tokio::test]
+    async fn api_keys_in_sqlite_name_the_file_and_the_probe_answers() {
+        let url = sqlite_url("api-keys");
+        let keys = SqlKeyStore::open(&url).unwrap();
+        let made = keys.create("ci", &[]).await.unwrap();
+        let auth = Auth::builder().api_keys(keys).build().unwrap();
+        let backend = auth.backends().remove(0);
+        assert_eq!(backend.kind, "sqlite");
+        assert_eq!(backend.url, url);
+        assert_eq!(probe(&backend).await, Ok(()));
+        assert_eq!(client(&auth).get("/").bearer(&made.key).await.status(), 200);
+        assert_eq!((backend.counters)(), [("store_errors", 0)]);
+        let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
+    }
+
+    #[tokio::test]
+    async fn a_key_store_that_is_down_fails_the_probe_and_its_503s_are_counted() {
+        let url = format!("postgres://postgres@127.0.0.1:{}/test", dead_port());
+        // Shared through an `Arc`, as the application may hold it too.
+        let keys = Arc::new(SqlKeyStore::open(&url).unwrap());
+        let auth = Auth::builder().api_keys(keys).build().unwrap();
+        let backend = auth.backends().remove(0);
+        assert_eq!(backend.kind, "postgres");
+        assert!(probe(&backend).await.is_err());
+        assert_eq!(counter(&backend, "store_errors"), 0);
+
+        let key = generate("ci", &[], 0).key;
+        let client = client(&auth);
+        assert_eq!(client.get("/").bearer(&key).await.status(), 503);
+        assert_eq!(counter(&backend, "store_errors"), 1);
+        // Refused without asking the store (no credentials, a malformed key): not counted.
+        assert_eq!(client.get("/").await.status(), 401);
+        assert_eq!(client.get("/").bearer("cnk_nope").await.status(), 401);
+        assert_eq!(counter(&backend, "store_errors"), 1);
     }
 }

@@ -90,6 +90,8 @@ mod policy;
 mod redis;
 
 use std::net::IpAddr;
+#[cfg(feature = "redis")]
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,6 +150,18 @@ pub enum OnStoreError {
     Closed,
     /// Decide in this instance's memory until the store answers again.
     Local,
+}
+
+impl OnStoreError {
+    /// Its place in the per-action error counters: open, closed, local.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    const fn slot(self) -> usize {
+        match self {
+            Self::Open => 0,
+            Self::Closed => 1,
+            Self::Local => 2,
+        }
+    }
 }
 
 /// A caller, as the stores key it.
@@ -501,6 +515,8 @@ impl RateLimitBuilder {
                 shadow: self.shadow,
                 store,
                 on_store_error: self.on_store_error,
+                #[cfg(feature = "redis")]
+                store_errors: Default::default(),
                 name: self.name,
                 prefix,
                 #[cfg(feature = "prometheus")]
@@ -536,6 +552,10 @@ struct Shared {
     store: Store,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     on_store_error: OnStoreError,
+    /// Requests the store failed to decide, by the action taken (see [`OnStoreError::slot`]);
+    /// counted whether or not metrics are recorded, for the live page.
+    #[cfg(feature = "redis")]
+    store_errors: [AtomicU64; 3],
     name: String,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     prefix: String,
@@ -635,6 +655,39 @@ impl RateLimit {
             #[cfg(feature = "redis")]
             Store::Redis { local, .. } => local.as_ref().map_or(0, MemoryStore::evicted),
         }
+    }
+
+    /// The store it decides with, for the live page: none in memory; a Redis with the
+    /// requests `on_store_error` decided (`store_errors_open`, `_closed`, `_local`) and
+    /// whether the circuit breaker is open (`breaker_open`, 1 when it is).
+    #[cfg(feature = "redis")]
+    // Called by the live page as it is being wired in; the allow goes then.
+    #[allow(dead_code)]
+    pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
+        let Store::Redis { store, .. } = &self.shared.store else {
+            return Vec::new();
+        };
+        let limit = self.clone();
+        let counters = Arc::new(move || limit.counters());
+        vec![crate::backends::Backend::redis(store.redis(), counters)]
+    }
+
+    /// The failure-policy counters [`backends`](Self::backends) reports.
+    #[cfg(feature = "redis")]
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let shared = &self.shared;
+        let errors =
+            |action: OnStoreError| shared.store_errors[action.slot()].load(Ordering::Relaxed);
+        let breaker = match &shared.store {
+            Store::Redis { store, .. } => u64::from(store.breaker_open()),
+            Store::Memory(_) => 0,
+        };
+        vec![
+            ("store_errors_open", errors(OnStoreError::Open)),
+            ("store_errors_closed", errors(OnStoreError::Closed)),
+            ("store_errors_local", errors(OnStoreError::Local)),
+            ("breaker_open", breaker),
+        ]
     }
 
     /// Whether callers are keyed by an identity auth gives (user or API key).
@@ -759,6 +812,7 @@ impl RateLimit {
             error = %failed.as_ref().map_or_else(|| "the circuit breaker is open".to_owned(), ToString::to_string),
             "rate limit store unavailable"
         );
+        shared.store_errors[shared.on_store_error.slot()].fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = shared.metrics.get() {
             metrics.store_error(shared.on_store_error);
@@ -879,12 +933,7 @@ impl LimiterMetrics {
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn store_error(&self, action: OnStoreError) {
-        let i = match action {
-            OnStoreError::Open => 0,
-            OnStoreError::Closed => 1,
-            OnStoreError::Local => 2,
-        };
-        self.store_errors[i].increment(1);
+        self.store_errors[action.slot()].increment(1);
     }
 }
 

@@ -118,6 +118,17 @@ impl RedisStore {
         self.redis.url()
     }
 
+    /// The Redis it asks (its connection is the store's).
+    pub(crate) fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Whether the breaker is open: the store is skipped until a cooldown ends (or being
+    /// tried again by one request).
+    pub(crate) fn breaker_open(&self) -> bool {
+        self.open_until.load(Ordering::Relaxed) != 0
+    }
+
     fn now_us(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX) + 1
     }
@@ -221,4 +232,86 @@ fn parse(reply: &[i64], n: usize) -> Option<Decision> {
         outcomes,
         len: n,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{routing::get, Router};
+
+    use crate::backends::testing::{counter, dead_port, probe, redis_url};
+    use crate::backends::Redis;
+    use crate::middleware::rate_limit::{OnStoreError, RateLimit};
+    use crate::{Stack, TestClient};
+
+    fn client(limit: &RateLimit) -> TestClient<crate::StackService> {
+        let app = Router::new().route("/", get(|| async { "hi" }));
+        TestClient::new(Stack::new().hook(limit.clone()).service(app))
+    }
+
+    #[test]
+    fn a_memory_limiter_names_no_backend() {
+        let limit = RateLimit::builder().limit("5/minute").build().unwrap();
+        assert!(limit.backends().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_redis_limiter_names_its_redis_and_the_probe_answers() {
+        let url = redis_url();
+        let prefix = format!("test:backends:{}:{}", std::process::id(), line!());
+        let limit = RateLimit::builder()
+            .limit("5/minute")
+            .prefix(prefix)
+            .redis(Redis::open(&url).unwrap())
+            .build()
+            .unwrap();
+        let res = client(&limit).get("/").await;
+        // Decided in Redis: one taken of five.
+        assert!(res.header("ratelimit").unwrap().contains(";r=4;"));
+
+        let backends = limit.backends();
+        assert_eq!(backends.len(), 1);
+        let redis = &backends[0];
+        assert_eq!(redis.kind, "redis");
+        assert_eq!(redis.url, crate::redact::redact_urls(&url));
+        assert_eq!(probe(redis).await, Ok(()));
+        assert_eq!(
+            (redis.counters)(),
+            [
+                ("store_errors_open", 0),
+                ("store_errors_closed", 0),
+                ("store_errors_local", 0),
+                ("breaker_open", 0),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_is_down_fails_the_probe_and_its_store_errors_are_counted() {
+        let redis = Redis::open(&format!("redis://127.0.0.1:{}", dead_port())).unwrap();
+        let limit = RateLimit::builder()
+            .limit("5/minute")
+            .on_store_error(OnStoreError::Closed)
+            .redis(redis)
+            .build()
+            .unwrap();
+        let backend = limit.backends().remove(0);
+        let err = probe(&backend).await.unwrap_err();
+        assert!(!err.is_empty());
+        assert_eq!(counter(&backend, "store_errors_closed"), 0);
+        assert_eq!(counter(&backend, "breaker_open"), 0);
+
+        let client = client(&limit);
+        for _ in 0..3 {
+            assert_eq!(client.get("/").await.status(), 503);
+        }
+        assert_eq!(counter(&backend, "store_errors_closed"), 3);
+        assert_eq!(counter(&backend, "store_errors_open"), 0);
+        assert_eq!(counter(&backend, "store_errors_local"), 0);
+        // Three failures in a row open the breaker; what it refuses is counted too.
+        assert_eq!(counter(&backend, "breaker_open"), 1);
+        assert_eq!(client.get("/").await.status(), 503);
+        // Every clone of the limiter counts into the same counters.
+        let again = limit.clone().backends().remove(0);
+        assert_eq!(counter(&again, "store_errors_closed"), 4);
+    }
 }

@@ -50,8 +50,9 @@ mod redis;
 mod sql;
 mod store;
 
+use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ const TRIES: usize = 5;
 /// The settings of [`Sessions`], checked by [`SessionsBuilder::build`].
 #[must_use]
 pub struct SessionsBuilder {
-    store: Option<Arc<dyn SessionStore>>,
+    store: Option<(Arc<dyn SessionStore>, Arc<dyn Any + Send + Sync>)>,
     secret: Vec<u8>,
     old_secrets: Vec<Vec<u8>>,
     cookie: String,
@@ -100,7 +101,8 @@ impl std::fmt::Debug for SessionsBuilder {
 impl SessionsBuilder {
     /// Where sessions live. Defaults to a [`MemoryStore`] of 100,000 sessions.
     pub fn store(mut self, store: impl SessionStore) -> Self {
-        self.store = Some(Arc::new(store));
+        let store = Arc::new(store);
+        self.store = Some((store.clone(), store));
         self
     }
 
@@ -200,12 +202,16 @@ impl SessionsBuilder {
         } else {
             self.cookie
         };
+        let (inner, any) = self.store.unwrap_or_else(|| {
+            let memory = Arc::new(MemoryStore::new(100_000));
+            (memory.clone(), memory)
+        });
         Ok(Sessions {
             shared: Arc::new(Shared {
                 store: Measured {
-                    inner: self
-                        .store
-                        .unwrap_or_else(|| Arc::new(MemoryStore::new(100_000))),
+                    inner,
+                    any,
+                    errors: Arc::default(),
                     #[cfg(feature = "prometheus")]
                     metrics: std::sync::OnceLock::new(),
                 },
@@ -418,9 +424,14 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// The store, with each call timed and its failures counted once the stack records metrics.
+/// The store, with its failures counted, and each call timed once the stack records metrics.
 struct Measured {
     inner: Arc<dyn SessionStore>,
+    /// The same store, to tell which it is (for the live page).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    any: Arc<dyn Any + Send + Sync>,
+    /// Errors of load, create, save, destroy, whether or not metrics are recorded.
+    errors: Arc<[AtomicU64; 4]>,
     #[cfg(feature = "prometheus")]
     metrics: std::sync::OnceLock<StoreMetrics>,
 }
@@ -441,6 +452,9 @@ impl Measured {
         #[cfg(feature = "prometheus")]
         let started = crate::instrument::clock::now();
         let result = call.await;
+        if result.is_err() {
+            self.errors[op].fetch_add(1, Ordering::Relaxed);
+        }
         #[cfg(feature = "prometheus")]
         if let Some(m) = self.metrics.get() {
             m.seconds
@@ -449,8 +463,6 @@ impl Measured {
                 m.errors[op].increment(1);
             }
         }
-        #[cfg(not(feature = "prometheus"))]
-        let _ = op;
         result
     }
 
@@ -468,6 +480,36 @@ impl Measured {
 
     async fn destroy(&self, id: &str, until: u64) -> Result<(), StoreError> {
         self.measure(3, self.inner.destroy(id, until)).await
+    }
+}
+
+impl Sessions {
+    /// The store sessions live in, for the live page: none in memory (or in a store of the
+    /// application's); a Redis or SQL store with its errors by operation
+    /// (`store_errors_load`, `_create`, `_save`, `_destroy`).
+    #[cfg(feature = "redis")]
+    // Called by the live page as it is being wired in; the allow goes then.
+    #[allow(dead_code)]
+    pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
+        let store = &self.shared.store;
+        let errors = Arc::clone(&store.errors);
+        let counters: crate::backends::Counters = Arc::new(move || {
+            let n = |op: usize| errors[op].load(Ordering::Relaxed);
+            vec![
+                ("store_errors_load", n(0)),
+                ("store_errors_create", n(1)),
+                ("store_errors_save", n(2)),
+                ("store_errors_destroy", n(3)),
+            ]
+        });
+        if let Some(redis) = store.any.downcast_ref::<RedisStore>() {
+            return vec![redis.backend(counters)];
+        }
+        #[cfg(feature = "sql")]
+        if let Some(sql) = store.any.downcast_ref::<SqlStore>() {
+            return vec![sql.backend(counters)];
+        }
+        Vec::new()
     }
 }
 
@@ -734,5 +776,109 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             tracing::error!("Session extracted without the session battery in the stack");
             HttpError::internal()
         })
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::*;
+    use crate::backends::testing::{probe, redis_url};
+    use crate::backends::Redis;
+
+    /// Sessions in front of a handler that writes one value.
+    #[cfg(feature = "sql")]
+    fn client(sessions: &Sessions) -> crate::TestClient<crate::StackService> {
+        use axum::{routing::post, Router};
+        let app = Router::new().route(
+            "/",
+            post(|session: Session| async move {
+                session.insert("n", &1).await?;
+                Ok::<_, HttpError>("ok")
+            }),
+        );
+        crate::TestClient::new(crate::Stack::new().hook(sessions.clone()).service(app))
+    }
+
+    fn sessions(store: impl SessionStore) -> Sessions {
+        Sessions::builder()
+            .secret([5u8; 64])
+            .store(store)
+            .build()
+            .unwrap()
+    }
+
+    const NONE: [(&str, u64); 4] = [
+        ("store_errors_load", 0),
+        ("store_errors_create", 0),
+        ("store_errors_save", 0),
+        ("store_errors_destroy", 0),
+    ];
+
+    #[test]
+    fn sessions_in_memory_name_no_backend() {
+        assert!(sessions(MemoryStore::new(10)).backends().is_empty());
+        let default = Sessions::builder().secret([5u8; 64]).build().unwrap();
+        assert!(default.backends().is_empty());
+    }
+
+    #[tokio::test]
+    async fn sessions_in_redis_name_it_and_the_probe_answers() {
+        let url = redis_url();
+        let prefix = format!("test:backends:{}:{}", std::process::id(), line!());
+        let sessions = sessions(RedisStore::new(Redis::open(&url).unwrap()).prefix(prefix));
+        let backends = sessions.backends();
+        assert_eq!(backends.len(), 1);
+        assert_eq!(backends[0].kind, "redis");
+        assert_eq!(backends[0].url, crate::redact::redact_urls(&url));
+        assert_eq!(probe(&backends[0]).await, Ok(()));
+        assert_eq!((backends[0].counters)(), NONE);
+    }
+
+    #[cfg(feature = "sql")]
+    #[tokio::test]
+    async fn sessions_in_sqlite_name_the_file_and_the_probe_answers() {
+        let url = crate::backends::testing::sqlite_url("sessions");
+        let sessions = sessions(SqlStore::open(&url).unwrap());
+        let backend = sessions.backends().remove(0);
+        assert_eq!(backend.kind, "sqlite");
+        assert_eq!(backend.url, url);
+        // Before any request: the probe connects the store's pool.
+        assert_eq!(probe(&backend).await, Ok(()));
+        assert_eq!(client(&sessions).post("/").await.status(), 200);
+        assert_eq!((backend.counters)(), NONE);
+        let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
+    }
+
+    #[cfg(feature = "sql")]
+    #[tokio::test]
+    async fn sessions_in_postgres_name_it_and_the_probe_answers() {
+        let url = crate::backends::testing::database_url();
+        let backend = sessions(SqlStore::open(&url).unwrap()).backends().remove(0);
+        assert_eq!(backend.kind, "postgres");
+        assert_eq!(backend.url, crate::redact::redact_urls(&url));
+        assert_eq!(probe(&backend).await, Ok(()));
+        assert_eq!((backend.counters)(), NONE);
+    }
+
+    #[cfg(feature = "sql")]
+    #[tokio::test]
+    async fn a_postgres_that_is_down_fails_the_probe_and_its_store_errors_are_counted() {
+        let port = crate::backends::testing::dead_port();
+        let url = format!("postgres://postgres:secret@127.0.0.1:{port}/test");
+        let sessions = sessions(SqlStore::open(&url).unwrap());
+        let backend = sessions.backends().remove(0);
+        assert_eq!(
+            backend.url,
+            format!("postgres://postgres:***@127.0.0.1:{port}/test")
+        );
+        let err = probe(&backend).await.unwrap_err();
+        assert!(!err.is_empty() && !err.contains("secret"), "{err}");
+        assert_eq!((backend.counters)(), NONE);
+
+        // A new session is created on the way out: that write fails.
+        assert_eq!(client(&sessions).post("/").await.status(), 503);
+        let counter = |name| crate::backends::testing::counter(&backend, name);
+        assert_eq!(counter("store_errors_create"), 1);
+        assert_eq!(counter("store_errors_load"), 0);
     }
 }

@@ -57,6 +57,11 @@ impl RedisStore {
         self
     }
 
+    /// Its Redis for the live page, probed on the store's connection.
+    pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
+        crate::backends::Backend::redis(&self.redis, counters)
+    }
+
     fn key(&self, id: &str) -> String {
         format!("{}:{id}", self.prefix)
     }

@@ -92,6 +92,18 @@ impl SqlStore {
             .await
     }
 
+    /// Its database for the live page, probed on the store's pool (connected, and its table
+    /// made, if no request has yet).
+    #[cfg(feature = "redis")]
+    pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
+        let store = self.clone();
+        let pool = move || {
+            let store = store.clone();
+            async move { store.pool().await.cloned() }.boxed()
+        };
+        crate::backends::Backend::sql(&self.url, pool, counters)
+    }
+
     /// Deletes expired sessions and tombstones now, and says how many: 1,000 rows a statement,
     /// until a statement finds fewer or 60 were made. The store does this by itself once a
     /// minute from its first use; call it to sweep at other times.
