@@ -3,6 +3,8 @@
 //! the handle).
 //!
 //! ```
+//! # #[cfg(not(feature = "redis"))] fn main() {}
+//! # #[cfg(feature = "redis")]
 //! # #[tokio::main] async fn main() -> Result<(), callnext::ConfigError> {
 //! use callnext::backends::Redis;
 //! use callnext::middleware::RateLimit;
@@ -33,8 +35,6 @@ pub(crate) type Counters = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Syn
 
 /// A store one battery talks to, as the live page shows it.
 #[derive(Clone)]
-// Read by the live page as it is being wired in; the allow goes then.
-#[allow(dead_code)]
 pub(crate) struct Backend {
     /// "redis", "postgres" or "sqlite".
     pub(crate) kind: &'static str,

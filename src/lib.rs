@@ -60,7 +60,6 @@
 //! The README has the whole picture: serving, state, errors, the blocking detector, metrics.
 
 pub mod admin;
-#[cfg(feature = "redis")]
 pub mod backends;
 mod background;
 pub mod body;

@@ -11,7 +11,6 @@ pub(crate) enum Pool {
 }
 
 /// What the live page calls the database at `url`: `sqlite` or `postgres`.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn kind(url: &str) -> &'static str {
     if url.starts_with("sqlite:") {
         "sqlite"
@@ -21,7 +20,6 @@ pub(crate) fn kind(url: &str) -> &'static str {
 }
 
 /// One round trip, `SELECT 1`, on a connection of the pool.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
     match pool {
         Pool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),

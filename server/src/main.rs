@@ -123,6 +123,19 @@ struct Args {
     /// Serve the admin routes (metrics, health) on this address instead of inside the app.
     #[arg(long, env = "CALLNEXT_ADMIN_BIND", value_name = "ADDR")]
     admin_bind: Option<SocketAddr>,
+    /// Serve the live stack page at /_callnext/ (loopback clients only, unless --admin-token
+    /// is given or the admin routes have their own --admin-bind).
+    #[arg(long, env = "CALLNEXT_ADMIN_PAGE")]
+    admin_page: bool,
+    /// Bearer token of the live stack page (at least 16 characters); a browser gives it as
+    /// the password of the login it asks for.
+    #[arg(
+        long,
+        env = "CALLNEXT_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     /// Path of the Prometheus metrics endpoint; `off` turns metrics off [default: /metrics].
     #[arg(long, env = "CALLNEXT_METRICS_PATH", value_parser = parse_metrics_path)]
     metrics_path: Option<String>,
@@ -239,11 +252,15 @@ fn configure(args: &Args, matches: &ArgMatches) -> Result<(Config, SeedConfig), 
         log_format => config.log.format,
         log_level => config.log.level,
         metrics_path => config.admin.metrics_path,
+        admin_token => config.admin.token,
         blocking_threshold_ms => config.stack.blocking_threshold,
         some_option => seed.some_option,
     }
     if let Some(bind) = args.admin_bind {
         config.admin.bind = bind.to_string();
+    }
+    if given(matches, "admin_page") {
+        config.admin.page = true;
     }
     if given(matches, "http1_only") {
         config.server.http1_only = true;
@@ -387,6 +404,14 @@ async fn run(
             .metrics(&metrics)
             .metrics_path(&config.admin.metrics_path)
             .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
+    }
+    let page = config
+        .live_page()
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
+    if let Some(page) = &page {
+        stack = stack.live(page);
+        admin = admin.live_page(page);
+        tracing::info!(path = %page.path(), "live stack page on");
     }
     let mut router = seed::router(&seed);
     if config.admin.bind.is_empty() {

@@ -26,11 +26,13 @@
 //! ```
 
 mod health;
+pub mod live;
 
 use axum::routing::get;
 use axum::Router;
 
 pub use health::Readiness;
+pub use live::{LivePage, LivePageBuilder};
 
 use crate::ConfigError;
 
@@ -44,6 +46,7 @@ pub struct Admin {
     live_path: String,
     ready_path: String,
     readiness: Readiness,
+    live: Option<LivePage>,
 }
 
 impl Default for Admin {
@@ -55,6 +58,7 @@ impl Default for Admin {
             live_path: "/health/live".to_owned(),
             ready_path: "/health/ready".to_owned(),
             readiness: Readiness::new(),
+            live: None,
         }
     }
 }
@@ -96,10 +100,17 @@ impl Admin {
         self
     }
 
+    /// Serves the live stack page and its API under the page's path (`/_callnext/`); see
+    /// [`live`]. The stacks it shows are given the same page ([`Stack::live`](crate::Stack::live)).
+    pub fn live_page(mut self, page: &LivePage) -> Self {
+        self.live = Some(page.clone());
+        self
+    }
+
     /// The router, to merge into an app or serve alone.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let readiness = self.readiness.clone();
-        let router = Router::new()
+        let mut router = Router::new()
             .route(&self.live_path, get(health::live))
             .route(
                 &self.ready_path,
@@ -108,6 +119,9 @@ impl Admin {
                     async move { health::ready(&readiness) }
                 }),
             );
+        if let Some(page) = &self.live {
+            router = router.merge(page.router());
+        }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.metrics {
             return router.route(&self.metrics_path, metrics.route());

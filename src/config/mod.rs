@@ -368,10 +368,7 @@ impl Config {
                 .map_err(|err| self.error("admin.metrics_path", err))?;
         }
         if self.admin.page {
-            return Err(self.error(
-                "admin.page",
-                "the live stack page is not available in this version",
-            ));
+            self.live_page()?;
         }
         #[cfg(not(feature = "otel"))]
         if !self.telemetry.endpoint.is_empty() {
@@ -388,6 +385,34 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `[admin]`'s live stack page, when `page = true`: open to any client bearing `token`,
+    /// otherwise to loopback clients, or to all when the admin routes have their own `bind`.
+    ///
+    /// # Errors
+    ///
+    /// A `page_path` not starting with `/`, or a `token` shorter than 16 characters.
+    pub fn live_page(&self) -> Result<Option<crate::admin::LivePage>, FileError> {
+        if !self.admin.page {
+            return Ok(None);
+        }
+        let admin = &self.admin;
+        crate::admin::LivePage::builder()
+            .path(&admin.page_path)
+            .token(&admin.token)
+            .open(!admin.bind.is_empty())
+            .show_query_values(admin.show_query_values)
+            .build()
+            .map(Some)
+            .map_err(|err| {
+                let key = if err.to_string().starts_with("invalid `token`") {
+                    "admin.token"
+                } else {
+                    "admin.page_path"
+                };
+                self.error(key, err)
+            })
     }
 
     /// `[telemetry]` as [`Telemetry`](crate::telemetry::Telemetry) settings (the exporter is

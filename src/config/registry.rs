@@ -320,13 +320,15 @@ impl Config {
                 #[cfg(feature = "redis")]
                 redis: &redis,
             };
-            let entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
+            let mut entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
+            let settings = planned.table.map(redacted).unwrap_or_default();
+            entry.settings = Some(settings.clone().into());
             lines.push(StackLine {
                 index,
                 name: planned.name.to_owned(),
                 kind: planned.kind.name.clone(),
                 runs_as: entry.kind(),
-                settings: planned.table.map(redacted).unwrap_or_default(),
+                settings,
             });
             stack = stack.push(entry);
         }

@@ -123,10 +123,15 @@ pub struct AdminSettings {
     pub bind: String,
     /// Path of the Prometheus metrics; `off` turns metrics off. Default `/metrics`.
     pub metrics_path: String,
-    /// The live stack page (not available yet: `true` is refused).
+    /// The live stack page ([`admin::live`](crate::admin::live)). Default false.
     pub page: bool,
-    /// Bearer token of the live stack page.
+    /// Where the page is served. Default `/_callnext` (the page at `/_callnext/`).
+    pub page_path: String,
+    /// Bearer token of the live stack page (at least 16 characters). Without one, and with
+    /// the admin routes inside the app, only loopback clients see the page.
     pub token: String,
+    /// Show query values in the page's request paths. Default false (`?q=`).
+    pub show_query_values: bool,
 }
 
 impl Default for AdminSettings {
@@ -135,7 +140,9 @@ impl Default for AdminSettings {
             bind: String::new(),
             metrics_path: "/metrics".to_owned(),
             page: false,
+            page_path: "/_callnext".to_owned(),
             token: String::new(),
+            show_query_values: false,
         }
     }
 }

@@ -64,6 +64,14 @@ impl BlockingStats {
         }
     }
 
+    /// Blocking polls since the stack was built, and the longest of them.
+    pub(crate) fn totals(&self) -> (u64, Duration) {
+        (
+            self.events.load(Relaxed),
+            Duration::from_nanos(self.worst_ns.load(Relaxed)),
+        )
+    }
+
     fn snapshot(&self, name: &str) -> Option<BlockingEntry> {
         let events = self.events.load(Relaxed);
         (events > 0).then(|| {

@@ -38,6 +38,8 @@ pub(crate) struct StackReport {
     pub(crate) handlers: Option<crate::stack::handlers::Handlers>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<StackMetrics>,
+    /// What the live stack page records, when the stack is on one.
+    pub(crate) live: Option<Arc<crate::admin::live::LiveStack>>,
 }
 
 /// A stack's handles into a [`Metrics`](crate::metrics::Metrics) registry.
@@ -164,11 +166,12 @@ impl StackReport {
 
     /// The response body's polls of one request: `exclusive` ticks in all.
     pub(crate) fn body_finished(&self, exclusive: u64) {
+        if let Some(live) = &self.live {
+            live.body_finished(exclusive);
+        }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.metrics {
             metrics.poll[self.body_index()].record_ticks(exclusive);
         }
-        #[cfg(not(feature = "prometheus"))]
-        let _ = exclusive;
     }
 }

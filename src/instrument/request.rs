@@ -107,6 +107,12 @@ impl Slot {
         self.first.load(Relaxed) != 0
     }
 
+    /// Polls at or over the blocking threshold in this request.
+    #[inline]
+    pub(crate) fn blocking_polls(&self) -> u64 {
+        self.blocking.load(Relaxed) & 0xffff_ffff
+    }
+
     /// Whether some blocking polls are not published yet.
     #[inline]
     pub(crate) fn has_unpublished(&self) -> bool {

@@ -66,6 +66,7 @@ pub struct Stack {
     error: Option<ConfigError>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<crate::metrics::Metrics>,
+    pub(crate) live: Option<crate::admin::LivePage>,
 }
 
 impl Default for Stack {
@@ -94,6 +95,7 @@ impl Default for Stack {
             error: None,
             #[cfg(feature = "prometheus")]
             metrics: None,
+            live: None,
         }
     }
 }
@@ -243,6 +245,19 @@ impl Stack {
     #[must_use]
     pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Records the stack's requests for the live stack page (see [`admin::live`]): each entry's
+    /// calls, own time, early answers and blocking events, the routes, the slowest requests.
+    /// Without it nothing is recorded beyond the metrics. Serve the page with
+    /// [`Admin::live_page`].
+    ///
+    /// [`admin::live`]: crate::admin::live
+    /// [`Admin::live_page`]: crate::admin::Admin::live_page
+    #[must_use]
+    pub fn live(mut self, page: &crate::admin::LivePage) -> Self {
+        self.live = Some(page.clone());
         self
     }
 
@@ -491,6 +506,7 @@ impl Stack {
             background: &self.background,
             #[cfg(feature = "prometheus")]
             metrics: self.metrics.as_ref(),
+            live: self.live.as_ref(),
         };
         compile(&blueprint, app)
     }

@@ -57,6 +57,7 @@ pub(crate) struct Blueprint<'a> {
     pub(crate) background: &'a Arc<crate::background::Tracker>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<&'a crate::metrics::Metrics>,
+    pub(crate) live: Option<&'a crate::admin::LivePage>,
 }
 
 pub(crate) fn compile<S: HttpService>(
@@ -91,12 +92,15 @@ pub(crate) fn compile<S: HttpService>(
         .map(|e| Box::from(&*e.name))
         .chain(["app".into(), "body".into()])
         .collect();
-    let stats = entries
+    let stats: Box<[Arc<BlockingStats>]> = entries
         .iter()
         .map(|e| Arc::clone(&e.stats))
         .chain([Arc::clone(stack.app_stats), Arc::clone(stack.body_stats)])
         .collect();
     let settings = stack.settings;
+    let live = stack
+        .live
+        .map(|page| page.recorder(stack.identity, || live_parts(stack, &names, &stats)));
     let options = super::endpoint::AppOptions {
         fastapi_bodies: settings.fastapi_bodies,
         json_rejections: settings.json_rejections,
@@ -121,6 +125,7 @@ pub(crate) fn compile<S: HttpService>(
         },
         server_timing: settings.server_timing,
         record_timings: settings.record_timings,
+        live,
     });
 
     // Built from the inside out: a tower layer wraps the segment after it.
@@ -193,6 +198,60 @@ pub(crate) fn compile<S: HttpService>(
         #[cfg(feature = "otel")]
         telemetry: settings.telemetry.clone(),
     }))
+}
+
+/// What the live page is told of a stack when its first service is built.
+fn live_parts(
+    stack: &Blueprint<'_>,
+    names: &[Box<str>],
+    stats: &[Arc<BlockingStats>],
+) -> crate::admin::live::Parts {
+    use crate::admin::live::{BackendView, EntryView};
+    let mut entries: Vec<EntryView> = stack
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(index, e)| EntryView {
+            index,
+            name: e.name.to_string(),
+            kind: e.kind.to_string(),
+            battery: e.battery,
+            settings: e
+                .settings
+                .as_deref()
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+        })
+        .collect();
+    for name in ["app", "body"] {
+        entries.push(EntryView {
+            index: entries.len(),
+            name: name.to_owned(),
+            kind: name.to_owned(),
+            battery: None,
+            settings: Vec::new(),
+        });
+    }
+    crate::admin::live::Parts {
+        name: stack.name.to_owned(),
+        names: names.into(),
+        entries,
+        lint: super::lint::lint(stack.entries)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        timed: stack.settings.instrument,
+        stats: stats.into(),
+        backends: stack
+            .entries
+            .iter()
+            .flat_map(|e| {
+                e.backends
+                    .iter()
+                    .map(|b| BackendView::new(e.name.to_string(), b.clone()))
+            })
+            .collect(),
+    }
 }
 
 #[cfg(feature = "prometheus")]

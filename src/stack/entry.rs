@@ -85,6 +85,11 @@ pub struct Entry {
     /// A rate limiter keyed by who the request is from (user or API key), which needs auth
     /// before it (for the order linter).
     pub(crate) keyed_by_identity: bool,
+    /// Its settings as `key=value`, secrets redacted, for the live page (entries built from a
+    /// configuration file).
+    pub(crate) settings: Option<Arc<[String]>>,
+    /// The stores it talks to, for the live page.
+    pub(crate) backends: Vec<crate::backends::Backend>,
     /// Writes what the entry still holds (an access log's queue) at shutdown.
     pub(crate) flush: Option<Flusher>,
     /// Gives the entry its own series when the stack records into a metrics registry
@@ -109,6 +114,8 @@ impl Entry {
             stats: Arc::default(),
             battery: None,
             keyed_by_identity: false,
+            settings: None,
+            backends: Vec::new(),
             flush: None,
             #[cfg(feature = "prometheus")]
             on_metrics: None,
@@ -227,6 +234,21 @@ impl Entry {
         let keyed_by_identity = (&hook as &dyn std::any::Any)
             .downcast_ref::<crate::middleware::RateLimit>()
             .is_some_and(crate::middleware::RateLimit::keyed_by_identity);
+        let backends = {
+            let any = &hook as &dyn std::any::Any;
+            let mut backends = Vec::new();
+            if let Some(limit) = any.downcast_ref::<crate::middleware::RateLimit>() {
+                backends.extend(limit.backends());
+            }
+            #[cfg(any(feature = "redis", feature = "sql"))]
+            if let Some(sessions) = any.downcast_ref::<crate::middleware::Sessions>() {
+                backends.extend(sessions.backends());
+            }
+            if let Some(auth) = any.downcast_ref::<crate::middleware::Auth>() {
+                backends.extend(auth.backends());
+            }
+            backends
+        };
         let mut entry = Self::new(
             name,
             MiddlewareKind::Hook,
@@ -235,6 +257,7 @@ impl Entry {
         .battery(crate::middleware::battery_of::<H>());
         entry.flush = flush;
         entry.keyed_by_identity = keyed_by_identity;
+        entry.backends = backends;
         #[cfg(feature = "prometheus")]
         {
             entry.on_metrics = on_metrics;

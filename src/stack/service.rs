@@ -198,9 +198,12 @@ struct Unfinished<'a> {
     report: &'a StackReport,
     ctx: &'a RequestCtx,
     span: &'a tracing::Span,
-    #[cfg(feature = "prometheus")]
+    /// When the request began, in clock ticks (0 when neither metrics nor the live page
+    /// need it).
     start: u64,
     armed: bool,
+    /// The request's URI while the live page records it.
+    live: Option<Box<http::Uri>>,
 }
 
 impl Drop for Unfinished<'_> {
@@ -211,6 +214,9 @@ impl Drop for Unfinished<'_> {
         let _enter = self.span.enter();
         if self.ctx.timed {
             self.report.abandoned(self.ctx);
+        }
+        if let (Some(uri), Some(live)) = (self.live.take(), &self.report.live) {
+            live.abandoned(&uri, self.start, self.ctx, &self.report.spans);
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.report.metrics {
@@ -262,12 +268,15 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             }
         }
         #[cfg(feature = "prometheus")]
-        let (_in_flight, start) = match &report.metrics {
-            Some(metrics) => (
-                Some(metrics.requests.start()),
-                crate::instrument::clock::now(),
-            ),
-            None => (None, 0),
+        let _in_flight = report.metrics.as_ref().map(|m| m.requests.start());
+        #[cfg(feature = "prometheus")]
+        let timed_from_start = report.metrics.is_some() || report.live.is_some();
+        #[cfg(not(feature = "prometheus"))]
+        let timed_from_start = report.live.is_some();
+        let start = if timed_from_start {
+            crate::instrument::clock::now()
+        } else {
+            0
         };
         // Under axum's `Router::layer`, routing already happened.
         let before = req.extensions().get::<MatchedPath>().cloned();
@@ -287,9 +296,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             report,
             ctx: &ctx,
             span: &span,
-            #[cfg(feature = "prometheus")]
             start,
             armed: true,
+            live: report.live.as_deref().and_then(|live| live.begin(&req)),
         };
         let next = Next {
             chain: &inner.chain,
@@ -302,6 +311,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             next.start(req).await
         };
         unfinished.armed = false;
+        let live_uri = unfinished.live.take();
         without_forbidden_body(&ctx.method, &mut res);
         if let Some(tasks) = res.extensions_mut().remove::<crate::BackgroundTasks>() {
             res = after_body(res, tasks, &inner.background);
@@ -324,6 +334,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 res = res.map(|body| TimedBody::wrap(body, report, method, route));
             }
         }
+        if let (Some(uri), Some(live)) = (live_uri, &report.live) {
+            live.finished(&uri, unfinished.start, &ctx, &report.spans, route, &res);
+        }
         #[cfg(feature = "otel")]
         if let (Some(telemetry), Some(trace)) = (&inner.telemetry, trace) {
             let timings = ctx.timed.then(|| crate::telemetry::Timings {
@@ -336,7 +349,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &report.metrics {
-            let elapsed = crate::instrument::clock::now().saturating_sub(start);
+            let elapsed = crate::instrument::clock::now().saturating_sub(unfinished.start);
             metrics
                 .requests
                 .record(&ctx.method, route, res.status(), elapsed);

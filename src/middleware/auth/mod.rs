@@ -356,7 +356,7 @@ fn is_scope(s: &str) -> bool {
 struct Shared {
     checker: Option<Checker>,
     /// The checker's store, to tell which it is (for the live page).
-    #[cfg_attr(not(all(feature = "redis", feature = "sql")), allow(dead_code))]
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     key_store: Option<Arc<dyn Any + Send + Sync>>,
     /// Requests answered 503 because the key store failed, whether or not metrics are
     /// recorded.
@@ -412,9 +412,6 @@ impl Auth {
 
     /// The key store it asks, for the live page: a SQL store with the requests answered 503
     /// because it failed (`store_errors`); none for a store of the application's.
-    #[cfg(feature = "redis")]
-    // Called by the live page as it is being wired in; the allow goes then.
-    #[allow(dead_code)]
     pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
         #[cfg(feature = "sql")]
         if let Some(any) = &self.shared.key_store {

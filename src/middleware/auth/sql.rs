@@ -83,7 +83,6 @@ impl SqlKeyStore {
 
     /// Its database for the live page, probed on the store's pool (connected, and its table
     /// made, if no request has yet).
-    #[cfg(feature = "redis")]
     pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
         let store = self.clone();
         let pool = move || {
@@ -240,7 +239,7 @@ impl KeyStore for SqlKeyStore {
     }
 }
 
-#[cfg(all(test, feature = "redis"))]
+#[cfg(test)]
 mod tests {
     use axum::{routing::get, Router};
 

@@ -661,8 +661,6 @@ impl RateLimit {
     /// requests `on_store_error` decided (`store_errors_open`, `_closed`, `_local`) and
     /// whether the circuit breaker is open (`breaker_open`, 1 when it is).
     #[cfg(feature = "redis")]
-    // Called by the live page as it is being wired in; the allow goes then.
-    #[allow(dead_code)]
     pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
         let Store::Redis { store, .. } = &self.shared.store else {
             return Vec::new();
@@ -670,6 +668,12 @@ impl RateLimit {
         let limit = self.clone();
         let counters = Arc::new(move || limit.counters());
         vec![crate::backends::Backend::redis(store.redis(), counters)]
+    }
+
+    /// No store but memory without the `redis` feature.
+    #[cfg(not(feature = "redis"))]
+    pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
+        Vec::new()
     }
 
     /// The failure-policy counters [`backends`](Self::backends) reports.

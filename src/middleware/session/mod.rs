@@ -428,7 +428,7 @@ impl std::fmt::Debug for Session {
 struct Measured {
     inner: Arc<dyn SessionStore>,
     /// The same store, to tell which it is (for the live page).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "sql")), allow(dead_code))]
     any: Arc<dyn Any + Send + Sync>,
     /// Errors of load, create, save, destroy, whether or not metrics are recorded.
     errors: Arc<[AtomicU64; 4]>,
@@ -487,9 +487,7 @@ impl Sessions {
     /// The store sessions live in, for the live page: none in memory (or in a store of the
     /// application's); a Redis or SQL store with its errors by operation
     /// (`store_errors_load`, `_create`, `_save`, `_destroy`).
-    #[cfg(feature = "redis")]
-    // Called by the live page as it is being wired in; the allow goes then.
-    #[allow(dead_code)]
+    #[cfg(any(feature = "redis", feature = "sql"))]
     pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
         let store = &self.shared.store;
         let errors = Arc::clone(&store.errors);
@@ -502,6 +500,7 @@ impl Sessions {
                 ("store_errors_destroy", n(3)),
             ]
         });
+        #[cfg(feature = "redis")]
         if let Some(redis) = store.any.downcast_ref::<RedisStore>() {
             return vec![redis.backend(counters)];
         }
@@ -779,7 +778,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     }
 }
 
-#[cfg(all(test, feature = "redis"))]
+#[cfg(all(test, feature = "redis", feature = "sql"))]
 mod tests {
     use super::*;
     use crate::backends::testing::{probe, redis_url};

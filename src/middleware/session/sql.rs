@@ -94,7 +94,6 @@ impl SqlStore {
 
     /// Its database for the live page, probed on the store's pool (connected, and its table
     /// made, if no request has yet).
-    #[cfg(feature = "redis")]
     pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
         let store = self.clone();
         let pool = move || {

@@ -1,0 +1,476 @@
+//! What a stack records for the live page while it serves: per boundary its calls, exclusive
+//! time, early answers, errors and panics; per route its requests, status mix and duration;
+//! blocking events; the slowest request of each second with its waterfall.
+//!
+//! Everything here is a relaxed atomic add on the request path, except three rare cases that
+//! take a lock: a route seen for the first time, an early answer or a blocking event, and a
+//! request slower than every other of the current second.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+
+use super::histogram::LogHistogram;
+use crate::instrument::clock::{now, ns_to_ticks, ticks_to_duration};
+use crate::instrument::request::RequestCtx;
+use crate::instrument::timings::{walls_excluding_inner, Span};
+use crate::instrument::BlockingStats;
+use crate::Response;
+
+/// Distinct routes one stack keeps figures for; later ones share the row `other`. Route
+/// templates come from the app's router, so this only bounds apps with very many routes.
+pub(super) const MAX_ROUTES: usize = 500;
+/// Distinct statuses kept per boundary's early answers; later ones are counted under 0.
+const MAX_STATUSES: usize = 32;
+/// Blocking events kept, newest last.
+pub(super) const MAX_EVENTS: usize = 100;
+/// Slow requests kept: the slowest of each of the last this many seconds that had requests.
+pub(super) const MAX_SLOW: usize = 30;
+
+/// One boundary's figures since the stack was built.
+pub(super) struct BoundaryFigures {
+    /// Exclusive poll time per request that reached it; its count is the boundary's calls.
+    pub(super) exclusive: LogHistogram,
+    /// Requests it answered itself, without the app, by status.
+    pub(super) answered: Mutex<Vec<(u16, u64)>>,
+    /// Server errors (5xx) it produced: its early answers for a middleware, its responses for
+    /// the app.
+    pub(super) errors: AtomicU64,
+    /// Panics caught at its boundary.
+    pub(super) panics: AtomicU64,
+}
+
+impl BoundaryFigures {
+    fn new() -> Self {
+        Self {
+            exclusive: LogHistogram::new(),
+            answered: Mutex::new(Vec::new()),
+            errors: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+        }
+    }
+
+    fn answered(&self, status: u16) {
+        let mut answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(row) = answered.iter_mut().find(|(s, _)| *s == status) {
+            row.1 += 1;
+        } else if answered.len() < MAX_STATUSES {
+            answered.push((status, 1));
+        } else if let Some(row) = answered.iter_mut().find(|(s, _)| *s == 0) {
+            row.1 += 1;
+        } else {
+            answered.push((0, 1));
+        }
+    }
+}
+
+/// One route template's figures.
+pub(super) struct RouteFigures {
+    /// Request duration (to the response head), in ticks; its count is the route's requests.
+    pub(super) duration: LogHistogram,
+    /// Responses by status class: 1xx to 5xx.
+    pub(super) classes: [AtomicU64; 5],
+}
+
+impl RouteFigures {
+    fn new() -> Self {
+        Self {
+            duration: LogHistogram::new(),
+            classes: Default::default(),
+        }
+    }
+}
+
+/// A single poll that held the runtime thread, as the page lists it.
+#[derive(Clone, serde::Serialize)]
+pub(super) struct BlockingEvent {
+    /// Increases by one per event, across the stack's life.
+    pub(super) seq: u64,
+    /// Unix time in milliseconds.
+    pub(super) at_ms: u64,
+    pub(super) entry: String,
+    pub(super) method: String,
+    pub(super) route: String,
+    /// The longest blocking poll of the request in this entry.
+    pub(super) duration_ms: f64,
+    /// Blocking polls of this entry in the request.
+    pub(super) polls: u64,
+    pub(super) request_id: Option<String>,
+}
+
+/// One boundary's part in a slow request.
+#[derive(Clone, serde::Serialize)]
+pub(super) struct Step {
+    pub(super) entry: String,
+    /// From the request's start to the boundary's first poll.
+    pub(super) start_ms: f64,
+    /// Its wall time, inner boundaries excluded (what `Server-Timing` shows).
+    pub(super) wall_ms: f64,
+    /// Time in its own polls.
+    pub(super) exclusive_ms: f64,
+}
+
+/// A slow request with its waterfall.
+#[derive(Clone, serde::Serialize)]
+pub(super) struct SlowRequest {
+    pub(super) at_ms: u64,
+    pub(super) method: String,
+    pub(super) route: String,
+    /// The path, with query values hidden unless the page shows them.
+    pub(super) path: String,
+    pub(super) status: u16,
+    pub(super) duration_ms: f64,
+    pub(super) request_id: Option<String>,
+    /// The boundaries the request reached, in stack order.
+    pub(super) steps: Vec<Step>,
+}
+
+#[derive(Default)]
+struct SlowWindow {
+    /// Which second (of the instrumentation clock) `candidate` belongs to.
+    second: u64,
+    candidate: Option<SlowRequest>,
+    kept: VecDeque<SlowRequest>,
+}
+
+/// What one stack records for the page. Shared by every service built from the same stack.
+pub(crate) struct LiveStack {
+    pub(super) name: String,
+    /// Per boundary: each entry, then `app`, then `body`.
+    pub(super) names: Box<[Box<str>]>,
+    pub(super) boundaries: Box<[BoundaryFigures]>,
+    pub(super) entries: Vec<super::EntryView>,
+    pub(super) lint: Vec<String>,
+    pub(super) timed: bool,
+    /// Per boundary: its blocking events since the stack was built.
+    pub(super) stats: Box<[Arc<BlockingStats>]>,
+    pub(super) in_flight: AtomicI64,
+    pub(super) routes: RwLock<HashMap<Box<str>, Arc<RouteFigures>, foldhash::fast::FixedState>>,
+    events: Mutex<VecDeque<BlockingEvent>>,
+    event_seq: AtomicU64,
+    /// The current second's slowest request so far, in ticks (a lock-free first look).
+    slow_max: AtomicU64,
+    slow_second: AtomicU64,
+    slow: Mutex<SlowWindow>,
+    ticks_per_second: u64,
+    /// The page's own path: its requests are not recorded.
+    page_path: Arc<str>,
+    show_query_values: bool,
+    pub(super) backends: Vec<super::BackendView>,
+}
+
+/// What a stack tells its recorder when it is built.
+pub(crate) struct Parts {
+    pub(crate) name: String,
+    /// Per boundary: each entry, then `app`, then `body`.
+    pub(crate) names: Box<[Box<str>]>,
+    pub(crate) entries: Vec<super::EntryView>,
+    pub(crate) lint: Vec<String>,
+    pub(crate) timed: bool,
+    pub(crate) stats: Box<[Arc<BlockingStats>]>,
+    pub(crate) backends: Vec<super::BackendView>,
+}
+
+/// A request being recorded: when it started and what it asked for.
+pub(crate) struct Started<'a> {
+    start: u64,
+    uri: &'a http::Uri,
+}
+
+impl LiveStack {
+    pub(crate) fn new(parts: Parts, page_path: Arc<str>, show_query_values: bool) -> Self {
+        Self {
+            name: parts.name,
+            boundaries: parts.names.iter().map(|_| BoundaryFigures::new()).collect(),
+            names: parts.names,
+            entries: parts.entries,
+            lint: parts.lint,
+            timed: parts.timed,
+            stats: parts.stats,
+            in_flight: AtomicI64::new(0),
+            routes: RwLock::default(),
+            events: Mutex::new(VecDeque::new()),
+            event_seq: AtomicU64::new(0),
+            slow_max: AtomicU64::new(0),
+            slow_second: AtomicU64::new(0),
+            slow: Mutex::default(),
+            ticks_per_second: ns_to_ticks(1_000_000_000).max(1),
+            page_path,
+            show_query_values,
+            backends: parts.backends,
+        }
+    }
+
+    /// Starts recording `req` (counted in flight until [`LiveStack::finished`] or
+    /// [`LiveStack::abandoned`]), unless it is one of the page's own. The request's URI is
+    /// kept for the slow-request list; boxed, so the request's future stays small.
+    #[inline]
+    pub(crate) fn begin<B>(&self, req: &http::Request<B>) -> Option<Box<http::Uri>> {
+        let path = req.uri().path();
+        if let Some(rest) = path.strip_prefix(&*self.page_path) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return None;
+            }
+        }
+        self.in_flight.fetch_add(1, Relaxed);
+        Some(Box::new(req.uri().clone()))
+    }
+
+    /// A request begun at `start` was answered with `res` (after the stack's own figures
+    /// were taken).
+    pub(crate) fn finished(
+        &self,
+        uri: &http::Uri,
+        start: u64,
+        ctx: &RequestCtx,
+        spans: &[Span],
+        route: &str,
+        res: &Response,
+    ) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        let request = Started { start, uri };
+        self.record(&request, ctx, spans, route, res.status(), Some(res));
+    }
+
+    /// A request begun at `start` was dropped before it was answered (the client left, a
+    /// timeout outside the stack): counted as nginx's 499.
+    pub(crate) fn abandoned(&self, uri: &http::Uri, start: u64, ctx: &RequestCtx, spans: &[Span]) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+        let request = Started { start, uri };
+        self.record(&request, ctx, spans, &ctx.route_label(), closed, None);
+    }
+
+    /// The response body's polls of one request.
+    #[inline]
+    pub(crate) fn body_finished(&self, exclusive: u64) {
+        if let Some(body) = self.boundaries.last() {
+            body.exclusive.record(exclusive);
+        }
+    }
+
+    fn route(&self, route: &str) -> Arc<RouteFigures> {
+        if let Some(figures) = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+        {
+            return Arc::clone(figures);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let key = if routes.len() >= MAX_ROUTES && !routes.contains_key(route) {
+            "other"
+        } else {
+            route
+        };
+        Arc::clone(
+            routes
+                .entry(Box::from(key))
+                .or_insert_with(|| Arc::new(RouteFigures::new())),
+        )
+    }
+
+    fn record(
+        &self,
+        request: &Started<'_>,
+        ctx: &RequestCtx,
+        spans: &[Span],
+        route: &str,
+        status: StatusCode,
+        res: Option<&Response>,
+    ) {
+        let end = now();
+        let elapsed = end.saturating_sub(request.start);
+        let route_figures = self.route(route);
+        route_figures.duration.record(elapsed);
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        route_figures.classes[class].fetch_add(1, Relaxed);
+        let slots = ctx.slots();
+        let app = slots.len().checked_sub(1);
+        let mut last_ran = None;
+        for (i, (slot, figures)) in slots.iter().zip(self.boundaries.iter()).enumerate() {
+            if slot.ran() {
+                figures.exclusive.record(slot.exclusive.load(Relaxed));
+                last_ran = Some(i);
+            }
+        }
+        let request_id = || {
+            res.and_then(|res| res.headers().get("x-request-id"))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        // Who answered: the app when it ran, otherwise the innermost entry that ran.
+        if let (Some(answerer), Some(res)) = (last_ran, res) {
+            let figures = &self.boundaries[answerer];
+            if Some(answerer) != app {
+                figures.answered(status.as_u16());
+            }
+            if status.is_server_error() {
+                figures.errors.fetch_add(1, Relaxed);
+            }
+            if let Some(panicked) = res.extensions().get::<crate::Panicked>() {
+                if let Some(i) = self.names.iter().position(|n| **n == *panicked.entry()) {
+                    self.boundaries[i].panics.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        if slots.iter().any(|s| s.blocking_polls() > 0) {
+            self.blocking(ctx, route, request_id());
+        }
+        if ctx.timed {
+            self.maybe_slow(request, ctx, spans, route, status, elapsed, end, request_id);
+        }
+    }
+
+    #[cold]
+    fn blocking(&self, ctx: &RequestCtx, route: &str, request_id: Option<String>) {
+        let at_ms = unix_ms();
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, slot) in ctx.slots().iter().enumerate() {
+            let polls = slot.blocking_polls();
+            if polls == 0 {
+                continue;
+            }
+            if events.len() == MAX_EVENTS {
+                events.pop_front();
+            }
+            events.push_back(BlockingEvent {
+                seq: self.event_seq.fetch_add(1, Relaxed) + 1,
+                at_ms,
+                entry: self.names[i].to_string(),
+                method: ctx.method.to_string(),
+                route: route.to_owned(),
+                duration_ms: ms(slot.worst.load(Relaxed)),
+                polls,
+                request_id: request_id.clone(),
+            });
+        }
+    }
+
+    /// Keeps the request if it is the slowest of its second so far.
+    #[allow(clippy::too_many_arguments)]
+    fn maybe_slow(
+        &self,
+        request: &Started<'_>,
+        ctx: &RequestCtx,
+        spans: &[Span],
+        route: &str,
+        status: StatusCode,
+        elapsed: u64,
+        end: u64,
+        request_id: impl FnOnce() -> Option<String>,
+    ) {
+        let second = end / self.ticks_per_second;
+        if second == self.slow_second.load(Relaxed) && elapsed <= self.slow_max.load(Relaxed) {
+            return;
+        }
+        let mut window = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        if window.second != second {
+            if let Some(previous) = window.candidate.take() {
+                if window.kept.len() == MAX_SLOW {
+                    window.kept.pop_front();
+                }
+                window.kept.push_back(previous);
+            }
+            window.second = second;
+            self.slow_second.store(second, Relaxed);
+            self.slow_max.store(0, Relaxed);
+        }
+        if elapsed <= self.slow_max.load(Relaxed) {
+            return;
+        }
+        self.slow_max.store(elapsed, Relaxed);
+        let slots = ctx.slots();
+        let steps = slots
+            .iter()
+            .zip(walls_excluding_inner(slots, spans))
+            .enumerate()
+            .filter(|(_, (slot, _))| slot.ran())
+            .map(|(i, (slot, wall))| Step {
+                entry: self.names[i].to_string(),
+                start_ms: ms(slot.first.load(Relaxed).saturating_sub(request.start)),
+                wall_ms: wall.as_secs_f64() * 1000.0,
+                exclusive_ms: ms(slot.exclusive.load(Relaxed)),
+            })
+            .collect();
+        window.candidate = Some(SlowRequest {
+            at_ms: unix_ms(),
+            method: ctx.method.to_string(),
+            route: route.to_owned(),
+            path: shown_path(request.uri, self.show_query_values),
+            status: status.as_u16(),
+            duration_ms: ms(elapsed),
+            request_id: request_id(),
+            steps,
+        });
+    }
+
+    /// The blocking events kept, oldest first.
+    pub(super) fn events(&self) -> Vec<BlockingEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The slow requests kept, slowest first.
+    pub(super) fn slowest(&self) -> Vec<SlowRequest> {
+        let window = self.slow.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<SlowRequest> = window
+            .kept
+            .iter()
+            .chain(window.candidate.as_ref())
+            .cloned()
+            .collect();
+        drop(window);
+        all.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+        all
+    }
+}
+
+/// `path?key=&other=`: the keys of the query, not its values, unless `values`.
+pub(super) fn shown_path(uri: &http::Uri, values: bool) -> String {
+    let path = uri.path();
+    match uri.query() {
+        None => path.to_owned(),
+        Some(query) if values => format!("{path}?{query}"),
+        Some(query) => {
+            let keys: Vec<&str> = query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+                .collect();
+            format!("{path}?{}=", keys.join("=&"))
+        }
+    }
+}
+
+fn ms(ticks: u64) -> f64 {
+    ticks_to_duration(ticks).as_secs_f64() * 1000.0
+}
+
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_path;
+
+    #[test]
+    fn query_values_are_hidden() {
+        let uri: http::Uri = "/items/3?q=secret&page=2&flag".parse().unwrap();
+        assert_eq!(shown_path(&uri, false), "/items/3?q=&page=&flag=");
+        assert_eq!(shown_path(&uri, true), "/items/3?q=secret&page=2&flag");
+        let plain: http::Uri = "/".parse().unwrap();
+        assert_eq!(shown_path(&plain, false), "/");
+    }
+}
