@@ -2,6 +2,8 @@
 //! requests, a blocking middleware's event, a rate limiter's 429s, panics and errors, query
 //! values hidden, access decided on the client address, the page's headers.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -260,6 +262,38 @@ async fn the_event_stream_sends_snapshots_and_resumes_after_the_last_seen() {
     assert!(id > seen, "resumed at {id}, after {seen}");
 }
 
+#[tokio::test]
+async fn a_viewer_that_stops_reading_misses_snapshots_and_holds_up_nothing() {
+    let page = LivePage::new();
+    let client = TestClient::new(stack(&page).service(app(&page)));
+    let mut stuck = client.get("/_callnext/api/events").stream().await;
+    let (first, _) = next_snapshot(&mut stuck).await;
+    // The viewer reads nothing for a while; requests go on.
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    let mut served = 0;
+    while std::time::Instant::now() < until {
+        assert_eq!(client.get("/").await.status(), 200);
+        served += 1;
+        tokio::task::yield_now().await;
+    }
+    assert!(served > 0);
+    // When it reads again it gets one current snapshot, not the backlog of the ones it
+    // missed: the next comes a tick later.
+    let (second, doc) = next_snapshot(&mut stuck).await;
+    let read_at = std::time::Instant::now();
+    assert!(second > first);
+    assert_eq!(
+        doc["stacks"][0]["routes"][0]["requests"], served,
+        "it is current"
+    );
+    let (third, _) = next_snapshot(&mut stuck).await;
+    assert_eq!(third, second + 1);
+    assert!(
+        read_at.elapsed() >= Duration::from_millis(500),
+        "the missed ticks were skipped, not queued"
+    );
+}
+
 /// The next snapshot event on the stream: its id and document.
 async fn next_snapshot(stream: &mut callnext::TestStream) -> (u64, Value) {
     let mut text = String::new();
@@ -445,4 +479,110 @@ fn the_admin_table_turns_the_page_on() {
     assert_eq!(config.live_page().unwrap().unwrap().path(), "/ops/live");
     let off = Config::parse("[admin]\n", "callnext.toml", &[]).unwrap();
     assert!(off.live_page().unwrap().is_none());
+}
+
+/// Polls the JSON API until `ready` accepts a snapshot (the page probes stores in the
+/// background, at most every 5 s, once someone looks).
+async fn snapshot_when<S>(client: &TestClient<S>, ready: impl Fn(&Value) -> bool) -> Value
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    for _ in 0..300 {
+        let doc = snapshot(client).await;
+        if ready(&doc["stacks"][0]) {
+            return doc;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the snapshot never got there: {}", snapshot(client).await);
+}
+
+#[cfg(all(feature = "config", feature = "redis", feature = "sql"))]
+#[tokio::test]
+async fn stores_settings_and_order_warnings_from_the_configuration_file() {
+    let dir = std::env::temp_dir().join(common::unique("live-page-stores"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = format!("sqlite://{}", dir.join("sessions.db").display());
+    let secret = "s".repeat(64);
+    let text = format!(
+        "[stack]\norder = [\"cors\", \"request_id\", \"rate_limit\", \"session\"]\n\
+         [middleware.cors]\nallow_origins = [\"https://app.example\"]\n\
+         [middleware.request_id]\n\
+         [middleware.rate_limit]\nstore = \"{redis}\"\nlimit = \"1000/minute\"\nprefix = \"{prefix}\"\n\
+         [middleware.session]\nstore = \"{sqlite}\"\nsecret = \"{secret}\"\n",
+        redis = common::redis_url(),
+        prefix = common::unique("live"),
+    );
+    let page = LivePage::new();
+    let stack = common::stack_from_config(&text).unwrap().live(&page);
+    let client = TestClient::new(stack.service(app(&page)));
+    assert_eq!(client.get("/").await.status(), 200);
+
+    let doc = snapshot_when(&client, |s| {
+        s["backends"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2 && b.iter().all(|b| b["up"] == true))
+    })
+    .await;
+    let s = &doc["stacks"][0];
+    let backends = s["backends"].as_array().unwrap();
+    assert_eq!(backends[0]["kind"], "redis");
+    assert_eq!(backends[0]["used_by"], "rate_limit");
+    assert_eq!(backends[0]["counters"]["store_errors_open"], 0);
+    assert!(backends[0]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(backends[1]["kind"], "sqlite");
+    assert_eq!(backends[1]["used_by"], "session");
+    assert_eq!(backends[1]["counters"]["store_errors_load"], 0);
+    // Settings as the file gave them, the secret hidden.
+    let settings = entry(s, "session")["settings"].to_string();
+    assert!(settings.contains("<redacted>"), "{settings}");
+    assert!(!settings.contains(&secret), "{settings}");
+    assert!(entry(s, "rate_limit")["settings"]
+        .to_string()
+        .contains("limit=\\\"1000/minute\\\""));
+    // The order linter's warning: the request id should come first.
+    let lint = s["lint"].as_array().unwrap();
+    assert!(
+        lint.iter()
+            .any(|w| w.as_str().unwrap().contains("put the request id first")),
+        "{lint:?}"
+    );
+
+    // A Redis that is not there: down, with the error, and the limiter's policy counted.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let text = format!(
+        "[middleware.rate_limit]\nstore = \"redis://127.0.0.1:{port}\"\nlimit = \"10/minute\"\n"
+    );
+    let page = LivePage::new();
+    let stack = common::stack_from_config(&text).unwrap().live(&page);
+    let client = TestClient::new(stack.service(app(&page)));
+    assert_eq!(client.get("/").await.status(), 200, "fails open by default");
+    let doc = snapshot_when(&client, |s| s["backends"][0]["up"] == false).await;
+    let backend = &doc["stacks"][0]["backends"][0];
+    assert!(!backend["error"].as_str().unwrap().is_empty());
+    // The request, and the page's own (they go through the stack, uncounted by the page).
+    assert!(backend["counters"]["store_errors_open"].as_u64().unwrap() >= 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn the_page_can_live_elsewhere() {
+    let page = LivePage::builder().path("/ops/live/").build().unwrap();
+    assert_eq!(page.path(), "/ops/live");
+    let client = TestClient::new(Stack::new().live(&page).service(app(&page)));
+    assert_eq!(client.get("/ops/live/").await.status(), 200);
+    assert_eq!(client.get("/ops/live/api/stack").await.status(), 200);
+    // Not the page any more: an ordinary request to a path the app does not have.
+    assert_eq!(client.get("/_callnext/").await.status(), 404);
+    client.get("/").await;
+    let doc: Value = client.get("/ops/live/api/stack").await.json();
+    assert_eq!(doc["stacks"][0]["requests"], 2, "{doc}");
+    assert_eq!(route(&doc["stacks"][0], "unmatched")["status"]["4xx"], 1);
 }

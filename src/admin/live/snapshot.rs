@@ -171,9 +171,11 @@ impl Window<'_> {
         self.now.iter().sum()
     }
 
+    /// Per second over the window; none over less than a second or so (two snapshots made
+    /// close together would give wild figures).
     fn rate(&self) -> Option<f64> {
         let seconds = self.seconds?;
-        (seconds > 0.0).then(|| self.window.iter().sum::<u64>() as f64 / seconds)
+        (seconds >= FRESH.as_secs_f64()).then(|| self.window.iter().sum::<u64>() as f64 / seconds)
     }
 
     /// In microseconds: over the window when it has samples, otherwise over the lifetime.
