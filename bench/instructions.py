@@ -20,7 +20,7 @@ import tempfile
 GROUPS = ["axum", "fn", "fn_off", "struct", "hook", "hook_off", "hook_ready", "tower"]
 SIZES = [0, 1, 4, 16]
 BATTERIES = ["request_id", "access_log", "security_headers", "cors", "timeout", "concurrency",
-             "body_limit", "rate_limit", "noop_hook", "session", "production"]
+             "body_limit", "rate_limit", "noop_hook", "session", "production", "production_live"]
 REQUESTS = 1000
 
 

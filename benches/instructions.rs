@@ -98,7 +98,16 @@ fn main() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let stack = common::battery_stack(&battery["battery_".len()..]);
+            // `battery_<name>_live`: the same stack recording for the live page.
+            let name = &battery["battery_".len()..];
+            let (name, live) = match name.strip_suffix("_live") {
+                Some(name) => (name, true),
+                None => (name, false),
+            };
+            let mut stack = common::battery_stack(name);
+            if live {
+                stack = stack.live(&callnext::admin::LivePage::new());
+            }
             drive(&rt, stack.service(endpoint()), requests);
         }
         other => panic!("unknown group {other}"),

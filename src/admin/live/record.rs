@@ -252,15 +252,29 @@ impl LiveStack {
         }
     }
 
-    fn route(&self, route: &str) -> Arc<RouteFigures> {
+    /// Counts a response of `route`: under the read lock when the route is known (no
+    /// reference count touched), otherwise after adding it.
+    #[inline]
+    fn count_route(&self, route: &str, status: StatusCode, elapsed: u64) {
+        let count = |figures: &RouteFigures| {
+            figures.duration.record(elapsed);
+            let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+            figures.classes[class].fetch_add(1, Relaxed);
+        };
         if let Some(figures) = self
             .routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(route)
         {
-            return Arc::clone(figures);
+            count(figures);
+            return;
         }
+        count(&self.add_route(route));
+    }
+
+    #[cold]
+    fn add_route(&self, route: &str) -> Arc<RouteFigures> {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         let key = if routes.len() >= MAX_ROUTES && !routes.contains_key(route) {
             "other"
@@ -285,10 +299,7 @@ impl LiveStack {
     ) {
         let end = now();
         let elapsed = end.saturating_sub(request.start);
-        let route_figures = self.route(route);
-        route_figures.duration.record(elapsed);
-        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        route_figures.classes[class].fetch_add(1, Relaxed);
+        self.count_route(route, status, elapsed);
         let slots = ctx.slots();
         let app = slots.len().checked_sub(1);
         let mut last_ran = None;
@@ -311,10 +322,12 @@ impl LiveStack {
             }
             if status.is_server_error() {
                 figures.errors.fetch_add(1, Relaxed);
-            }
-            if let Some(panicked) = res.extensions().get::<crate::Panicked>() {
-                if let Some(i) = self.names.iter().position(|n| **n == *panicked.entry()) {
-                    self.boundaries[i].panics.fetch_add(1, Relaxed);
+                // A caught panic answers 500 (looked for only then: a lookup in the
+                // extensions is not free).
+                if let Some(panicked) = res.extensions().get::<crate::Panicked>() {
+                    if let Some(i) = self.names.iter().position(|n| **n == *panicked.entry()) {
+                        self.boundaries[i].panics.fetch_add(1, Relaxed);
+                    }
                 }
             }
         }
