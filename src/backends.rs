@@ -17,6 +17,7 @@
 //! ```
 
 use std::sync::Arc;
+#[cfg(any(feature = "redis", feature = "sql"))]
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -25,6 +26,7 @@ use futures_util::future::BoxFuture;
 pub use self::redis_client::Redis;
 
 /// The longest a probe waits, in case its caller sets no timeout of its own.
+#[cfg(any(feature = "redis", feature = "sql"))]
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One round trip to a store: `Ok`, or what failed as text.
@@ -35,6 +37,7 @@ pub(crate) type Counters = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Syn
 
 /// A store one battery talks to, as the live page shows it.
 #[derive(Clone)]
+#[cfg_attr(not(any(feature = "redis", feature = "sql")), allow(dead_code))]
 pub(crate) struct Backend {
     /// "redis", "postgres" or "sqlite".
     pub(crate) kind: &'static str,
@@ -56,6 +59,7 @@ impl std::fmt::Debug for Backend {
     }
 }
 
+#[cfg(any(feature = "redis", feature = "sql"))]
 impl Backend {
     /// A backend whose probe is `probe`, bounded and with its error redacted.
     fn new<F, E>(kind: &'static str, url: String, probe: F, counters: Counters) -> Self

@@ -210,14 +210,44 @@ async fn the_slowest_requests_keep_their_waterfall() {
 }
 
 #[tokio::test]
+async fn an_entry_that_answers_after_calling_the_rest_is_the_one_counted() {
+    let page = LivePage::new();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        )
+        .merge(Admin::new().live_page(&page).router());
+    let stack = Stack::new()
+        .middleware(callnext::middleware::Timeout::new(Duration::from_millis(
+            50,
+        )))
+        .live(&page);
+    let client = TestClient::new(stack.service(app));
+    let status = client.get("/slow").await.status().as_u16();
+    assert!(status >= 500, "{status}");
+    let doc = snapshot(&client).await;
+    let s = &doc["stacks"][0];
+    assert_eq!(
+        entry(s, "timeout")["answered"],
+        serde_json::json!([{"status": status, "count": 1}])
+    );
+    assert_eq!(entry(s, "timeout")["errors"], 1);
+    assert_eq!(entry(s, "app")["errors"], 0, "the app never answered");
+}
+
+#[tokio::test]
 async fn query_values_are_hidden_unless_asked() {
     for (show, expected) in [
-        (false, "/items/7?token=&page="),
-        (true, "/items/7?token=abc&page=2"),
+        (false, "/items/7?token=&page=&*"),
+        (true, "/items/7?token=abc&page=2&eyJhbGciOi"),
     ] {
         let page = LivePage::builder().show_query_values(show).build().unwrap();
         let client = TestClient::new(Stack::new().live(&page).service(app(&page)));
-        client.get("/items/7?token=abc&page=2").await;
+        client.get("/items/7?token=abc&page=2&eyJhbGciOi").await;
         let requests: Value = client.get("/_callnext/api/requests").await.json();
         assert_eq!(requests["stacks"][0]["slowest"][0]["path"], expected);
     }
@@ -260,6 +290,14 @@ async fn the_event_stream_sends_snapshots_and_resumes_after_the_last_seen() {
         .await;
     let (id, _) = next_snapshot(&mut resumed).await;
     assert!(id > seen, "resumed at {id}, after {seen}");
+    // An id from before a restart (ahead of this process's numbers) does not hold it back.
+    let mut after_restart = client
+        .get("/_callnext/api/events")
+        .header("last-event-id", "1000000")
+        .stream()
+        .await;
+    let (id, _) = next_snapshot(&mut after_restart).await;
+    assert!(id < 1_000_000);
 }
 
 #[tokio::test]
@@ -352,6 +390,28 @@ async fn access_is_decided_on_the_client_address_or_the_token() {
         assert_eq!(res.status(), 404, "{path} to 203.0.113.5");
         assert_eq!(res.header("cache-control"), Some("no-store"));
     }
+    // Loopback, but asked for by another site's name (DNS rebinding) or by another site's
+    // page: refused.
+    let res = client
+        .get("/_callnext/api/stack")
+        .header("host", "rebound.example:8000")
+        .await;
+    assert_eq!(res.status(), 404);
+    let res = client
+        .get("/_callnext/api/stack")
+        .header("sec-fetch-site", "cross-site")
+        .await;
+    assert_eq!(res.status(), 404);
+    let res = client
+        .get("/_callnext/api/stack")
+        .header("host", "localhost:8000")
+        .header("sec-fetch-site", "same-origin")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.header("cross-origin-resource-policy"),
+        Some("same-origin")
+    );
     // A client that is not loopback at all.
     let remote = TestClient::new(Stack::new().live(&page).service(app(&page)))
         .peer(SocketAddr::from(([192, 0, 2, 7], 40000)));

@@ -31,13 +31,15 @@ pin_project_lite::pin_project! {
         route: Box<str>,
         exclusive: u64,
         done: bool,
+        // Whether the live page records it (not the page's own responses).
+        live: bool,
     }
 
     impl PinnedDrop for TimedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if !*this.done {
-                this.report.body_finished(*this.exclusive);
+                this.report.body_finished(*this.exclusive, *this.live);
             }
         }
     }
@@ -49,6 +51,7 @@ impl TimedBody {
         report: Arc<StackReport>,
         method: http::Method,
         route: &str,
+        live: bool,
     ) -> Body {
         Body::new(Self {
             inner: body,
@@ -57,6 +60,7 @@ impl TimedBody {
             route: route.into(),
             exclusive: 0,
             done: false,
+            live,
         })
     }
 }
@@ -103,7 +107,7 @@ impl http_body::Body for TimedBody {
         }
         if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) && !*this.done {
             *this.done = true;
-            this.report.body_finished(*this.exclusive);
+            this.report.body_finished(*this.exclusive, *this.live);
         }
         poll
     }

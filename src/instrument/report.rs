@@ -164,10 +164,11 @@ impl StackReport {
         }
     }
 
-    /// The response body's polls of one request: `exclusive` ticks in all.
-    pub(crate) fn body_finished(&self, exclusive: u64) {
-        if let Some(live) = &self.live {
-            live.body_finished(exclusive);
+    /// The response body's polls of one request: `exclusive` ticks in all; `live` when the
+    /// live page records the request.
+    pub(crate) fn body_finished(&self, exclusive: u64, live: bool) {
+        if let (Some(page), true) = (&self.live, live) {
+            page.body_finished(exclusive);
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.metrics {

@@ -312,6 +312,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         };
         unfinished.armed = false;
         let live_uri = unfinished.live.take();
+        let recorded = live_uri.is_some();
         without_forbidden_body(&ctx.method, &mut res);
         if let Some(tasks) = res.extensions_mut().remove::<crate::BackgroundTasks>() {
             res = after_body(res, tasks, &inner.background);
@@ -331,7 +332,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             if http_body::Body::size_hint(res.body()).exact().is_none() {
                 let report = Arc::clone(&inner.chain.report);
                 let method = ctx.method.clone();
-                res = res.map(|body| TimedBody::wrap(body, report, method, route));
+                res = res.map(|body| TimedBody::wrap(body, report, method, route, recorded));
             }
         }
         if let (Some(uri), Some(live)) = (live_uri, &report.live) {

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::LivePage;
@@ -53,7 +54,14 @@ impl LivePage {
         let settings = &self.inner.settings;
         if let Some(token) = &settings.token {
             return match credential(req.headers()) {
-                Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+                // Digests compared, so the comparison takes as long whatever the length.
+                Some(given)
+                    if bool::from(
+                        Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(token.as_bytes())),
+                    ) =>
+                {
+                    Ok(())
+                }
                 Some(_) => Err(Box::new(denied(StatusCode::FORBIDDEN, "Forbidden"))),
                 None if wants_html(req.headers()) => {
                     let mut res = denied(StatusCode::UNAUTHORIZED, "Not authenticated");
@@ -68,12 +76,44 @@ impl LivePage {
                 None => Err(Box::new(denied(StatusCode::FORBIDDEN, "Forbidden"))),
             };
         }
-        if settings.open || ClientIp::of(req).is_some_and(|ip| ip.0.is_loopback()) {
+        if settings.open {
+            return Ok(());
+        }
+        // Loopback, and asked for by a loopback name: a page of another site open in the
+        // operator's browser cannot read it (a DNS name rebound to 127.0.0.1 keeps its own
+        // name in `Host`; a cross-site fetch says so in `Sec-Fetch-Site`).
+        if ClientIp::of(req).is_some_and(|ip| ip.0.is_loopback())
+            && loopback_host(req.headers())
+            && !cross_site(req.headers())
+        {
             return Ok(());
         }
         tracing::debug!(client = ?ClientIp::of(req), "live page refused to a client that is not loopback");
         Err(Box::new(denied(StatusCode::NOT_FOUND, "Not Found")))
     }
+}
+
+/// Whether `Host` (or, in HTTP/2, the authority) names this machine's loopback: `localhost`,
+/// `127.x.x.x`, `[::1]`, with any port. A request without one (HTTP/1.0) passes.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A browser's request made by a page of another site.
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
 fn denied(status: StatusCode, detail: &'static str) -> Response {
@@ -118,6 +158,10 @@ fn guard_headers(headers: &mut HeaderMap) {
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        http::HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-origin"),
     );
 }
 
@@ -172,6 +216,8 @@ fn events(page: LivePage, req: Request) -> Response {
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
+    // An id from before a restart (numbers start again at 1) would hold the stream back.
+    let seen = seen.filter(|&seen| seen <= page.latest_seq());
     let mut interval = tokio::time::interval(EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stream = futures_util::stream::unfold(
@@ -201,6 +247,34 @@ fn events(page: LivePage, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        let host = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_static(value));
+            loopback_host(&headers)
+        };
+        for ok in [
+            "localhost",
+            "localhost:8000",
+            "127.0.0.1:8000",
+            "127.1.2.3",
+            "[::1]:9",
+            "[::1]",
+        ] {
+            assert!(host(ok), "{ok}");
+        }
+        for no in [
+            "evil.example",
+            "evil.example:8000",
+            "10.0.0.1:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!host(no), "{no}");
+        }
+        assert!(loopback_host(&HeaderMap::new()));
+    }
 
     #[test]
     fn credentials_from_bearer_and_basic() {

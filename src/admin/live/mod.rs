@@ -160,7 +160,9 @@ impl LivePage {
             .stacks
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        stacks.retain(|(id, stack)| id.strong_count() > 0 && stack.strong_count() > 0);
+        // A stack's figures stay while a service built from it lives, even once the `Stack`
+        // value itself is gone.
+        stacks.retain(|(_, stack)| stack.strong_count() > 0);
         if let Some(stack) = stacks
             .iter()
             .find(|(id, _)| id.upgrade().is_some_and(|id| Arc::ptr_eq(&id, identity)))
@@ -209,10 +211,16 @@ impl LivePageBuilder {
     /// Where the page is served: a path starting with `/` (default `/_callnext`).
     pub fn path(mut self, path: &str) -> Self {
         let trimmed = path.trim_end_matches('/');
+        let plain = |c: char| c.is_ascii_alphanumeric() || "/-_.~".contains(c);
         if !path.starts_with('/') || trimmed.is_empty() {
             self.error.get_or_insert(ConfigError::invalid(
                 "page_path",
                 format!("must start with `/` and not be `/` alone, got `{path}`"),
+            ));
+        } else if !path.chars().all(plain) {
+            self.error.get_or_insert(ConfigError::invalid(
+                "page_path",
+                format!("letters, digits and `/-_.~` only, got `{path}`"),
             ));
         } else {
             self.settings.path = Arc::from(trimmed);

@@ -314,8 +314,12 @@ impl LiveStack {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        // Who answered: the app when it ran, otherwise the innermost entry that ran.
-        if let (Some(answerer), Some(res)) = (last_ran, res) {
+        // Who answered: the entry that says so (a timeout, a concurrency limit, a hook's early
+        // answer), otherwise the app when it ran, otherwise the innermost entry that ran.
+        let said = res
+            .and_then(|res| res.extensions().get::<crate::AnsweredBy>())
+            .and_then(|by| self.names.iter().position(|n| **n == *by.name()));
+        if let (Some(answerer), Some(res)) = (said.or(last_ran), res) {
             let figures = &self.boundaries[answerer];
             if Some(answerer) != app {
                 figures.answered(status.as_u16());
@@ -454,12 +458,16 @@ pub(super) fn shown_path(uri: &http::Uri, values: bool) -> String {
         None => path.to_owned(),
         Some(query) if values => format!("{path}?{query}"),
         Some(query) => {
-            let keys: Vec<&str> = query
+            // `key=value` shows its key; a bare part (`?eyJhbGci...`) may itself be a secret.
+            let keys: Vec<String> = query
                 .split('&')
                 .filter(|pair| !pair.is_empty())
-                .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map_or_else(|| "*".to_owned(), |(key, _)| format!("{key}="))
+                })
                 .collect();
-            format!("{path}?{}=", keys.join("=&"))
+            format!("{path}?{}", keys.join("&"))
         }
     }
 }
@@ -481,7 +489,7 @@ mod tests {
     #[test]
     fn query_values_are_hidden() {
         let uri: http::Uri = "/items/3?q=secret&page=2&flag".parse().unwrap();
-        assert_eq!(shown_path(&uri, false), "/items/3?q=&page=&flag=");
+        assert_eq!(shown_path(&uri, false), "/items/3?q=&page=&*");
         assert_eq!(shown_path(&uri, true), "/items/3?q=secret&page=2&flag");
         let plain: http::Uri = "/".parse().unwrap();
         assert_eq!(shown_path(&plain, false), "/");

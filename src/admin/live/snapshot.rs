@@ -36,7 +36,7 @@ pub(crate) struct Snapshots {
 #[derive(Default)]
 struct State {
     seq: u64,
-    latest: Option<(Instant, Arc<str>)>,
+    latest: Option<(Instant, u64, Arc<str>)>,
     readings: VecDeque<Reading>,
 }
 
@@ -79,13 +79,18 @@ impl LivePage {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, json)) = &state.latest {
+        if let Some((at, seq, json)) = &state.latest {
             if !fresh && at.elapsed() < FRESH {
-                return (state.seq, Arc::clone(json));
+                return (*seq, Arc::clone(json));
             }
         }
         let stacks = self.stacks();
         let now = Instant::now();
+        // After a quiet spell the window starts again rather than spanning it.
+        let oldest_kept = FRESH * READINGS as u32 * 2;
+        state
+            .readings
+            .retain(|r| now.duration_since(r.at) <= oldest_kept);
         let reading = Reading {
             at: now,
             stacks: stacks
@@ -118,7 +123,7 @@ impl LivePage {
         let json: Arc<str> = Arc::from(doc.to_string());
         // A script's snapshot is not the viewers' next one: they would see it a second late.
         if !fresh {
-            state.latest = Some((now, Arc::clone(&json)));
+            state.latest = Some((now, seq, Arc::clone(&json)));
         }
         drop(state);
         for stack in &stacks {
@@ -127,6 +132,16 @@ impl LivePage {
             }
         }
         (seq, json)
+    }
+
+    /// The number of the latest snapshot made.
+    pub(crate) fn latest_seq(&self) -> u64 {
+        self.inner
+            .snapshots
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seq
     }
 
     /// The slow requests and blocking events every stack keeps.
