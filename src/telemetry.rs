@@ -521,9 +521,16 @@ impl Telemetry {
                 }
             }
         }
-        let name = format!("{} {route}", trace.method);
-        let client = trace.client.map(|ip| ip.to_string());
-        let mut attributes = vec![
+        // Built by hand: `format!` and an address's `Display` were a fifth of a kept
+        // request's cost (callgrind).
+        let method = trace.method.as_str();
+        let mut name = String::with_capacity(method.len() + 1 + route.len());
+        name.push_str(method);
+        name.push(' ');
+        name.push_str(route);
+        let client = trace.client.map(address_text);
+        let mut attributes = Vec::with_capacity(6);
+        attributes.extend([
             ("http.request.method", Value::Str(trace.method.as_str())),
             ("http.route", Value::Str(route)),
             (
@@ -531,7 +538,7 @@ impl Telemetry {
                 Value::Int(i64::from(status.as_u16())),
             ),
             ("url.path", Value::Str(&trace.path)),
-        ];
+        ]);
         if let Some(client) = &client {
             attributes.push(("client.address", Value::Str(client)));
         }
@@ -557,6 +564,30 @@ impl Telemetry {
             encoding,
         );
         inner.exporter.push(&out, spans);
+    }
+}
+
+/// An address as text; IPv4 digit by digit (the common case, without the formatting
+/// machinery), IPv6 by its `Display`.
+fn address_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        IpAddr::V6(v6) => v6.to_string(),
     }
 }
 
@@ -612,5 +643,23 @@ impl Timings<'_> {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "203.0.113.5",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(super::address_text(ip), ip.to_string());
+        }
     }
 }
