@@ -215,12 +215,23 @@ impl Drop for Unfinished<'_> {
         if self.ctx.timed {
             self.report.abandoned(self.ctx);
         }
+        // One clock read for the live page and the metrics (a start of 0: neither needs it).
+        let end = if self.start == 0 {
+            0
+        } else {
+            crate::instrument::clock::now()
+        };
         if let (Some(uri), Some(live)) = (self.live.take(), &self.report.live) {
-            live.abandoned(&uri, self.start, self.ctx, &self.report.spans);
+            let request = crate::admin::live::Started {
+                start: self.start,
+                end,
+                uri: &uri,
+            };
+            live.abandoned(&request, self.ctx, &self.report.spans);
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &self.report.metrics {
-            let elapsed = crate::instrument::clock::now().saturating_sub(self.start);
+            let elapsed = end.saturating_sub(self.start);
             let closed = http::StatusCode::from_u16(499).unwrap_or(http::StatusCode::BAD_REQUEST);
             let route = self.ctx.route_label();
             metrics
@@ -335,8 +346,19 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 res = res.map(|body| TimedBody::wrap(body, report, method, route, recorded));
             }
         }
+        // The response head is ready: one clock read for the live page and the metrics.
+        let end = if unfinished.start == 0 {
+            0
+        } else {
+            crate::instrument::clock::now()
+        };
         if let (Some(uri), Some(live)) = (live_uri, &report.live) {
-            live.finished(&uri, unfinished.start, &ctx, &report.spans, route, &res);
+            let request = crate::admin::live::Started {
+                start: unfinished.start,
+                end,
+                uri: &uri,
+            };
+            live.finished(&request, &ctx, &report.spans, route, &res);
         }
         #[cfg(feature = "otel")]
         if let (Some(telemetry), Some(trace)) = (&inner.telemetry, trace) {
@@ -350,7 +372,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &report.metrics {
-            let elapsed = crate::instrument::clock::now().saturating_sub(unfinished.start);
+            let elapsed = end.saturating_sub(unfinished.start);
             metrics
                 .requests
                 .record(&ctx.method, route, res.status(), elapsed);

@@ -106,13 +106,19 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        #[cfg(unix)]
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(&mut self.child);
     }
+}
+
+/// Ends `child` and every process of its group (started with `process_group(0)`): a wrapper
+/// and what it runs, a browser and its helpers.
+pub fn kill_group(child: &mut Child) {
+    #[cfg(unix)]
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 pub async fn get(url: &str) -> (http::response::Parts, Bytes) {

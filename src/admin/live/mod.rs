@@ -59,7 +59,7 @@ mod snapshot;
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-pub(crate) use record::{LiveStack, Parts};
+pub(crate) use record::{LiveStack, Parts, Started};
 
 use crate::ConfigError;
 

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 
 use super::histogram::LogHistogram;
-use crate::instrument::clock::{now, ns_to_ticks, ticks_to_duration};
+use crate::instrument::clock::{ns_to_ticks, ticks_to_duration};
 use crate::instrument::request::RequestCtx;
 use crate::instrument::timings::{walls_excluding_inner, Span};
 use crate::instrument::BlockingStats;
@@ -138,15 +138,10 @@ struct SlowWindow {
 
 /// What one stack records for the page. Shared by every service built from the same stack.
 pub(crate) struct LiveStack {
-    pub(super) name: String,
-    /// Per boundary: each entry, then `app`, then `body`.
-    pub(super) names: Box<[Box<str>]>,
+    /// What the stack is: its boundaries, entries, warnings, stores.
+    pub(super) parts: Parts,
+    /// Per boundary, as `parts.names`.
     pub(super) boundaries: Box<[BoundaryFigures]>,
-    pub(super) entries: Vec<super::EntryView>,
-    pub(super) lint: Vec<String>,
-    pub(super) timed: bool,
-    /// Per boundary: its blocking events since the stack was built.
-    pub(super) stats: Box<[Arc<BlockingStats>]>,
     pub(super) in_flight: AtomicI64,
     pub(super) routes: RwLock<HashMap<Box<str>, Arc<RouteFigures>, foldhash::fast::FixedState>>,
     events: Mutex<VecDeque<BlockingEvent>>,
@@ -159,7 +154,6 @@ pub(crate) struct LiveStack {
     /// The page's own path: its requests are not recorded.
     page_path: Arc<str>,
     show_query_values: bool,
-    pub(super) backends: Vec<super::BackendView>,
 }
 
 /// What a stack tells its recorder when it is built.
@@ -176,20 +170,17 @@ pub(crate) struct Parts {
 
 /// A request being recorded: when it started and what it asked for.
 pub(crate) struct Started<'a> {
-    start: u64,
-    uri: &'a http::Uri,
+    /// When it began and ended (answered or dropped), in clock ticks.
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) uri: &'a http::Uri,
 }
 
 impl LiveStack {
     pub(crate) fn new(parts: Parts, page_path: Arc<str>, show_query_values: bool) -> Self {
         Self {
-            name: parts.name,
             boundaries: parts.names.iter().map(|_| BoundaryFigures::new()).collect(),
-            names: parts.names,
-            entries: parts.entries,
-            lint: parts.lint,
-            timed: parts.timed,
-            stats: parts.stats,
+            parts,
             in_flight: AtomicI64::new(0),
             routes: RwLock::default(),
             events: Mutex::new(VecDeque::new()),
@@ -200,7 +191,6 @@ impl LiveStack {
             ticks_per_second: ns_to_ticks(1_000_000_000).max(1),
             page_path,
             show_query_values,
-            backends: parts.backends,
         }
     }
 
@@ -219,29 +209,25 @@ impl LiveStack {
         Some(Box::new(req.uri().clone()))
     }
 
-    /// A request begun at `start` was answered with `res` (after the stack's own figures
-    /// were taken).
+    /// A request was answered with `res` (after the stack's own figures were taken).
     pub(crate) fn finished(
         &self,
-        uri: &http::Uri,
-        start: u64,
+        request: &Started<'_>,
         ctx: &RequestCtx,
         spans: &[Span],
         route: &str,
         res: &Response,
     ) {
         self.in_flight.fetch_sub(1, Relaxed);
-        let request = Started { start, uri };
-        self.record(&request, ctx, spans, route, res.status(), Some(res));
+        self.record(request, ctx, spans, route, res.status(), Some(res));
     }
 
-    /// A request begun at `start` was dropped before it was answered (the client left, a
-    /// timeout outside the stack): counted as nginx's 499.
-    pub(crate) fn abandoned(&self, uri: &http::Uri, start: u64, ctx: &RequestCtx, spans: &[Span]) {
+    /// A request was dropped before it was answered (the client left, a timeout outside
+    /// the stack): counted as nginx's 499.
+    pub(crate) fn abandoned(&self, request: &Started<'_>, ctx: &RequestCtx, spans: &[Span]) {
         self.in_flight.fetch_sub(1, Relaxed);
         let closed = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
-        let request = Started { start, uri };
-        self.record(&request, ctx, spans, &ctx.route_label(), closed, None);
+        self.record(request, ctx, spans, &ctx.route_label(), closed, None);
     }
 
     /// The response body's polls of one request.
@@ -297,16 +283,18 @@ impl LiveStack {
         status: StatusCode,
         res: Option<&Response>,
     ) {
-        let end = now();
+        let end = request.end;
         let elapsed = end.saturating_sub(request.start);
         self.count_route(route, status, elapsed);
         let slots = ctx.slots();
         let app = slots.len().checked_sub(1);
         let mut last_ran = None;
+        let mut blocked = false;
         for (i, (slot, figures)) in slots.iter().zip(self.boundaries.iter()).enumerate() {
             if slot.ran() {
                 figures.exclusive.record(slot.exclusive.load(Relaxed));
                 last_ran = Some(i);
+                blocked |= slot.blocking_polls() > 0;
             }
         }
         let request_id = || {
@@ -318,7 +306,7 @@ impl LiveStack {
         // answer), otherwise the app when it ran, otherwise the innermost entry that ran.
         let said = res
             .and_then(|res| res.extensions().get::<crate::AnsweredBy>())
-            .and_then(|by| self.names.iter().position(|n| **n == *by.name()));
+            .and_then(|by| self.parts.names.iter().position(|n| **n == *by.name()));
         if let (Some(answerer), Some(res)) = (said.or(last_ran), res) {
             let figures = &self.boundaries[answerer];
             if Some(answerer) != app {
@@ -329,13 +317,18 @@ impl LiveStack {
                 // A caught panic answers 500 (looked for only then: a lookup in the
                 // extensions is not free).
                 if let Some(panicked) = res.extensions().get::<crate::Panicked>() {
-                    if let Some(i) = self.names.iter().position(|n| **n == *panicked.entry()) {
+                    if let Some(i) = self
+                        .parts
+                        .names
+                        .iter()
+                        .position(|n| **n == *panicked.entry())
+                    {
                         self.boundaries[i].panics.fetch_add(1, Relaxed);
                     }
                 }
             }
         }
-        if slots.iter().any(|s| s.blocking_polls() > 0) {
+        if blocked {
             self.blocking(ctx, route, request_id());
         }
         if ctx.timed {
@@ -358,7 +351,7 @@ impl LiveStack {
             events.push_back(BlockingEvent {
                 seq: self.event_seq.fetch_add(1, Relaxed) + 1,
                 at_ms,
-                entry: self.names[i].to_string(),
+                entry: self.parts.names[i].to_string(),
                 method: ctx.method.to_string(),
                 route: route.to_owned(),
                 duration_ms: ms(slot.worst.load(Relaxed)),
@@ -408,7 +401,7 @@ impl LiveStack {
             .enumerate()
             .filter(|(_, (slot, _))| slot.ran())
             .map(|(i, (slot, wall))| Step {
-                entry: self.names[i].to_string(),
+                entry: self.parts.names[i].to_string(),
                 start_ms: ms(slot.first.load(Relaxed).saturating_sub(request.start)),
                 wall_ms: wall.as_secs_f64() * 1000.0,
                 exclusive_ms: ms(slot.exclusive.load(Relaxed)),

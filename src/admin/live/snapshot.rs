@@ -127,8 +127,8 @@ impl LivePage {
         }
         drop(state);
         for stack in &stacks {
-            for backend in &stack.backends {
-                probe_if_due(stack, backend);
+            for index in 0..stack.parts.backends.len() {
+                probe_if_due(stack, index);
             }
         }
         (seq, json)
@@ -148,7 +148,7 @@ impl LivePage {
     pub(crate) fn requests(&self) -> Value {
         json!({
             "stacks": self.stacks().iter().map(|s| json!({
-                "name": s.name,
+                "name": s.parts.name,
                 "slowest": s.slowest(),
                 "blocking_events": s.events(),
             })).collect::<Vec<_>>(),
@@ -234,6 +234,7 @@ fn stack_json(stack: &Arc<LiveStack>, now: &Reading, oldest: Option<&Reading>) -
     let seconds = before.and(seconds);
 
     let entries: Vec<Value> = stack
+        .parts
         .entries
         .iter()
         .enumerate()
@@ -250,7 +251,7 @@ fn stack_json(stack: &Arc<LiveStack>, now: &Reading, oldest: Option<&Reading>) -
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
             answered.sort_by_key(|row| std::cmp::Reverse(row.1));
-            let (blocking, worst) = stack.stats[i].totals();
+            let (blocking, worst) = stack.parts.stats[i].totals();
             json!({
                 "index": view.index,
                 "name": view.name,
@@ -274,7 +275,7 @@ fn stack_json(stack: &Arc<LiveStack>, now: &Reading, oldest: Option<&Reading>) -
         })
         .collect();
 
-    let mut routes: Vec<(String, Value, u64)> = stack
+    let mut routes: Vec<RouteRow> = stack
         .routes
         .read()
         .unwrap_or_else(PoisonError::into_inner)
@@ -288,55 +289,55 @@ fn stack_json(stack: &Arc<LiveStack>, now: &Reading, oldest: Option<&Reading>) -
                     .map(Vec::as_slice),
                 seconds,
             );
-            let classes: Vec<u64> = figures.classes.iter().map(|c| c.load(Relaxed)).collect();
-            let total = w.total();
-            Some((
-                route.to_string(),
-                json!({
-                    "route": &**route,
-                    "requests": total,
-                    "rps": w.rate().map(round),
-                    "status": {
-                        "1xx": classes[0], "2xx": classes[1], "3xx": classes[2],
-                        "4xx": classes[3], "5xx": classes[4],
-                    },
-                    "p50_ms": w.quantile_us(0.5).map(|us| round(us / 1000.0)),
-                    "p99_ms": w.quantile_us(0.99).map(|us| round(us / 1000.0)),
-                }),
-                total,
-            ))
+            Some(RouteRow {
+                route: route.to_string(),
+                requests: w.total(),
+                rps: w.rate(),
+                classes: figures.classes.each_ref().map(|c| c.load(Relaxed)),
+                p50_ms: w.quantile_us(0.5).map(|us| round(us / 1000.0)),
+                p99_ms: w.quantile_us(0.99).map(|us| round(us / 1000.0)),
+            })
         })
         .collect();
-    routes.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    let requests: u64 = routes.iter().map(|r| r.2).sum();
-    let rps: Option<f64> = routes
-        .iter()
-        .map(|r| r.1["rps"].as_f64())
-        .sum::<Option<f64>>()
-        .map(round);
+    routes.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.route.cmp(&b.route))
+    });
+    let requests: u64 = routes.iter().map(|r| r.requests).sum();
+    let rps: Option<f64> = routes.iter().map(|r| r.rps).sum::<Option<f64>>().map(round);
     let mut status = [0u64; 5];
-    for (_, route, _) in &routes {
-        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-            status[i] += route["status"][class].as_u64().unwrap_or(0);
+    for row in &routes {
+        for (sum, class) in status.iter_mut().zip(row.classes) {
+            *sum += class;
         }
     }
     let mut slowest = stack.slowest();
     slowest.truncate(SLOW_SHOWN);
     json!({
-        "name": stack.name,
-        "instrumented": stack.timed,
+        "name": stack.parts.name,
+        "instrumented": stack.parts.timed,
         "in_flight": stack.in_flight.load(Relaxed).max(0),
         "requests": requests,
         "rps": rps,
-        "status": {
-            "1xx": status[0], "2xx": status[1], "3xx": status[2], "4xx": status[3], "5xx": status[4],
-        },
+        "status": status_json(status),
         "entries": entries,
-        "lint": stack.lint,
-        "routes": routes.into_iter().take(ROUTES_SHOWN).map(|r| r.1).collect::<Vec<_>>(),
+        "lint": stack.parts.lint,
+        "routes": routes
+            .iter()
+            .take(ROUTES_SHOWN)
+            .map(|r| json!({
+                "route": r.route,
+                "requests": r.requests,
+                "rps": r.rps.map(round),
+                "status": status_json(r.classes),
+                "p50_ms": r.p50_ms,
+                "p99_ms": r.p99_ms,
+            }))
+            .collect::<Vec<_>>(),
         "blocking_events": stack.events(),
         "slowest": slowest,
-        "backends": stack.backends.iter().map(|b| {
+        "backends": stack.parts.backends.iter().map(|b| {
             let probe = b.probe.lock().unwrap_or_else(PoisonError::into_inner);
             json!({
                 "kind": b.backend.kind,
@@ -355,44 +356,58 @@ fn stack_json(stack: &Arc<LiveStack>, now: &Reading, oldest: Option<&Reading>) -
     })
 }
 
-/// Starts a probe of `backend` in the background when its last one is old enough.
-fn probe_if_due(stack: &Arc<LiveStack>, view: &super::BackendView) {
-    {
-        let mut state = view.probe.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.running || state.started.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+/// One route's figures in a snapshot.
+struct RouteRow {
+    route: String,
+    requests: u64,
+    rps: Option<f64>,
+    /// Responses by status class, 1xx to 5xx.
+    classes: [u64; 5],
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+fn status_json(classes: [u64; 5]) -> Value {
+    json!({
+        "1xx": classes[0], "2xx": classes[1], "3xx": classes[2], "4xx": classes[3], "5xx": classes[4],
+    })
+}
+
+/// Starts a probe of the stack's backend `index` in the background when its last one is old
+/// enough.
+fn probe_if_due(stack: &Arc<LiveStack>, index: usize) {
+    let mut state = stack.parts.backends[index]
+        .probe
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if state.running || state.started.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    state.running = true;
+    state.started = Some(Instant::now());
+    let stack = Arc::clone(stack);
+    runtime.spawn(async move {
+        let Some(view) = stack.parts.backends.get(index) else {
             return;
         };
-        state.running = true;
-        state.started = Some(Instant::now());
-        let stack = Arc::clone(stack);
-        let index = stack
-            .backends
-            .iter()
-            .position(|b| std::ptr::eq(b, view))
-            .unwrap_or(0);
-        runtime.spawn(async move {
-            let Some(view) = stack.backends.get(index) else {
-                return;
-            };
-            let started = Instant::now();
-            let outcome = tokio::time::timeout(PROBE_TIMEOUT, (view.backend.probe)()).await;
-            let latency_ms = round(started.elapsed().as_secs_f64() * 1000.0);
-            let error = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(err),
-                Err(_) => Some(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
-            };
-            let mut state = view.probe.lock().unwrap_or_else(PoisonError::into_inner);
-            state.running = false;
-            state.result = Some(ProbeResult {
-                up: error.is_none(),
-                latency_ms,
-                error,
-                at_ms: unix_ms(),
-            });
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, (view.backend.probe)()).await;
+        let latency_ms = round(started.elapsed().as_secs_f64() * 1000.0);
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err),
+            Err(_) => Some(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+        };
+        let mut state = view.probe.lock().unwrap_or_else(PoisonError::into_inner);
+        state.running = false;
+        state.result = Some(ProbeResult {
+            up: error.is_none(),
+            latency_ms,
+            error,
+            at_ms: unix_ms(),
         });
-    }
+    });
 }
