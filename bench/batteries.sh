@@ -29,9 +29,8 @@ allow_origins = ["https://app.example"]
 [middleware.concurrency]
 TOML
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/common.sh
+source "$HERE/common.sh"
 
 # run NAME ARGS...: prints "NAME requests cpu_us_per_request"
 run() {

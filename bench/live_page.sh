@@ -21,9 +21,8 @@ trap 'rm -rf "$WORK"' EXIT
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 (cd "$ROOT" && cargo build --release -p callnext-server >/dev/null 2>&1)
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/common.sh
+source "$HERE/common.sh"
 
 cat >"$WORK/off.toml" <<TOML
 [middleware.request_id]
@@ -63,40 +62,6 @@ run() {
   python3 -c "print('$name', $requests, round(($ticks1 - $ticks0) / $hz * 1e6 / $requests, 3), $seen)"
 }
 
-# instructions NAME CONFIG N [VIEWER]: the server's user-space instructions after N keep-alive
-# requests (curl), a viewer reading the event stream all along when VIEWER is given.
-# Callgrind counts instructions, not time, so the figures repeat on a busy machine; the
-# kernel's share of a request is not in them.
-instructions() {
-  local name=$1 config=$2 n=$3 viewer_on=${4:-} port pid viewer="" i
-  port=$(free_port)
-  valgrind --tool=callgrind --callgrind-out-file="$WORK/$name.$n" ${COLLECT:+--toggle-collect=$COLLECT} \
-    "$BIN" --port "$port" --no-simulated-io --workers 1 --log-level warn --config "$config" \
-    >/dev/null 2>&1 &
-  pid=$!
-  for ((i = 0; i < 600; i++)); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/items/1" && break
-    sleep 0.2
-  done
-  if [ -n "$viewer_on" ]; then
-    curl -sN "http://127.0.0.1:$port/_callnext/api/events" >"$WORK/events" &
-    viewer=$!
-  fi
-  python3 - "$port" "$n" >"$WORK/curl.cfg" <<'PY'
-import sys
-port, n = sys.argv[1], int(sys.argv[2])
-for _ in range(n):
-    print(f'url = "http://127.0.0.1:{port}/items/1"\noutput = "/dev/null"')
-PY
-  curl -s -K "$WORK/curl.cfg"
-  [ -n "$viewer" ] && { kill "$viewer" 2>/dev/null || true; wait "$viewer" 2>/dev/null || true; }
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  sleep 1
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  grep -h '^summary' "$WORK/$name.$n"* | awk '{s += $2} END {print s}'
-}
-
 if [ "${MODE:-wrk}" = instructions ]; then
   # Under valgrind the server runs some fifty times slower while the viewer's snapshots still
   # come once a second, so a viewer's cost is measured apart: instructions inside the
@@ -112,7 +77,7 @@ if [ "${MODE:-wrk}" = instructions ]; then
     echo "page $name (no viewer): ${per[$name]} instructions per request"
   done
   python3 -c "print(f'recording, on / off: {${per[on]} / ${per[off]}:.4f}x  ({(${per[on]} / ${per[off]} - 1) * 100:+.2f} %)')"
-  total=$(COLLECT='*live*snapshot*' instructions snapshot "$WORK/on.toml" "$HIGH" viewer)
+  total=$(COLLECT='*live*snapshot*' instructions snapshot "$WORK/on.toml" "$HIGH" /_callnext/api/events)
   sent=$(grep -c '^event: snapshot' "$WORK/events" || true)
   echo "one viewer: $sent snapshots, $(( total / sent )) instructions each (made and sent)"
   python3 -c "print(f'at 40,000 requests/s: {$total / $sent / 40000:.1f} instructions per request')"

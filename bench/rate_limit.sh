@@ -17,9 +17,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/callnext-rate-limit.XXXXXX")
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 (cd "$ROOT" && cargo build --release -p callnext-server >/dev/null 2>&1)
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/common.sh
+source "$HERE/common.sh"
 
 REDIS_PORT=$(free_port)
 taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \

@@ -6,6 +6,8 @@
 # contenders interleaved; both receivers are one Python process on 127.0.0.1.
 #
 # run with: bench/sinks.sh   (ROUNDS=3 DURATION=8 by default; needs wrk, taskset, python3)
+#           CONTENDERS="none otel otel-events" bench/sinks.sh   to measure some of them
+#           MODE=instructions bench/sinks.sh   (callgrind instead of wrk; needs valgrind)
 #
 # Server on CPU 0; wrk (-t1 -c64, GET /items/1, simulated I/O off) and the receiver on CPU 1.
 # CPU per request is the server's utime+stime over the run (from /proc, so the threads that
@@ -14,6 +16,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 ROUNDS=${ROUNDS:-3}
+CONTENDERS=${CONTENDERS:-none file http otel otel-events}
 DURATION=${DURATION:-8}
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/callnext"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/callnext-shipping.XXXXXX")
@@ -21,9 +24,8 @@ trap 'rm -rf "$WORK"' EXIT
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 (cd "$ROOT" && cargo build --release -p callnext-server >/dev/null 2>&1)
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/common.sh
+source "$HERE/common.sh"
 
 RECEIVER_PORT=$(free_port)
 taskset -c 1 python3 "$HERE/log_receiver.py" "$RECEIVER_PORT" >"$WORK/received" &
@@ -54,8 +56,29 @@ run() {
   python3 -c "print('$name', $requests, round(($ticks1 - $ticks0) / $hz * 1e6 / $requests, 2))"
 }
 
+if [ "${MODE:-wrk}" = instructions ]; then
+  # User-space instructions per request, from the difference between two runs of LOW and HIGH
+  # requests (start-up and the first requests cancel out); the exporter's thread is counted,
+  # the kernel's work (the posts' sends) is not.
+  command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+  LOW=${LOW:-500}
+  HIGH=${HIGH:-5500}
+  declare -A per
+  for name in $CONTENDERS; do
+    low=$(instructions "$name" "$WORK/$name.toml" "$LOW")
+    high=$(instructions "$name" "$WORK/$name.toml" "$HIGH")
+    per[$name]=$(( (high - low) / (HIGH - LOW) ))
+    echo "$name: ${per[$name]} instructions per request"
+  done
+  for name in $CONTENDERS; do
+    [ "$name" = none ] || [ -z "${per[none]:-}" ] ||
+      python3 -c "print(f'$name / none: {${per[$name]} / ${per[none]}:.3f}x')"
+  done
+  exit 0
+fi
+
 for round in $(seq "$ROUNDS"); do
-  for name in none file http otel otel-events; do
+  for name in $CONTENDERS; do
     run "$name" "$WORK/$name.toml"
   done
 done | tee "$WORK/results"
@@ -67,10 +90,11 @@ cpu = {}
 for name, _, us in rows:
     cpu.setdefault(name, []).append(float(us))
 med = {k: statistics.median(v) for k, v in cpu.items()}
-for k in ("none", "file", "http", "otel", "otel-events"):
+for k in med:
     print(f"{k:11} median CPU/request {med[k]:.2f} us  ({', '.join(str(x) for x in cpu[k])})")
-print(f"http / none: {med['http'] / med['none']:.3f}x   http / file: {med['http'] / med['file']:.3f}x")
-print(f"otel / none: {med['otel'] / med['none']:.3f}x   otel-events / none: {med['otel-events'] / med['none']:.3f}x")
+for k, base in (("file", "none"), ("http", "none"), ("http", "file"), ("otel", "none"), ("otel-events", "none")):
+    if k in med and base in med:
+        print(f"{k} / {base}: {med[k] / med[base]:.3f}x")
 received = open(sys.argv[2]).read().strip()
 print(f"requests the receiver got: {received}")
 PY

@@ -38,12 +38,14 @@
 //! telemetry.shutdown(Duration::from_secs(1));
 //! ```
 
+use std::cell::RefCell;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::instrument::clock::ticks_to_duration;
-use crate::otlp::{encode_span, Encoding, EventOut, Exporter, SpanOut, Target, Value};
+use crate::instrument::clock::ticks_to_ns;
+use crate::otlp::{encode_event, encode_span, Attr, Encoding, EventOut, Exporter, SpanOut, Target};
 use crate::{ClientIp, ConfigError, Request, Response};
 
 /// How the spans are encoded.
@@ -82,13 +84,23 @@ pub struct TraceContext {
 
 impl TraceContext {
     fn new(trace_id: u128, span_id: u64, sampled: bool) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        /// Each byte's two hex digits.
+        const PAIRS: [[u8; 2]; 256] = {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut pairs = [[0; 2]; 256];
+            let mut i = 0;
+            while i < 256 {
+                pairs[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+                i += 1;
+            }
+            pairs
+        };
         let mut hex = [0u8; 48];
-        for (i, h) in hex[..32].iter_mut().enumerate() {
-            *h = DIGITS[((trace_id >> (124 - 4 * i)) & 0xf) as usize];
+        for (i, byte) in trace_id.to_be_bytes().into_iter().enumerate() {
+            hex[2 * i..2 * i + 2].copy_from_slice(&PAIRS[usize::from(byte)]);
         }
-        for (i, h) in hex[32..].iter_mut().enumerate() {
-            *h = DIGITS[((span_id >> (60 - 4 * i)) & 0xf) as usize];
+        for (i, byte) in span_id.to_be_bytes().into_iter().enumerate() {
+            hex[32 + 2 * i..34 + 2 * i].copy_from_slice(&PAIRS[usize::from(byte)]);
         }
         Self { hex, sampled }
     }
@@ -286,21 +298,24 @@ pub(crate) struct RequestTrace {
     trace_state: String,
     sampled: bool,
     method: http::Method,
-    path: String,
+    /// The request's URI and `Host` header, shared with the request (no copy of their text).
+    uri: http::Uri,
+    host: Option<http::HeaderValue>,
     client: Option<IpAddr>,
-    host: Option<String>,
     /// The clock's ticks and the wall time (ns since the epoch) when it started.
     ticks: u64,
     start_ns: u64,
 }
 
-/// A random non-zero id (from the operating system's CSPRNG through uuid's generator).
+/// A random non-zero id. Trace and span ids need to be unique, not secret: a thread's own
+/// wyrand generator (`fastrand`, seeded from the operating system's randomness) costs a few
+/// instructions where a CSPRNG took a hundred, as the OpenTelemetry SDK's small generator does.
 fn random_u128() -> u128 {
-    uuid::Uuid::new_v4().as_u128().max(1)
+    fastrand::u128(..).max(1)
 }
 
 fn random_u64() -> u64 {
-    (uuid::Uuid::new_v4().as_u128() as u64).max(1)
+    fastrand::u64(..).max(1)
 }
 
 fn now_ns() -> u64 {
@@ -308,6 +323,9 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// A W3C `traceparent`: the trace id, the parent span id and whether it is sampled.
 fn traceparent(value: &str) -> Option<(u128, u64, bool)> {
@@ -332,6 +350,31 @@ fn traceparent(value: &str) -> Option<(u128, u64, bool)> {
     let flags = u8::from_str_radix(&value[53..55], 16).ok()?;
     (trace != 0 && parent != 0).then_some((trace, parent, flags & 1 == 1))
 }
+
+/// A `Host` without its port (`[::1]:8080` → `[::1]`).
+fn without_port(host: &str) -> &str {
+    let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
+    match host.len().checked_sub(digits + 1) {
+        Some(colon) if digits > 0 && host.as_bytes()[colon] == b':' => &host[..colon],
+        _ => host,
+    }
+}
+
+thread_local! {
+    /// Where a kept request's spans are encoded before they are queued in one copy: no
+    /// allocation per request once a thread's buffers have grown.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+#[derive(Default)]
+struct Scratch {
+    spans: Vec<u8>,
+    events: Vec<u8>,
+    entries: Vec<EntryTiming>,
+}
+
+/// A scratch buffer larger than this (a request with a very long path) is not kept.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 impl Telemetry {
     /// The settings; an endpoint is required.
@@ -370,12 +413,12 @@ impl Telemetry {
     pub(crate) fn start(&self, req: &mut Request) -> Box<RequestTrace> {
         let headers = req.headers();
         let parent = headers
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(traceparent);
         let trace_state = match parent {
             Some(_) => headers
-                .get("tracestate")
+                .get(TRACESTATE)
                 .and_then(|v| v.to_str().ok())
                 .filter(|s| s.len() <= 512)
                 .unwrap_or("")
@@ -395,18 +438,9 @@ impl Telemetry {
             }
         };
         let span_id = random_u64();
-        let host = headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-            .map(|host| match host.rsplit_once(':') {
-                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-                _ => host,
-            })
-            .map(str::to_owned);
+        let host = headers.get(http::header::HOST).cloned();
         let context = TraceContext::new(trace_id, span_id, sampled);
-        req.extensions_mut().insert(context);
-        Box::new(RequestTrace {
+        let trace = Box::new(RequestTrace {
             context,
             trace_id,
             span_id,
@@ -414,21 +448,25 @@ impl Telemetry {
             trace_state,
             sampled,
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            client: ClientIp::of(req).map(|ip| ip.0),
+            uri: req.uri().clone(),
             host,
+            client: ClientIp::of(req).map(|ip| ip.0),
             ticks: crate::instrument::clock::now(),
             start_ns: now_ns(),
-        })
+        });
+        req.extensions_mut().insert(context);
+        trace
     }
 
-    /// Ends the request's trace: if it is kept, its spans are encoded and queued.
+    /// Ends the request's trace: if it is kept, its spans are encoded and queued. `end`: the
+    /// clock's ticks when the response was ready, if read already (else 0).
     pub(crate) fn finish(
         &self,
         trace: Box<RequestTrace>,
         route: &str,
         res: &mut Response,
         timings: Option<Timings<'_>>,
+        end: u64,
     ) {
         let inner = &self.inner;
         let status = res.status();
@@ -439,59 +477,100 @@ impl Telemetry {
         if !keep {
             return;
         }
-        // Only a kept request's figures are read out.
-        let entries = timings.as_ref().map(Timings::entries).unwrap_or_default();
-        let end_ns = now_ns();
-        let at = |ticks: u64| {
-            trace.start_ns.saturating_add(
-                u64::try_from(ticks_to_duration(ticks.saturating_sub(trace.ticks)).as_nanos())
-                    .unwrap_or(u64::MAX),
-            )
+        let end = if end == 0 {
+            crate::instrument::clock::now()
+        } else {
+            end
         };
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let encoding = inner.exporter.encoding;
-        let mut out = Vec::with_capacity(256 * (1 + entries.len()));
-        let mut spans = 1;
-        let mut server_events = Vec::new();
-        fn blocking<'a>(name: &'a str, time_ns: u64, poll_ms: f64, route: &'a str) -> EventOut<'a> {
-            EventOut {
-                name: "blocking",
-                time_ns,
-                attributes: vec![
-                    ("callnext.middleware", Value::Str(name)),
-                    ("callnext.poll_ms", Value::Double(poll_ms)),
-                    ("http.route", Value::Str(route)),
-                ],
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                self.encode(&trace, route, status, timings.as_ref(), end, &mut scratch);
+                if scratch.spans.capacity() > SCRATCH_KEPT {
+                    *scratch = Scratch::default();
+                }
             }
+            // Not reentered in practice; a fresh scratch if it ever is.
+            Err(_) => self.encode(
+                &trace,
+                route,
+                status,
+                timings.as_ref(),
+                end,
+                &mut Scratch::default(),
+            ),
+        });
+    }
+
+    /// Encodes a kept request's spans (or its one span and its events) and queues them.
+    fn encode(
+        &self,
+        trace: &RequestTrace,
+        route: &str,
+        status: http::StatusCode,
+        timings: Option<&Timings<'_>>,
+        end: u64,
+        scratch: &mut Scratch,
+    ) {
+        let inner = &self.inner;
+        let Scratch {
+            spans: out,
+            events,
+            entries,
+        } = scratch;
+        out.clear();
+        events.clear();
+        entries.clear();
+        if let Some(timings) = timings {
+            timings.entries(entries);
         }
-        let blocking_event = |e: &EntryTiming<'_>| (at(e.last), ms(e.worst_poll));
-        for e in &entries {
+        let names = timings.map_or(&[][..], |t| t.names);
+        let name_of = |e: &EntryTiming| names.get(e.index).map_or("", |n| &**n);
+        let at = |ticks: u64| {
+            trace
+                .start_ns
+                .saturating_add(ticks_to_ns(ticks.saturating_sub(trace.ticks)))
+        };
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let encoding = inner.exporter.encoding;
+        let blocking = |events: &mut Vec<u8>, e: &EntryTiming| {
+            encode_event(
+                events,
+                &EventOut {
+                    name: "blocking",
+                    time_ns: at(e.last),
+                    attributes: &[
+                        Attr::Middleware(name_of(e)),
+                        Attr::PollMs(ms(e.worst_ns)),
+                        Attr::Route(route),
+                    ],
+                },
+                encoding,
+            );
+        };
+        let mut spans = 1;
+        for e in entries.iter() {
             match inner.middlewares {
                 MiddlewareSpans::Spans => {
-                    let events: Vec<EventOut<'_>> = e
-                        .blocking
-                        .then(|| {
-                            let (time, poll) = blocking_event(e);
-                            blocking(e.name, time, poll, route)
-                        })
-                        .into_iter()
-                        .collect();
+                    events.clear();
+                    if e.blocking {
+                        blocking(events, e);
+                    }
                     encode_span(
-                        &mut out,
+                        out,
                         &SpanOut {
                             trace_id: trace.trace_id,
                             span_id: random_u64(),
                             parent_id: trace.span_id,
                             trace_state: &trace.trace_state,
-                            name: e.name,
+                            name: &[name_of(e)],
                             kind: 1,
                             start_ns: at(e.first),
                             end_ns: at(e.last),
                             attributes: &[
-                                ("callnext.exclusive_ms", Value::Double(ms(e.exclusive))),
-                                ("callnext.wall_ms", Value::Double(ms(e.wall))),
+                                Attr::ExclusiveMs(ms(e.exclusive_ns)),
+                                Attr::WallMs(ms(e.wall_ns)),
                             ],
-                            events: &events,
+                            events,
                             error: None,
                         },
                         encoding,
@@ -499,95 +578,115 @@ impl Telemetry {
                     spans += 1;
                 }
                 MiddlewareSpans::Events => {
-                    server_events.push(EventOut {
-                        name: "middleware",
-                        time_ns: at(e.first),
-                        attributes: vec![
-                            ("callnext.middleware", Value::Str(e.name)),
-                            ("callnext.exclusive_ms", Value::Double(ms(e.exclusive))),
-                            ("callnext.wall_ms", Value::Double(ms(e.wall))),
-                        ],
-                    });
+                    encode_event(
+                        events,
+                        &EventOut {
+                            name: "middleware",
+                            time_ns: at(e.first),
+                            attributes: &[
+                                Attr::Middleware(name_of(e)),
+                                Attr::ExclusiveMs(ms(e.exclusive_ns)),
+                                Attr::WallMs(ms(e.wall_ns)),
+                            ],
+                        },
+                        encoding,
+                    );
                     if e.blocking {
-                        let (time, poll) = blocking_event(e);
-                        server_events.push(blocking(e.name, time, poll, route));
+                        blocking(events, e);
                     }
                 }
                 MiddlewareSpans::Off => {
                     if e.blocking {
-                        let (time, poll) = blocking_event(e);
-                        server_events.push(blocking(e.name, time, poll, route));
+                        blocking(events, e);
                     }
                 }
             }
         }
-        // Built by hand: `format!` and an address's `Display` were a fifth of a kept
-        // request's cost (callgrind).
+        if inner.middlewares == MiddlewareSpans::Spans {
+            events.clear();
+        }
         let method = trace.method.as_str();
-        let mut name = String::with_capacity(method.len() + 1 + route.len());
-        name.push_str(method);
-        name.push(' ');
-        name.push_str(route);
-        let client = trace.client.map(address_text);
-        let mut attributes = Vec::with_capacity(6);
-        attributes.extend([
-            ("http.request.method", Value::Str(trace.method.as_str())),
-            ("http.route", Value::Str(route)),
-            (
-                "http.response.status_code",
-                Value::Int(i64::from(status.as_u16())),
-            ),
-            ("url.path", Value::Str(&trace.path)),
-        ]);
-        if let Some(client) = &client {
-            attributes.push(("client.address", Value::Str(client)));
-        }
-        if let Some(host) = &trace.host {
-            attributes.push(("server.address", Value::Str(host)));
-        }
+        let client = trace.client.map(AddressText::new);
+        let host = match &trace.host {
+            Some(host) => host.to_str().ok().map(without_port),
+            None => trace.uri.host(),
+        };
+        let attributes = [
+            Attr::Method(method),
+            Attr::Route(route),
+            Attr::Status(status.as_u16()),
+            Attr::UrlPath(trace.uri.path()),
+            client
+                .as_ref()
+                .map_or(Attr::Absent, |c| Attr::Client(c.as_str())),
+            host.map_or(Attr::Absent, Attr::Server),
+        ];
         let error = status.is_server_error().then(|| status.to_string());
         encode_span(
-            &mut out,
+            out,
             &SpanOut {
                 trace_id: trace.trace_id,
                 span_id: trace.span_id,
                 parent_id: trace.parent_id,
                 trace_state: &trace.trace_state,
-                name: &name,
+                name: &[method, " ", route],
                 kind: 2,
                 start_ns: trace.start_ns,
-                end_ns: end_ns.max(trace.start_ns),
+                end_ns: at(end).max(trace.start_ns),
                 attributes: &attributes,
-                events: &server_events,
+                events,
                 error: error.as_deref(),
             },
             encoding,
         );
-        inner.exporter.push(&out, spans);
+        inner.exporter.push(out, spans);
     }
 }
 
-/// An address as text; IPv4 digit by digit (the common case, without the formatting
-/// machinery), IPv6 by its `Display`.
-fn address_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+/// An address as text, kept on the stack: IPv4 digit by digit (the common case, without the
+/// formatting machinery, which was a tenth of a kept request's cost under callgrind), IPv6 by
+/// its `Display`.
+struct AddressText {
+    bytes: [u8; 45],
+    len: usize,
+}
+
+impl AddressText {
+    fn new(ip: IpAddr) -> Self {
+        let mut bytes = [0u8; 45];
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        bytes[len] = b'.';
+                        len += 1;
+                    }
+                    if octet >= 100 {
+                        bytes[len] = b'0' + octet / 100;
+                        len += 1;
+                    }
+                    if octet >= 10 {
+                        bytes[len] = b'0' + octet / 10 % 10;
+                        len += 1;
+                    }
+                    bytes[len] = b'0' + octet % 10;
+                    len += 1;
                 }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
+                len
             }
-            out
-        }
-        IpAddr::V6(v6) => v6.to_string(),
+            IpAddr::V6(v6) => {
+                // At most 45 characters (`ffff:…:255.255.255.255`).
+                let mut rest = &mut bytes[..];
+                let _ = write!(rest, "{v6}");
+                45 - rest.len()
+            }
+        };
+        Self { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
 }
 
@@ -599,14 +698,15 @@ pub(crate) struct Timings<'a> {
     pub(crate) threshold: u64,
 }
 
-/// One boundary's place and figures in a request.
-struct EntryTiming<'a> {
-    name: &'a str,
+/// One boundary's place and figures in a request (its name by index: kept in a thread's
+/// scratch between requests).
+struct EntryTiming {
+    index: usize,
     first: u64,
     last: u64,
-    exclusive: Duration,
-    wall: Duration,
-    worst_poll: Duration,
+    exclusive_ns: u64,
+    wall_ns: u64,
+    worst_ns: u64,
     blocking: bool,
 }
 
@@ -622,27 +722,25 @@ impl Timings<'_> {
     }
 
     /// The boundaries that ran, in stack order.
-    fn entries(&self) -> Vec<EntryTiming<'_>> {
+    fn entries(&self, out: &mut Vec<EntryTiming>) {
         use std::sync::atomic::Ordering::Relaxed;
         let walls = crate::instrument::timings::walls_excluding_inner(self.slots, self.spans);
-        self.names
-            .iter()
-            .zip(self.slots)
-            .zip(walls)
-            .filter(|((_, slot), _)| slot.ran())
-            .map(|((name, slot), wall)| {
-                let worst = slot.worst.load(Relaxed);
-                EntryTiming {
-                    name,
-                    first: slot.first.load(Relaxed),
-                    last: slot.last.load(Relaxed).max(slot.first.load(Relaxed)),
-                    exclusive: ticks_to_duration(slot.exclusive.load(Relaxed)),
-                    wall,
-                    worst_poll: ticks_to_duration(worst),
-                    blocking: self.threshold > 0 && worst >= self.threshold,
-                }
-            })
-            .collect()
+        for ((index, slot), wall) in self.slots.iter().enumerate().zip(walls) {
+            if !slot.ran() {
+                continue;
+            }
+            let first = slot.first.load(Relaxed);
+            let worst = slot.worst.load(Relaxed);
+            out.push(EntryTiming {
+                index,
+                first,
+                last: slot.last.load(Relaxed).max(first),
+                exclusive_ns: ticks_to_ns(slot.exclusive.load(Relaxed)),
+                wall_ns: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
+                worst_ns: ticks_to_ns(worst),
+                blocking: self.threshold > 0 && worst >= self.threshold,
+            });
+        }
     }
 }
 
@@ -657,9 +755,25 @@ mod address_tests {
             "203.0.113.5",
             "::1",
             "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(super::address_text(ip), ip.to_string());
+            assert_eq!(super::AddressText::new(ip).as_str(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn a_host_loses_its_port() {
+        for (host, name) in [
+            ("example.com:8080", "example.com"),
+            ("example.com", "example.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("example.com:", "example.com:"),
+            (":80", ""),
+        ] {
+            assert_eq!(super::without_port(host), name, "{host}");
         }
     }
 }

@@ -33,6 +33,12 @@ pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_nanos(clock().delta_as_nanos(1, 1 + ticks))
 }
 
+/// Ticks as nanoseconds.
+#[inline]
+pub(crate) fn ticks_to_ns(ticks: u64) -> u64 {
+    clock().delta_as_nanos(1, ticks.saturating_add(1))
+}
+
 pub(crate) fn duration_to_ticks(d: Duration) -> u64 {
     ns_to_ticks(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
