@@ -52,6 +52,8 @@ run() {
   out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/items/1")
   ticks1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  # A benchmark whose spans or lines were dropped measured less work: say so.
+  grep -h "dropped" "$WORK/stdout.log" >&2 || true
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   python3 -c "print('$name', $requests, round(($ticks1 - $ticks0) / $hz * 1e6 / $requests, 2))"
 }
@@ -92,9 +94,14 @@ for name, _, us in rows:
 med = {k: statistics.median(v) for k, v in cpu.items()}
 for k in med:
     print(f"{k:11} median CPU/request {med[k]:.2f} us  ({', '.join(str(x) for x in cpu[k])})")
+# Each round's contenders ran one after the other: a round's ratio is paired, so the drift of
+# a shared machine between rounds cancels out of it.
 for k, base in (("file", "none"), ("http", "none"), ("http", "file"), ("otel", "none"), ("otel-events", "none")):
     if k in med and base in med:
-        print(f"{k} / {base}: {med[k] / med[base]:.3f}x")
+        paired = [a / b for a, b in zip(cpu[k], cpu[base])]
+        print(f"{k} / {base}: {med[k] / med[base]:.3f}x of the medians, "
+              f"{statistics.median(paired):.3f}x the median of the rounds' ratios "
+              f"({', '.join(f'{r:.2f}' for r in paired)})")
 received = open(sys.argv[2]).read().strip()
 print(f"requests the receiver got: {received}")
 PY

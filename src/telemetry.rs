@@ -45,8 +45,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::instrument::clock::ticks_to_ns;
-use crate::otlp::{encode_event, encode_span, Attr, Encoding, EventOut, Exporter, SpanOut, Target};
-use crate::{ClientIp, ConfigError, Request, Response};
+use crate::otlp::{
+    encode_child, encode_event, encode_middleware_event, encode_span, Attr, ChildOut, Encoding,
+    EventOut, Exporter, SpanOut, Target,
+};
+use crate::{ClientIp, ConfigError, Request};
 
 /// How the spans are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,8 +75,10 @@ pub enum MiddlewareSpans {
     Off,
 }
 
-/// The trace a request belongs to: in its extensions (and its response's) when the stack has
-/// [`Telemetry`].
+/// The trace a request belongs to: in its extensions when the stack has [`Telemetry`], for
+/// middlewares and handlers to read (the access log writes its trace id). Not put on the
+/// response: that would allocate an extension map for every response; a middleware that
+/// wants it there (a header for the client, say) copies it from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     /// The trace id's 32 and the span id's 16 lowercase hex digits (kept inline: copying a
@@ -291,7 +296,6 @@ impl std::fmt::Debug for Telemetry {
 
 /// One request's trace until it is answered.
 pub(crate) struct RequestTrace {
-    context: TraceContext,
     trace_id: u128,
     span_id: u64,
     parent_id: u64,
@@ -441,7 +445,6 @@ impl Telemetry {
         let host = headers.get(http::header::HOST).cloned();
         let context = TraceContext::new(trace_id, span_id, sampled);
         let trace = Box::new(RequestTrace {
-            context,
             trace_id,
             span_id,
             parent_id,
@@ -464,16 +467,14 @@ impl Telemetry {
         &self,
         trace: Box<RequestTrace>,
         route: &str,
-        res: &mut Response,
+        status: http::StatusCode,
         timings: Option<Timings<'_>>,
         end: u64,
     ) {
         let inner = &self.inner;
-        let status = res.status();
         let keep = trace.sampled
             || (inner.keep_errors && status.is_server_error())
             || (inner.keep_blocking && timings.as_ref().is_some_and(Timings::blocked));
-        res.extensions_mut().insert(trace.context);
         if !keep {
             return;
         }
@@ -540,7 +541,7 @@ impl Telemetry {
                     time_ns: at(e.last),
                     attributes: &[
                         Attr::Middleware(name_of(e)),
-                        Attr::PollMs(ms(e.worst_ns)),
+                        Attr::PollMs(ms(ticks_to_ns(e.worst))),
                         Attr::Route(route),
                     ],
                 },
@@ -555,40 +556,31 @@ impl Telemetry {
                     if e.blocking {
                         blocking(events, e);
                     }
-                    encode_span(
+                    encode_child(
                         out,
-                        &SpanOut {
+                        &ChildOut {
                             trace_id: trace.trace_id,
                             span_id: random_u64(),
                             parent_id: trace.span_id,
                             trace_state: &trace.trace_state,
-                            name: &[name_of(e)],
-                            kind: 1,
+                            name: name_of(e),
                             start_ns: at(e.first),
                             end_ns: at(e.last),
-                            attributes: &[
-                                Attr::ExclusiveMs(ms(e.exclusive_ns)),
-                                Attr::WallMs(ms(e.wall_ns)),
-                            ],
+                            exclusive_ms: ms(e.exclusive_ns),
+                            wall_ms: ms(e.wall_ns),
                             events,
-                            error: None,
                         },
                         encoding,
                     );
                     spans += 1;
                 }
                 MiddlewareSpans::Events => {
-                    encode_event(
+                    encode_middleware_event(
                         events,
-                        &EventOut {
-                            name: "middleware",
-                            time_ns: at(e.first),
-                            attributes: &[
-                                Attr::Middleware(name_of(e)),
-                                Attr::ExclusiveMs(ms(e.exclusive_ns)),
-                                Attr::WallMs(ms(e.wall_ns)),
-                            ],
-                        },
+                        at(e.first),
+                        name_of(e),
+                        ms(e.exclusive_ns),
+                        ms(e.wall_ns),
                         encoding,
                     );
                     if e.blocking {
@@ -706,7 +698,8 @@ struct EntryTiming {
     last: u64,
     exclusive_ns: u64,
     wall_ns: u64,
-    worst_ns: u64,
+    /// The longest poll, in ticks (converted only for a blocking event).
+    worst: u64,
     blocking: bool,
 }
 
@@ -737,7 +730,7 @@ impl Timings<'_> {
                 last: slot.last.load(Relaxed).max(first),
                 exclusive_ns: ticks_to_ns(slot.exclusive.load(Relaxed)),
                 wall_ns: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
-                worst_ns: ticks_to_ns(worst),
+                worst,
                 blocking: self.threshold > 0 && worst >= self.threshold,
             });
         }

@@ -343,6 +343,14 @@ impl Stack {
             let mut results = results;
             if let Some(telemetry) = &self.settings.telemetry {
                 results.push(telemetry.flush(timeout));
+                let (dropped, sent) = telemetry.counts();
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        sent,
+                        "spans were dropped: the export queue was full or the collector failed"
+                    );
+                }
             }
             results
         };

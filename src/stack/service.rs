@@ -368,7 +368,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 spans: &report.spans,
                 threshold: report.threshold,
             });
-            telemetry.finish(trace, route, &mut res, timings, end);
+            telemetry.finish(trace, route, res.status(), timings, end);
         }
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = &report.metrics {
