@@ -220,6 +220,28 @@ const fn double_field<const N: usize>(tag: u8, key: &str) -> [u8; N] {
 const SPAN_EXCLUSIVE: [u8; EXCLUSIVE_MS.len() + 7] = double_field(0x4a, EXCLUSIVE_MS);
 const SPAN_WALL: [u8; WALL_MS.len() + 7] = double_field(0x4a, WALL_MS);
 
+/// `Span.trace_id` and `Span.span_id` as fields, put together on the stack.
+#[inline(always)]
+fn ids_fields(trace_id: u128, span_id: u64) -> [u8; 28] {
+    let mut ids = [0u8; 28];
+    ids[..2].copy_from_slice(&[0x0a, 16]);
+    ids[2..18].copy_from_slice(&trace_id.to_be_bytes());
+    ids[18..20].copy_from_slice(&[0x12, 8]);
+    ids[20..].copy_from_slice(&span_id.to_be_bytes());
+    ids
+}
+
+/// `Span.kind`, `start_time_unix_nano` and `end_time_unix_nano` as fields.
+#[inline(always)]
+fn times_fields(kind: u8, start_ns: u64, end_ns: u64) -> [u8; 20] {
+    let mut times = [0u8; 20];
+    times[..3].copy_from_slice(&[0x30, kind & 0x7f, 0x39]);
+    times[3..11].copy_from_slice(&start_ns.to_le_bytes());
+    times[11] = 0x41;
+    times[12..].copy_from_slice(&end_ns.to_le_bytes());
+    times
+}
+
 /// A middleware's span: an internal span, child of the server span, with its exclusive and
 /// wall times (the spans a request has several of).
 pub(crate) struct ChildOut<'a> {
@@ -270,12 +292,7 @@ pub(crate) fn encode_child(out: &mut Vec<u8>, span: &ChildOut<'_>, encoding: Enc
     out.reserve(len + 11);
     out.push(0x12);
     varint(out, len as u64);
-    let mut ids = [0u8; 28];
-    ids[..2].copy_from_slice(&[0x0a, 16]);
-    ids[2..18].copy_from_slice(&span.trace_id.to_be_bytes());
-    ids[18..20].copy_from_slice(&[0x12, 8]);
-    ids[20..].copy_from_slice(&span.span_id.to_be_bytes());
-    out.extend_from_slice(&ids);
+    out.extend_from_slice(&ids_fields(span.trace_id, span.span_id));
     if !span.trace_state.is_empty() {
         bytes_field(out, 0x1a, span.trace_state.as_bytes());
     }
@@ -284,13 +301,8 @@ pub(crate) fn encode_child(out: &mut Vec<u8>, span: &ChildOut<'_>, encoding: Enc
     parent[2..].copy_from_slice(&span.parent_id.to_be_bytes());
     out.extend_from_slice(&parent);
     bytes_field(out, 0x2a, name);
-    // kind 1 (internal), start, end
-    let mut times = [0u8; TIMES];
-    times[..3].copy_from_slice(&[0x30, 1, 0x39]);
-    times[3..11].copy_from_slice(&span.start_ns.to_le_bytes());
-    times[11] = 0x41;
-    times[12..].copy_from_slice(&span.end_ns.to_le_bytes());
-    out.extend_from_slice(&times);
+    // kind 1: internal
+    out.extend_from_slice(&times_fields(1, span.start_ns, span.end_ns));
     let mut attrs = [0u8; ATTRS];
     let (exclusive, wall) = attrs.split_at_mut(SPAN_EXCLUSIVE.len() + 8);
     exclusive[..SPAN_EXCLUSIVE.len()].copy_from_slice(&SPAN_EXCLUSIVE);
@@ -379,6 +391,21 @@ fn attr_field_len(attr: Attr<'_>) -> usize {
 /// A `KeyValue` with its tag; `key` is [`key_field`]'s.
 #[inline(always)]
 fn put_attr<const N: usize>(out: &mut Vec<u8>, tag: u8, key: &[u8; N], value: Value<'_>) {
+    if let Value::Str(s) = value {
+        if N + 4 + s.len() < 128 {
+            // Every length one byte (the common case): the attribute up to its text put
+            // together on the stack, then the text.
+            const { assert!(N + 6 <= 64) };
+            let mut head = [0u8; 64];
+            head[0] = tag;
+            head[1] = (N + 4 + s.len()) as u8;
+            head[2..2 + N].copy_from_slice(key);
+            head[2 + N..6 + N].copy_from_slice(&[0x12, (2 + s.len()) as u8, 0x0a, s.len() as u8]);
+            out.extend_from_slice(&head[..6 + N]);
+            out.extend_from_slice(s.as_bytes());
+            return;
+        }
+    }
     let len = value_len(value);
     out.push(tag);
     varint(out, (N + field_len(len)) as u64);
@@ -495,26 +522,22 @@ fn protobuf_span(out: &mut Vec<u8>, span: &SpanOut<'_>) {
     out.reserve(len + 11);
     out.push(0x12);
     varint(out, len as u64);
-    out.extend_from_slice(&[0x0a, 16]);
-    out.extend_from_slice(&span.trace_id.to_be_bytes());
-    out.extend_from_slice(&[0x12, 8]);
-    out.extend_from_slice(&span.span_id.to_be_bytes());
+    out.extend_from_slice(&ids_fields(span.trace_id, span.span_id));
     if !span.trace_state.is_empty() {
         bytes_field(out, 0x1a, span.trace_state.as_bytes());
     }
     if span.parent_id != 0 {
-        out.extend_from_slice(&[0x22, 8]);
-        out.extend_from_slice(&span.parent_id.to_be_bytes());
+        let mut parent = [0u8; 10];
+        parent[..2].copy_from_slice(&[0x22, 8]);
+        parent[2..].copy_from_slice(&span.parent_id.to_be_bytes());
+        out.extend_from_slice(&parent);
     }
     out.push(0x2a);
     varint(out, name_len as u64);
     for piece in span.name {
         out.extend_from_slice(piece.as_bytes());
     }
-    out.extend_from_slice(&[0x30, span.kind & 0x7f, 0x39]);
-    out.extend_from_slice(&span.start_ns.to_le_bytes());
-    out.push(0x41);
-    out.extend_from_slice(&span.end_ns.to_le_bytes());
+    out.extend_from_slice(&times_fields(span.kind, span.start_ns, span.end_ns));
     for a in span.attributes {
         attr(out, 0x4a, *a);
     }
@@ -934,7 +957,10 @@ mod tests {
     fn what_is_encoded_decodes_with_the_otlp_schemas() {
         let long = "x".repeat(200);
         let longer = "é".repeat(10_000);
-        let texts = ["", "/", "GET", long.as_str(), longer.as_str()];
+        // Lengths around 128 with each key: one-byte lengths and longer ones.
+        let near: Vec<String> = (104..=124).map(|n| "y".repeat(n)).collect();
+        let mut texts = vec!["", "/", "GET", long.as_str(), longer.as_str()];
+        texts.extend(near.iter().map(String::as_str));
         for encoding in [Encoding::Protobuf, Encoding::Json] {
             let envelope = Envelope::new(&format!("svc{long}"), encoding);
             let mut batch = Vec::new();
@@ -974,14 +1000,14 @@ mod tests {
                 let error = (i % 2 == 1).then(|| format!("503 {text}"));
                 let span = SpanOut {
                     trace_id: u128::MAX - i as u128,
-                    span_id: 1 << (i * 12),
+                    span_id: (1 << (i * 12 % 60)) + i as u64,
                     parent_id: if i % 2 == 0 { 0 } else { 77 },
                     trace_state: if i == 3 { "vendor=a,other=b" } else { "" },
                     name: &["GET", " ", text],
                     kind: 1 + (i % 2) as u8,
                     start_ns: 1_700_000_000_000_000_000,
                     end_ns: 1_700_000_000_000_000_000 + i as u64 * 1000,
-                    attributes: &span_attrs[..4 + i],
+                    attributes: &span_attrs[..(4 + i).min(span_attrs.len())],
                     events: &events,
                     error: error.as_deref(),
                 };
@@ -1042,7 +1068,7 @@ mod tests {
                         1_700_000_000_000_000_000 + k as u64,
                         text,
                         12.5,
-                        1e-3 * i as f64,
+                        0.125 * i as f64,
                         encoding,
                     );
                 }
@@ -1069,7 +1095,7 @@ mod tests {
                     expected(&[
                         Attr::Middleware(text),
                         Attr::ExclusiveMs(12.5),
-                        Attr::WallMs(1e-3 * i as f64),
+                        Attr::WallMs(0.125 * i as f64),
                     ]),
                 ));
                 if encoding == Encoding::Json {
