@@ -19,10 +19,10 @@ use http_body_util::Full;
 use crate::http_client::HttpClient;
 use crate::ConfigError;
 
-/// Spans waiting, at most; more are dropped (counted).
-const MAX_QUEUED: usize = 8192;
+/// Spans waiting, at most (a few megabytes); more are dropped (counted).
+const MAX_QUEUED: usize = 16384;
 /// A batch is sent at this many spans, or every second.
-const BATCH: usize = 1024;
+const BATCH: usize = 2048;
 const TICK: Duration = Duration::from_secs(1);
 
 // Attribute keys: the semantic conventions' and callnext's own.
@@ -786,8 +786,10 @@ impl Exporter {
             pending.bytes.push(b',');
         }
         pending.bytes.extend_from_slice(encoded);
+        // Woken once, when the batch fills: a condition variable's notify is a system call
+        // even with no thread waiting, and the exporter may take a while to run.
+        let wake = pending.spans < BATCH && pending.spans + spans >= BATCH;
         pending.spans += spans;
-        let wake = pending.spans >= BATCH;
         drop(pending);
         if wake {
             self.wake.notify_one();
