@@ -382,8 +382,73 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
+/// An address as text, kept on the stack: IPv4 digit by digit (the common case, without the
+/// formatting machinery, which was a tenth of a traced request's cost under callgrind), IPv6
+/// by its `Display`. For the access log and the traces.
+pub(crate) struct AddressText {
+    bytes: [u8; 45],
+    len: usize,
+}
+
+impl AddressText {
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        let mut bytes = [0u8; 45];
+        let len = match ip {
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        bytes[len] = b'.';
+                        len += 1;
+                    }
+                    if octet >= 100 {
+                        bytes[len] = b'0' + octet / 100;
+                        len += 1;
+                    }
+                    if octet >= 10 {
+                        bytes[len] = b'0' + octet / 10 % 10;
+                        len += 1;
+                    }
+                    bytes[len] = b'0' + octet % 10;
+                    len += 1;
+                }
+                len
+            }
+            IpAddr::V6(v6) => {
+                // At most 45 characters (`ffff:…:255.255.255.255`).
+                let mut rest = &mut bytes[..];
+                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
+                45 - rest.len()
+            }
+        };
+        Self { bytes, len }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "203.0.113.5",
+            "::1",
+            "2001:db8::7",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(super::AddressText::new(ip).as_str(), ip.to_string());
+        }
+    }
+
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
