@@ -7,6 +7,7 @@
 #
 # run with: bench/sinks.sh   (ROUNDS=3 DURATION=8 by default; needs wrk, taskset, python3)
 #           CONTENDERS="none otel otel-events" bench/sinks.sh   to measure some of them
+#           (otel-sampled, traces with sampling_ratio = 0.1, is not in the default list)
 #           MODE=instructions bench/sinks.sh   (callgrind instead of wrk; needs valgrind)
 #
 # Server on CPU 0; wrk (-t1 -c64, GET /items/1, simulated I/O off) and the receiver on CPU 1.
@@ -37,6 +38,7 @@ printf '[middleware.access_log]\npath = "%s"\n' "$WORK/access.log" >"$WORK/file.
 printf '[middleware.access_log]\nsink = "http"\nurl = "http://127.0.0.1:%s/ingest"\n' "$RECEIVER_PORT" >"$WORK/http.toml"
 printf '[telemetry]\nendpoint = "http://127.0.0.1:%s"\n' "$RECEIVER_PORT" >"$WORK/otel.toml"
 printf '[telemetry]\nendpoint = "http://127.0.0.1:%s"\nmiddleware_spans = "events"\n' "$RECEIVER_PORT" >"$WORK/otel-events.toml"
+printf '[telemetry]\nendpoint = "http://127.0.0.1:%s"\nsampling_ratio = 0.1\n' "$RECEIVER_PORT" >"$WORK/otel-sampled.toml"
 
 # run NAME CONFIG: prints "NAME requests cpu_us_per_request"
 run() {
@@ -96,7 +98,7 @@ for k in med:
     print(f"{k:11} median CPU/request {med[k]:.2f} us  ({', '.join(str(x) for x in cpu[k])})")
 # Each round's contenders ran one after the other: a round's ratio is paired, so the drift of
 # a shared machine between rounds cancels out of it.
-for k, base in (("file", "none"), ("http", "none"), ("http", "file"), ("otel", "none"), ("otel-events", "none")):
+for k, base in (("file", "none"), ("http", "none"), ("http", "file"), ("otel", "none"), ("otel-events", "none"), ("otel-sampled", "none")):
     if k in med and base in med:
         paired = [a / b for a, b in zip(cpu[k], cpu[base])]
         print(f"{k} / {base}: {med[k] / med[base]:.3f}x of the medians, "
