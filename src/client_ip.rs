@@ -448,7 +448,6 @@ mod tests {
         }
     }
 
-
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
