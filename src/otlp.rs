@@ -19,8 +19,13 @@ use http_body_util::Full;
 use crate::http_client::HttpClient;
 use crate::ConfigError;
 
-/// Spans waiting, at most (a few megabytes); more are dropped (counted).
+/// Spans waiting, at most; more are dropped (counted).
 const MAX_QUEUED: usize = 16384;
+/// Bytes waiting, at most: a client decides whether its requests are traced (`traceparent`)
+/// and how long their paths are, so the queue is bounded in bytes too.
+const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// A batch buffer larger than this is not kept for the next batch.
+const KEPT_CAPACITY: usize = 4 << 20;
 /// A batch is sent at this many spans, or every second.
 const BATCH: usize = 2048;
 const TICK: Duration = Duration::from_secs(1);
@@ -775,7 +780,10 @@ impl Exporter {
     /// Queues spans encoded by [`encode_span`]; a full queue drops them (counted).
     pub(crate) fn push(&self, encoded: &[u8], spans: usize) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.stop || pending.spans + spans > MAX_QUEUED {
+        if pending.stop
+            || pending.spans + spans > MAX_QUEUED
+            || pending.bytes.len() + encoded.len() > MAX_QUEUED_BYTES
+        {
             drop(pending);
             self.dropped.fetch_add(spans as u64, Ordering::Relaxed);
             return;
@@ -866,7 +874,7 @@ impl Exporter {
                         tracing::warn!(url = %target.uri, spans, error = %err, "traces could not be exported");
                     }
                 }
-                spare = Vec::with_capacity(capacity);
+                spare = Vec::with_capacity(capacity.min(KEPT_CAPACITY));
             } else {
                 spare = batch;
             }
@@ -951,6 +959,34 @@ mod tests {
                 (a.key().to_owned(), value)
             })
             .collect()
+    }
+
+    /// The queue is bounded in bytes as well as spans: a client decides whether its requests
+    /// are traced and how long their paths are.
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let exporter = Exporter::start(
+            Target {
+                // Nothing listens on the discard port: what is sent fails, which is counted.
+                uri: "http://127.0.0.1:9/v1/traces".parse().unwrap(),
+                headers: Vec::new(),
+                service: "test".to_owned(),
+                timeout: Duration::from_secs(1),
+            },
+            Encoding::Protobuf,
+        )
+        .unwrap();
+        let big = vec![0u8; 1 << 20];
+        // 40 MiB in 40 spans, far under the span limit, pushed within a few milliseconds: at
+        // most one batch is taken meanwhile (every second), so 16 MiB fill up at least once.
+        for _ in 0..40 {
+            exporter.push(&big, 1);
+        }
+        let (dropped, _) = exporter.counts();
+        assert!(dropped >= 1, "{dropped}");
+        exporter.stop(Duration::from_secs(5));
+        let (dropped, sent) = exporter.counts();
+        assert_eq!((dropped, sent), (40, 0), "every span counted once");
     }
 
     /// Spans of every shape, with strings long enough for lengths of one, two and three bytes,

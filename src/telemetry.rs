@@ -482,23 +482,22 @@ impl Telemetry {
         } else {
             end
         };
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        let encoded = SCRATCH.try_with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 self.encode(&trace, route, status, timings.as_ref(), end, &mut scratch);
                 if scratch.spans.capacity() > SCRATCH_KEPT {
                     *scratch = Scratch::default();
                 }
+                true
             }
-            // Not reentered in practice; a fresh scratch if it ever is.
-            Err(_) => self.encode(
-                &trace,
-                route,
-                status,
-                timings.as_ref(),
-                end,
-                &mut Scratch::default(),
-            ),
+            Err(_) => false,
         });
+        // Not reentered in practice, nor run while the thread's locals are torn down; a fresh
+        // scratch if it ever is.
+        if encoded != Ok(true) {
+            let mut scratch = Scratch::default();
+            self.encode(&trace, route, status, timings.as_ref(), end, &mut scratch);
+        }
     }
 
     /// Encodes a kept request's spans (or its one span and its events) and queues them.
@@ -598,10 +597,12 @@ impl Telemetry {
         }
         let method = trace.method.as_str();
         let client = trace.client.map(crate::client_ip::AddressText::new);
-        let host = match &trace.host {
-            Some(host) => host.to_str().ok().map(without_port),
-            None => trace.uri.host(),
-        };
+        let host = trace
+            .host
+            .as_ref()
+            .and_then(|host| host.to_str().ok())
+            .map(without_port)
+            .or_else(|| trace.uri.host());
         let attributes = [
             Attr::Method(method),
             Attr::Route(route),

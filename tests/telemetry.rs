@@ -287,6 +287,28 @@ async fn errors_and_blocking_polls_are_kept_whatever_the_ratio() {
     telemetry.shutdown(Duration::from_secs(5));
 }
 
+/// The ratio keeps about that share of new traces. (With ids from uuid's v4 generator, whose
+/// fixed variant bits sit in the bytes the ratio reads, a ratio of 0.5 or less kept nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ratio_keeps_that_share_of_new_traces() {
+    let (endpoint, c) = collector().await;
+    let telemetry = Telemetry::builder()
+        .endpoint(endpoint)
+        .sampling_ratio(0.25)
+        .middlewares(MiddlewareSpans::Off)
+        .build()
+        .unwrap();
+    let client = client(&telemetry);
+    for _ in 0..800 {
+        assert_eq!(client.get("/items/1").await.status(), 200);
+    }
+    flush(&telemetry).await;
+    let kept = c.spans().len();
+    // 800 draws at 0.25: 200 expected, standard deviation 12.2; the bounds are 6 of them away.
+    assert!((126..=274).contains(&kept), "{kept} of 800 kept at 0.25");
+    telemetry.shutdown(Duration::from_secs(5));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_instead_of_spans_over_http_json() {
     let (endpoint, c) = collector().await;
