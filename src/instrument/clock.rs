@@ -30,7 +30,7 @@ pub(crate) fn ns_to_ticks(ns: u64) -> u64 {
 }
 
 pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
-    Duration::from_nanos(clock().delta_as_nanos(1, 1 + ticks))
+    Duration::from_nanos(ticks_to_ns(ticks))
 }
 
 /// Ticks as nanoseconds.
