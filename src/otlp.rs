@@ -185,12 +185,17 @@ const fn key_field<const N: usize>(key: &str) -> [u8; N] {
     let mut out = [0; N];
     out[0] = 0x0a;
     out[1] = key.len() as u8;
+    copy_at(&mut out, 2, key);
+    out
+}
+
+/// `bytes` copied into `out` from `at`, when compiling.
+const fn copy_at(out: &mut [u8], at: usize, bytes: &[u8]) {
     let mut i = 0;
-    while i < key.len() {
-        out[2 + i] = key[i];
+    while i < bytes.len() {
+        out[at + i] = bytes[i];
         i += 1;
     }
-    out
 }
 
 macro_rules! key_field {
@@ -211,11 +216,7 @@ const fn double_field<const N: usize>(tag: u8, key: &str) -> [u8; N] {
     out[1] = (key.len() + 13) as u8;
     out[2] = 0x0a;
     out[3] = key.len() as u8;
-    let mut i = 0;
-    while i < key.len() {
-        out[4 + i] = key[i];
-        i += 1;
-    }
+    copy_at(&mut out, 4, key);
     out[N - 3] = 0x12;
     out[N - 2] = 0x09;
     out[N - 1] = 0x21;
@@ -224,6 +225,27 @@ const fn double_field<const N: usize>(tag: u8, key: &str) -> [u8; N] {
 
 const SPAN_EXCLUSIVE: [u8; EXCLUSIVE_MS.len() + 7] = double_field(0x4a, EXCLUSIVE_MS);
 const SPAN_WALL: [u8; WALL_MS.len() + 7] = double_field(0x4a, WALL_MS);
+const EVENT_EXCLUSIVE: [u8; EXCLUSIVE_MS.len() + 7] = double_field(0x1a, EXCLUSIVE_MS);
+const EVENT_WALL: [u8; WALL_MS.len() + 7] = double_field(0x1a, WALL_MS);
+/// Bytes of the exclusive and wall times as two `KeyValue` fields.
+const TIME_ATTRS: usize = EXCLUSIVE_MS.len() + 7 + 8 + WALL_MS.len() + 7 + 8;
+
+/// The exclusive and wall times as two `KeyValue` fields (their heads from [`double_field`],
+/// for a span or an event), put together on the stack and appended in one copy.
+#[inline(always)]
+fn put_times(
+    out: &mut Vec<u8>,
+    (exclusive_head, exclusive_ms): (&[u8; EXCLUSIVE_MS.len() + 7], f64),
+    (wall_head, wall_ms): (&[u8; WALL_MS.len() + 7], f64),
+) {
+    let mut attrs = [0u8; TIME_ATTRS];
+    let (exclusive, wall) = attrs.split_at_mut(exclusive_head.len() + 8);
+    exclusive[..exclusive_head.len()].copy_from_slice(exclusive_head);
+    exclusive[exclusive_head.len()..].copy_from_slice(&exclusive_ms.to_bits().to_le_bytes());
+    wall[..wall_head.len()].copy_from_slice(wall_head);
+    wall[wall_head.len()..].copy_from_slice(&wall_ms.to_bits().to_le_bytes());
+    out.extend_from_slice(&attrs);
+}
 
 /// `Span.trace_id` and `Span.span_id` as fields, put together on the stack.
 #[inline(always)]
@@ -288,9 +310,8 @@ pub(crate) fn encode_child(out: &mut Vec<u8>, span: &ChildOut<'_>, encoding: Enc
         );
     }
     const TIMES: usize = 20;
-    const ATTRS: usize = SPAN_EXCLUSIVE.len() + 8 + SPAN_WALL.len() + 8;
     let name = span.name.as_bytes();
-    let mut len = 28 + 10 + field_len(name.len()) + TIMES + ATTRS + span.events.len();
+    let mut len = 28 + 10 + field_len(name.len()) + TIMES + TIME_ATTRS + span.events.len();
     if !span.trace_state.is_empty() {
         len += field_len(span.trace_state.len());
     }
@@ -308,18 +329,13 @@ pub(crate) fn encode_child(out: &mut Vec<u8>, span: &ChildOut<'_>, encoding: Enc
     bytes_field(out, 0x2a, name);
     // kind 1: internal
     out.extend_from_slice(&times_fields(1, span.start_ns, span.end_ns));
-    let mut attrs = [0u8; ATTRS];
-    let (exclusive, wall) = attrs.split_at_mut(SPAN_EXCLUSIVE.len() + 8);
-    exclusive[..SPAN_EXCLUSIVE.len()].copy_from_slice(&SPAN_EXCLUSIVE);
-    exclusive[SPAN_EXCLUSIVE.len()..].copy_from_slice(&span.exclusive_ms.to_bits().to_le_bytes());
-    wall[..SPAN_WALL.len()].copy_from_slice(&SPAN_WALL);
-    wall[SPAN_WALL.len()..].copy_from_slice(&span.wall_ms.to_bits().to_le_bytes());
-    out.extend_from_slice(&attrs);
+    put_times(
+        out,
+        (&SPAN_EXCLUSIVE, span.exclusive_ms),
+        (&SPAN_WALL, span.wall_ms),
+    );
     out.extend_from_slice(span.events);
 }
-
-const EVENT_EXCLUSIVE: [u8; EXCLUSIVE_MS.len() + 7] = double_field(0x1a, EXCLUSIVE_MS);
-const EVENT_WALL: [u8; WALL_MS.len() + 7] = double_field(0x1a, WALL_MS);
 
 /// A `middleware` event (a middleware's name, exclusive and wall times), as [`encode_event`]
 /// would write it; in protobuf, with its fixed parts put together on the stack.
@@ -346,10 +362,9 @@ pub(crate) fn encode_middleware_event(
         );
     }
     const HEAD: usize = 9 + 2 + "middleware".len();
-    const ATTRS: usize = EVENT_EXCLUSIVE.len() + 8 + EVENT_WALL.len() + 8;
     let value_len = field_len(name.len());
     let name_attr = 2 + MIDDLEWARE.len() + field_len(value_len);
-    let len = HEAD + field_len(name_attr) + ATTRS;
+    let len = HEAD + field_len(name_attr) + TIME_ATTRS;
     out.reserve(len + 11);
     out.push(0x5a);
     varint(out, len as u64);
@@ -365,13 +380,11 @@ pub(crate) fn encode_middleware_event(
     out.push(0x12);
     varint(out, value_len as u64);
     bytes_field(out, 0x0a, name.as_bytes());
-    let mut attrs = [0u8; ATTRS];
-    let (exclusive, wall) = attrs.split_at_mut(EVENT_EXCLUSIVE.len() + 8);
-    exclusive[..EVENT_EXCLUSIVE.len()].copy_from_slice(&EVENT_EXCLUSIVE);
-    exclusive[EVENT_EXCLUSIVE.len()..].copy_from_slice(&exclusive_ms.to_bits().to_le_bytes());
-    wall[..EVENT_WALL.len()].copy_from_slice(&EVENT_WALL);
-    wall[EVENT_WALL.len()..].copy_from_slice(&wall_ms.to_bits().to_le_bytes());
-    out.extend_from_slice(&attrs);
+    put_times(
+        out,
+        (&EVENT_EXCLUSIVE, exclusive_ms),
+        (&EVENT_WALL, wall_ms),
+    );
 }
 
 /// Bytes of an `AnyValue` message.
