@@ -126,8 +126,9 @@ fn is_stream(res: &Response) -> bool {
 }
 
 pin_project_lite::pin_project! {
-    /// A body that keeps `T` alive until it is dropped (a connection's in-flight count, a
-    /// concurrency permit): the request is still being answered while its body streams.
+    /// A body that keeps `T` alive until it is dropped (a connection's in-flight count): the
+    /// request is still being answered while its body streams. Batteries use
+    /// [`observe`](crate::battery::observe) instead, which shares one wrapper.
     pub(crate) struct Holding<T> {
         #[pin]
         body: Body,
@@ -136,6 +137,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<T> Holding<T> {
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     pub(crate) fn new(body: Body, held: T) -> Self {
         Self { body, held }
     }

@@ -62,6 +62,7 @@
 pub mod admin;
 pub mod backends;
 mod background;
+pub mod battery;
 pub mod body;
 mod client_ip;
 #[cfg(feature = "config")]

@@ -451,11 +451,7 @@ impl Hook for Cors {
         let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
             return Flow::Continue(CorsState(None));
         };
-        if req.method() == Method::OPTIONS
-            && req
-                .headers()
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        if crate::battery::is_preflight(req) {
             return Flow::Respond(self.preflight(req, &origin));
         }
         if !self.origin_allowed(&origin) {

@@ -326,8 +326,10 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         let recorded = live_uri.is_some();
         without_forbidden_body(&ctx.method, &mut res);
         if let Some(tasks) = res.extensions_mut().remove::<crate::BackgroundTasks>() {
-            res = after_body(res, tasks, &inner.background);
+            after_body(&mut res, tasks, &inner.background);
         }
+        // One body wrapper for everything that waits for the end of the response.
+        res = crate::battery::apply_observers(res);
 
         let route_label = ctx.route_label();
         let route: &str = &route_label;
@@ -414,27 +416,23 @@ fn without_forbidden_body(method: &http::Method, res: &mut Response) {
 
 /// Runs the response's background tasks once its body has been sent, or dropped.
 fn after_body(
-    res: Response,
+    res: &mut Response,
     tasks: crate::BackgroundTasks,
     tracker: &Arc<crate::background::Tracker>,
-) -> Response {
+) {
     let request_id = res
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let tracker = Arc::clone(tracker);
-    res.map(|body| {
-        Body::new(crate::body::Holding::new(
-            body,
-            RunOnDrop(Some(move || {
-                crate::background::run(&tracker, tasks.take(), request_id)
-            })),
-        ))
-    })
+    let run = RunOnDrop(Some({
+        let tracker = Arc::clone(tracker);
+        move || crate::background::run(&tracker, tasks.take(), request_id)
+    }));
+    crate::battery::observe(res, move |_| drop(run));
 }
 
-/// Calls its closure when dropped: when hyper is done with the body it is held by.
+/// Calls its closure when dropped: when the response's observers are told, or dropped unused.
 struct RunOnDrop<F: FnOnce()>(Option<F>);
 
 impl<F: FnOnce()> Drop for RunOnDrop<F> {

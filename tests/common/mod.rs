@@ -262,9 +262,33 @@ impl OwnRedis {
             && &buf == b"+PONG\r\n"
     }
 
+    /// Stops the server without killing it (SIGSTOP): connections stay open and nothing
+    /// answers, as a stalled store.
+    pub fn stall(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a stalled server go on (SIGCONT).
+    pub fn unstall(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Kills the server and waits for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A stalled server is woken first, so that it can be killed and reaped.
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }

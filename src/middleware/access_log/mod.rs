@@ -161,7 +161,8 @@ impl AccessLogBuilder {
         self
     }
 
-    /// Requests to these paths (exactly) are not logged.
+    /// Requests to these paths are not logged: exact paths, or prefixes ending in `/*`
+    /// ([`PathRules`](crate::battery::PathRules)). Defaults to none.
     pub fn exclude_paths<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, paths: I) -> Self {
         self.exclude = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
         self
@@ -197,12 +198,14 @@ impl AccessLogBuilder {
                 ));
             }
         }
+        let exclude = crate::battery::PathRules::parse(&self.exclude)
+            .map_err(|e| ConfigError::invalid("exclude_paths", e))?;
         let queue = Queue::start(&self.sink, self.queue)?;
         Ok(AccessLog {
             shared: Arc::new(Shared {
                 format: self.format,
                 on_full: self.on_full,
-                exclude: self.exclude,
+                exclude,
                 redact: self.redact,
                 queue,
             }),
@@ -214,7 +217,7 @@ impl AccessLogBuilder {
 struct Shared {
     format: Format,
     on_full: OnFull,
-    exclude: Vec<String>,
+    exclude: crate::battery::PathRules,
     redact: Vec<String>,
     queue: Arc<Queue>,
 }
@@ -352,6 +355,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Writes the record: `status` is `None` when the client went away first (logged as 499).
     fn finish(&mut self, status: Option<u16>, bytes_out: u64) {
         let Some(mut record) = self.record.take() else {
             return;
@@ -382,7 +386,7 @@ impl Hook for AccessLog {
 
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Pending>> {
         let shared = &self.shared;
-        if shared.exclude.iter().any(|p| p == req.uri().path()) {
+        if shared.exclude.matches(req.uri().path()) {
             return Flow::Continue(None);
         }
         let declared = req
@@ -456,73 +460,13 @@ impl Hook for AccessLog {
                 .get::<crate::middleware::auth::Identity>()
                 .cloned();
         }
-        let status = res.status().as_u16();
-        if http_body::Body::is_end_stream(res.body()) {
-            pending.finish(Some(status), 0);
-            return Flow::Continue(());
-        }
-        let body = std::mem::take(res.body_mut());
-        *res.body_mut() = Body::new(Logged {
-            body,
-            pending,
-            status,
-            bytes_out: 0,
+        // Written once the client has been sent the body (or went away), with the status and
+        // bytes it got, whatever the batteries outside this one do to the response.
+        crate::battery::observe(res, move |delivered| {
+            let status = delivered.complete().then(|| delivered.status().as_u16());
+            pending.finish(status, delivered.bytes());
         });
         Flow::Continue(())
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response body: counts bytes out and writes the record at its end.
-    struct Logged {
-        #[pin]
-        body: Body,
-        pending: Pending,
-        status: u16,
-        bytes_out: u64,
-    }
-
-    impl PinnedDrop for Logged {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // Sent in full (hyper stops polling a body that says it has ended), or cut short.
-            let status = http_body::Body::is_end_stream(&*this.body).then_some(*this.status);
-            this.pending.finish(status, *this.bytes_out);
-        }
-    }
-}
-
-impl http_body::Body for Logged {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        let mut this = self.project();
-        let polled = this.body.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes_out += data.len() as u64;
-                }
-                if this.body.is_end_stream() {
-                    this.pending.finish(Some(*this.status), *this.bytes_out);
-                }
-            }
-            Poll::Ready(None) => this.pending.finish(Some(*this.status), *this.bytes_out),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

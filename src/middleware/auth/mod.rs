@@ -69,7 +69,9 @@ use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use http::{header, Method, StatusCode};
+use http::{header, StatusCode};
+
+use crate::battery::PathRules;
 
 pub use self::api_key::{
     digest, generate, public_id, KeyStore, KeyStoreError, NewKey, StoredKey, KEY_PREFIX,
@@ -293,17 +295,10 @@ impl AuthBuilder {
                 "nothing to check credentials with: set `api_keys` (a sqlite:// or postgres:// URL), `jwks_url` or `external_url`",
             ));
         }
-        if let Some(bad) = self
-            .public
-            .iter()
-            .chain(self.rules.iter().map(|r| &r.prefix))
-            .find(|p| !p.starts_with('/'))
-        {
-            return Err(ConfigError::invalid(
-                "public_paths",
-                format!("`{bad}` does not start with `/`"),
-            ));
-        }
+        let public =
+            PathRules::parse(&self.public).map_err(|e| ConfigError::invalid("public_paths", e))?;
+        let prefixes = PathRules::prefixes(self.rules.iter().map(|r| &r.prefix))
+            .map_err(|e| ConfigError::invalid("public_paths", e))?;
         if self
             .rules
             .iter()
@@ -320,8 +315,7 @@ impl AuthBuilder {
                 "the key cache needs a time and a capacity above zero",
             ));
         }
-        let mut rules = self.rules;
-        rules.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let scopes = self.rules.into_iter().map(|r| r.scopes).collect();
         let (store, key_store) = self.store.unzip();
         Ok(Auth {
             shared: Arc::new(Shared {
@@ -339,8 +333,9 @@ impl AuthBuilder {
                 jwt,
                 #[cfg(feature = "external-auth")]
                 external,
-                public: self.public,
-                rules,
+                public,
+                prefixes,
+                scopes,
             }),
         })
     }
@@ -365,9 +360,10 @@ struct Shared {
     jwt: Option<Arc<jwt::JwtChecker>>,
     #[cfg(feature = "external-auth")]
     external: Option<external::ExternalChecker>,
-    public: Vec<String>,
-    /// Longest prefix first.
-    rules: Vec<Rule>,
+    public: PathRules,
+    /// The prefixes of [`AuthBuilder::require_scopes`], and the scopes each requires.
+    prefixes: PathRules,
+    scopes: Vec<Vec<String>>,
 }
 
 /// The authentication battery; see the [module docs](self). Made by [`Auth::builder`].
@@ -429,28 +425,15 @@ impl Auth {
     }
 
     fn is_public(&self, path: &str) -> bool {
-        self.shared
-            .public
-            .iter()
-            .any(|p| match p.strip_suffix("/*") {
-                Some(prefix) => path
-                    .strip_prefix(prefix)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
-                None => path == p,
-            })
+        self.shared.public.matches(path)
     }
 
     fn required(&self, path: &str) -> &[String] {
-        self.shared
-            .rules
-            .iter()
-            .find(|r| {
-                path.starts_with(&r.prefix)
-                    && (r.prefix.ends_with('/')
-                        || path.len() == r.prefix.len()
-                        || path.as_bytes()[r.prefix.len()] == b'/')
-            })
-            .map_or(&[], |r| r.scopes.as_slice())
+        let shared = &*self.shared;
+        shared
+            .prefixes
+            .longest_match(path)
+            .map_or(&[], |i| shared.scopes[i].as_slice())
     }
 }
 
@@ -525,12 +508,9 @@ impl Hook for Auth {
                 req.headers_mut().remove(name);
             }
         }
-        // CORS preflights carry no credentials: they pass (CORS, outside, answers them).
-        if req.method() == Method::OPTIONS
-            && req
-                .headers()
-                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        // CORS preflights carry no credentials: they pass (CORS, outside, answers them). Any
+        // other `OPTIONS` is authenticated.
+        if crate::battery::is_preflight(req) {
             return Flow::Continue(None);
         }
         if self.is_public(req.uri().path()) {

@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::response::IntoResponse;
 use http::{HeaderValue, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -111,10 +110,11 @@ impl Middleware for ConcurrencyLimit {
             return self.shed();
         };
         let place = Place::take(permit, self);
-        let res = next.run(req).await;
+        let mut res = next.run(req).await;
         // The place is held until the body has been sent (or dropped): a stream is still
         // inside.
-        res.map(|body| Body::new(crate::body::Holding::new(body, place)))
+        crate::battery::observe(&mut res, move |_| drop(place));
+        res
     }
 }
 

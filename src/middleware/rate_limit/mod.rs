@@ -96,7 +96,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 use self::gcra::{Decision, Rate, MAX_POLICIES};
 use self::memory::MemoryStore;
@@ -313,7 +313,7 @@ impl RateLimitBuilder {
     pub fn paths<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, prefixes: I) -> Self {
         self.paths = prefixes
             .into_iter()
-            .map(|p| p.as_ref().trim_end_matches('/').to_owned())
+            .map(|p| p.as_ref().to_owned())
             .collect();
         self
     }
@@ -450,6 +450,8 @@ impl RateLimitBuilder {
                 "must hold at least 1 caller",
             ));
         }
+        let paths = crate::battery::PathRules::prefixes(&self.paths)
+            .map_err(|e| ConfigError::invalid("paths", e))?;
         if self.store_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "store_timeout",
@@ -508,7 +510,7 @@ impl RateLimitBuilder {
                 ipv6_mask,
                 cost: self.cost,
                 fixed_cost: self.fixed_cost,
-                paths: self.paths,
+                paths,
                 count_preflights: self.count_preflights,
                 count_statuses,
                 headers: self.headers,
@@ -543,7 +545,7 @@ struct Shared {
     ipv6_mask: u128,
     cost: Option<CostFn>,
     fixed_cost: u64,
-    paths: Vec<String>,
+    paths: crate::battery::PathRules,
     count_preflights: bool,
     /// Count only responses with these statuses (empty: count every request).
     count_statuses: Vec<StatusCode>,
@@ -702,20 +704,10 @@ impl RateLimit {
     /// Whether the request is this limiter's to count.
     fn applies(&self, req: &Request) -> bool {
         let shared = &self.shared;
-        if !shared.count_preflights
-            && req.method() == Method::OPTIONS
-            && req
-                .headers()
-                .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
-        {
+        if !shared.count_preflights && crate::battery::is_preflight(req) {
             return false;
         }
-        shared.paths.is_empty()
-            || shared.paths.iter().any(|prefix| {
-                let path = req.uri().path();
-                path.strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+        shared.paths.is_empty() || shared.paths.matches(req.uri().path())
     }
 
     fn caller(&self, req: &Request) -> Caller {

@@ -1,0 +1,444 @@
+//! The production matrix: every battery together, built from a configuration file and served
+//! over real sockets, in the recommended order and in orders the linter warns about. For
+//! every kind of answer, the access log's status and bytes are what the client received, the
+//! request id is on the response and in the log, and CORS and security headers are on every
+//! answer.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use callnext::extract::Path;
+use callnext::middleware::auth::SqlKeyStore;
+use callnext::serve::Server;
+use callnext::HttpError;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ORIGIN: &str = "https://app.example";
+
+fn app() -> Router {
+    Router::new()
+        .route(
+            "/items/{id}",
+            get(|Path(id): Path<u32>| async move {
+                if id == 99 {
+                    return Err(HttpError::not_found("Item not found"));
+                }
+                Ok(axum::Json(serde_json::json!({ "item_id": id })))
+            }),
+        )
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks =
+                    (0..5).map(|i| Ok::<_, std::io::Error>(Bytes::from(format!("chunk {i}\n"))));
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route("/echo", post(|body: Bytes| async move { body }))
+        .route("/private", get(|| async { "private" }))
+        .route("/admin/x", get(|| async { "admin" }))
+        .route("/limited", get(|| async { "limited" }))
+        .route("/dead", get(|| async { "dead" }))
+        .route("/stalled", get(|| async { "stalled" }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/panic",
+            get(|| async {
+                if true {
+                    panic!("the handler failed");
+                }
+                "never"
+            }),
+        )
+        .route(
+            "/endless",
+            get(|| async {
+                let ticks = futures_util::stream::unfold(0u64, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Some((
+                        Ok::<_, std::io::Error>(Bytes::from_static(b"tick\n")),
+                        n + 1,
+                    ))
+                });
+                axum::body::Body::from_stream(ticks).into_response()
+            }),
+        )
+}
+
+/// The recommended order, and orders the linter warns about.
+const ORDERS: [&[&str]; 3] = [
+    &[
+        "request_id",
+        "access_log",
+        "cors",
+        "security_headers",
+        "timeout",
+        "concurrency",
+        "body_limit",
+        "rate_limit",
+        "dead_limit",
+        "stalled_limit",
+        "session",
+        "auth",
+        "login_limit",
+        "compression",
+    ],
+    // The access log outermost, the request id after it.
+    &[
+        "access_log",
+        "request_id",
+        "cors",
+        "security_headers",
+        "timeout",
+        "concurrency",
+        "body_limit",
+        "rate_limit",
+        "dead_limit",
+        "stalled_limit",
+        "session",
+        "auth",
+        "login_limit",
+        "compression",
+    ],
+    // CORS and security headers inside what answers early; compression outside the log.
+    &[
+        "request_id",
+        "compression",
+        "access_log",
+        "timeout",
+        "concurrency",
+        "body_limit",
+        "rate_limit",
+        "dead_limit",
+        "stalled_limit",
+        "session",
+        "auth",
+        "cors",
+        "security_headers",
+        "login_limit",
+    ],
+];
+
+struct Setup {
+    dir: PathBuf,
+    key: String,
+    reader_key: String,
+}
+
+async fn setup(stalled_url: &str, order: &[&str], n: usize) -> (callnext::Stack, Setup) {
+    let dir = std::env::temp_dir().join(format!("callnext-matrix-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys_url = format!("sqlite://{}", dir.join("keys.db").display());
+    let keys = SqlKeyStore::open(&keys_url).unwrap();
+    let key = keys
+        .create("admin", &["admin".to_owned()])
+        .await
+        .unwrap()
+        .key;
+    let reader_key = keys
+        .create("reader", &["read".to_owned()])
+        .await
+        .unwrap()
+        .key;
+    let log = dir.join("access.log");
+    let order = order
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = format!(
+        r#"
+[stack]
+order = [{order}]
+instrument = true
+
+[middleware.request_id]
+
+[middleware.access_log]
+path = "{log}"
+format = "json"
+
+[middleware.cors]
+allow_origins = ["{ORIGIN}"]
+allow_headers = ["x-api-key"]
+
+[middleware.security_headers]
+preset = "api"
+
+[middleware.timeout]
+after = "300ms"
+
+[middleware.concurrency]
+max = 100
+
+[middleware.body_limit]
+max = "1KB"
+
+[middleware.rate_limit]
+limit = "10000/minute"
+
+[middleware.dead_limit]
+kind = "rate_limit"
+store = "redis://127.0.0.1:1"
+on_store_error = "closed"
+paths = ["/dead"]
+store_timeout = "200ms"
+
+[middleware.stalled_limit]
+kind = "rate_limit"
+store = "{stalled_url}"
+on_store_error = "closed"
+paths = ["/stalled"]
+store_timeout = "200ms"
+
+[middleware.session]
+secret = "{secret}"
+
+[middleware.auth]
+api_keys = "{keys_url}"
+public_paths = ["/endless"]
+scopes = {{ "/admin" = ["admin"] }}
+
+[middleware.login_limit]
+kind = "rate_limit"
+limit = "1/minute"
+paths = ["/limited"]
+
+[middleware.compression]
+min_size = "16B"
+"#,
+        log = log.display(),
+        secret = "s".repeat(64),
+    );
+    let stack = common::stack_from_config(&config).unwrap_or_else(|e| panic!("{e}"));
+    (
+        stack,
+        Setup {
+            dir,
+            key,
+            reader_key,
+        },
+    )
+}
+
+/// A case's name, method, path, API key, body and expected status.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<Vec<u8>>,
+    u16,
+);
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    bytes: u64,
+}
+
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    case: &str,
+    key: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("origin", ORIGIN)
+        .header("user-agent", format!("matrix-{case}"))
+        .header("accept-encoding", "gzip");
+    if let Some(key) = key {
+        req = req.header("x-api-key", key);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("answered")
+        .expect("request");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        bytes: body.len() as u64,
+    }
+}
+
+fn records(path: &std::path::Path) -> HashMap<String, Vec<serde_json::Value>> {
+    let mut by_case: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let case = record["user_agent"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("matrix-")
+            .to_owned();
+        by_case.entry(case).or_default().push(record);
+    }
+    by_case
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_logged_as_the_client_got_it_in_every_order() {
+    let stalled = common::OwnRedis::start().await;
+    for (n, order) in ORDERS.iter().enumerate() {
+        let recommended = n == 0;
+        let (stack, setup) = setup(&stalled.url(), order, n).await;
+        stalled.unstall();
+        let running = common::spawn(Server::new(), stack.service(app())).await;
+        let addr = running.addr;
+        let key = Some(setup.key.as_str());
+        let reader = Some(setup.reader_key.as_str());
+
+        let big = vec![b'x'; 4096];
+        let cases: Vec<Case<'_>> = vec![
+            ("ok", "GET", "/items/1", key, None, 200),
+            ("streamed", "GET", "/stream", key, None, 200),
+            ("http-error-404", "GET", "/items/99", key, None, 404),
+            ("no-route-404", "GET", "/nope", key, None, 404),
+            ("method-405", "DELETE", "/items/1", key, None, 405),
+            ("invalid-422", "GET", "/items/abc", key, None, 422),
+            ("too-large-413", "POST", "/echo", key, Some(big), 413),
+            ("no-key-401", "GET", "/private", None, None, 401),
+            ("no-scope-403", "GET", "/admin/x", reader, None, 403),
+            ("first-200", "GET", "/limited", key, None, 200),
+            ("limited-429", "GET", "/limited", key, None, 429),
+            ("dead-store-503", "GET", "/dead", key, None, 503),
+            ("stalled-store-503", "GET", "/stalled", key, None, 503),
+            ("timeout-503", "GET", "/slow", key, None, 503),
+            ("panic-500", "GET", "/panic", key, None, 500),
+        ];
+        let mut answers = HashMap::new();
+        for (case, method, path, key, body, expected) in cases {
+            if case == "stalled-store-503" {
+                stalled.stall();
+            }
+            let answer = send(addr, method, path, case, key, body).await;
+            if case == "stalled-store-503" {
+                stalled.unstall();
+            }
+            assert_eq!(answer.status, expected, "{case} in order {n}");
+            let id = answer.headers.get("x-request-id");
+            assert!(id.is_some(), "{case} in order {n}: no request id");
+            // CORS and security headers land on every answer when they run outside whatever
+            // answers (the third order puts them inside).
+            let cors_outside = order.iter().position(|e| *e == "cors")
+                < order.iter().position(|e| *e == "timeout");
+            if cors_outside {
+                assert_eq!(
+                    answer
+                        .headers
+                        .get("access-control-allow-origin")
+                        .map(|v| v.to_str().unwrap()),
+                    Some(ORIGIN),
+                    "{case} in order {n}: no CORS headers"
+                );
+                assert_eq!(
+                    answer
+                        .headers
+                        .get("x-content-type-options")
+                        .map(|v| v.to_str().unwrap()),
+                    Some("nosniff"),
+                    "{case}: no security headers"
+                );
+            }
+            answers.insert(case, answer);
+        }
+
+        // A client gone in the middle of a body.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "GET /endless HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\nUser-Agent: matrix-gone\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = vec![0; 4096];
+        while !String::from_utf8_lossy(&seen).contains("tick") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        drop(stream);
+
+        // Every record, once the server has noticed the client that went away.
+        let log = setup.dir.join("access.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let by_case = loop {
+            assert!(stack.flush(Duration::from_secs(10)));
+            let by_case = records(&log);
+            if by_case.contains_key("gone") || std::time::Instant::now() > deadline {
+                break by_case;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let gone = &by_case["gone"][0];
+        assert_eq!(gone["status"], 499, "order {n}: {gone}");
+        assert!(
+            gone["bytes_out"].as_u64().unwrap() >= 5,
+            "order {n}: {gone}"
+        );
+
+        for (case, answer) in &answers {
+            let Some(logged) = by_case.get(*case) else {
+                // Only an access log outside everything that answers sees every answer.
+                assert!(!recommended, "{case}: not logged");
+                continue;
+            };
+            assert_eq!(logged.len(), 1, "{case} in order {n}: {logged:?}");
+            let record = &logged[0];
+            assert_eq!(
+                record["status"], answer.status,
+                "{case} in order {n}: {record}"
+            );
+            assert_eq!(
+                record["bytes_out"], answer.bytes,
+                "{case} in order {n}: {record}"
+            );
+            if recommended {
+                assert_eq!(
+                    record["request_id"].as_str(),
+                    answer
+                        .headers
+                        .get("x-request-id")
+                        .map(|v| v.to_str().unwrap()),
+                    "{case}: {record}"
+                );
+            }
+        }
+        if recommended {
+            assert_eq!(by_case.len(), answers.len() + 1, "{:?}", by_case.keys());
+        }
+        running.stop().await;
+        let _ = std::fs::remove_dir_all(&setup.dir);
+    }
+}
