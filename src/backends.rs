@@ -17,7 +17,6 @@
 //! ```
 
 use std::sync::Arc;
-#[cfg(any(feature = "redis", feature = "sql"))]
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -26,7 +25,6 @@ use futures_util::future::BoxFuture;
 pub use self::redis_client::Redis;
 
 /// The longest a probe waits, in case its caller sets no timeout of its own.
-#[cfg(any(feature = "redis", feature = "sql"))]
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One round trip to a store: `Ok`, or what failed as text.
@@ -35,18 +33,36 @@ pub(crate) type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> +
 /// A battery's failure-policy counters, by short snake_case name.
 pub(crate) type Counters = Arc<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
 
-/// A store one battery talks to, as the live page shows it.
+/// A store an entry talks to, as the live page shows it: its kind, where it is, a probe for
+/// its health and latency, and the entry's counters of what it did when the store failed.
+///
+/// callnext's batteries offer theirs through their
+/// [`Capabilities`](crate::battery::Capabilities); a middleware of your own offers its own
+/// the same way:
+///
+/// ```
+/// use callnext::backends::Backend;
+/// use callnext::battery::Capabilities;
+/// use futures_util::FutureExt;
+///
+/// let store = Backend::new("http", "https://user:hunter2@flags.example/v1", || {
+///     async { Ok::<(), std::io::Error>(()) }.boxed()
+/// })
+/// .counters(|| vec![("fallbacks", 0)]);
+/// assert_eq!(store.url(), "https://user:***@flags.example/v1");
+/// let caps = Capabilities::new().kind("feature_flags").store(store);
+/// # let _ = caps;
+/// ```
 #[derive(Clone)]
-#[cfg_attr(not(any(feature = "redis", feature = "sql")), allow(dead_code))]
-pub(crate) struct Backend {
-    /// "redis", "postgres" or "sqlite".
+pub struct Backend {
+    /// "redis", "postgres", "sqlite", or what the entry calls it.
     pub(crate) kind: &'static str,
     /// Where it is, any password replaced by `***`.
     pub(crate) url: String,
-    /// One round trip (Redis `PING`, SQL `SELECT 1`) through the battery's own client or
+    /// One round trip (Redis `PING`, SQL `SELECT 1`) through the entry's own client or
     /// pool; an error as text, without passwords. Gives up by itself after 5 s.
     pub(crate) probe: Probe,
-    /// The battery's failure-policy counters since it was built, read when called.
+    /// The entry's failure-policy counters since it was built, read when called.
     pub(crate) counters: Counters,
 }
 
@@ -59,10 +75,11 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-#[cfg(any(feature = "redis", feature = "sql"))]
 impl Backend {
-    /// A backend whose probe is `probe`, bounded and with its error redacted.
-    fn new<F, E>(kind: &'static str, url: String, probe: F, counters: Counters) -> Self
+    /// A store of `kind` at `url` (shown with any password in it replaced by `***`), whose
+    /// health is one call of `probe`: a round trip through the entry's own client. A probe
+    /// that takes longer than 5 s counts as failed; its error is shown without passwords.
+    pub fn new<F, E>(kind: &'static str, url: &str, probe: F) -> Self
     where
         F: Fn() -> BoxFuture<'static, Result<(), E>> + Send + Sync + 'static,
         E: std::fmt::Display + 'static,
@@ -81,10 +98,40 @@ impl Backend {
         });
         Self {
             kind,
-            url,
+            url: crate::redact::redact_urls(url),
             probe,
-            counters,
+            counters: Arc::new(Vec::new),
         }
+    }
+
+    /// The entry's counters of what it did when the store failed (`store_errors_open`,
+    /// `fallbacks`), read each time the live page shows them. Defaults to none.
+    #[must_use]
+    pub fn counters(
+        mut self,
+        counters: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    ) -> Self {
+        self.counters = Arc::new(counters);
+        self
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Where it is, any password replaced by `***`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[cfg(any(feature = "redis", feature = "sql"))]
+impl Backend {
+    /// A backend whose counters are `counters`.
+    fn with_counters(mut self, counters: Counters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// The Redis behind `redis`, probed with `PING` on its shared connection.
@@ -100,7 +147,7 @@ impl Backend {
             }
             .boxed()
         };
-        Self::new("redis", redis.url().to_owned(), probe, counters)
+        Self::new("redis", redis.url(), probe).with_counters(counters)
     }
 
     /// The database of a SQL store at `url`, probed with `SELECT 1` on the pool `pool` gives
@@ -120,12 +167,7 @@ impl Backend {
             }
             .boxed()
         };
-        Self::new(
-            crate::sql::kind(url),
-            crate::redact::redact_urls(url),
-            probe,
-            counters,
-        )
+        Self::new(crate::sql::kind(url), url, probe).with_counters(counters)
     }
 }
 

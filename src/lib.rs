@@ -79,7 +79,6 @@ pub mod middleware;
 #[cfg(feature = "otel")]
 mod otlp;
 mod printable;
-#[cfg(any(feature = "config", feature = "redis", feature = "sql"))]
 mod redact;
 #[cfg(feature = "server")]
 pub mod serve;

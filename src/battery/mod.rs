@@ -1,9 +1,16 @@
-//! What batteries share, so that they behave as one family: the request rules each applies
-//! the same way ([`is_preflight`], [`PathRules`]) and one view of what the client got
-//! ([`observe`]). A middleware of your own uses the same pieces.
+//! What batteries share, so that they behave as one family: what each offers the rest of the
+//! system ([`Capabilities`]: its place in the order, its stores, a flush, its metrics), the
+//! request rules each applies the same way ([`is_preflight`], [`PathRules`]) and one view of
+//! what the client got ([`observe`]). A middleware of your own uses the same pieces.
 
+mod capability;
+mod guard;
 mod observe;
 mod rules;
+
+pub use capability::Capabilities;
+pub(crate) use capability::Order;
+pub use guard::{Refused, StoreGuard};
 
 pub(crate) use observe::apply as apply_observers;
 pub use observe::{observe, Delivered};

@@ -128,7 +128,7 @@ impl Compression {
             "compression",
             tower::ServiceBuilder::new().layer(layer).layer(fused),
         )
-        .battery(Some("compression"))
+        .with_capabilities(crate::battery::Capabilities::new().kind("compression"))
     }
 }
 

@@ -447,6 +447,13 @@ pub struct CorsState(Option<(HeaderValue, bool)>);
 impl Hook for Cors {
     type State = CorsState;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new()
+            .kind("cors")
+            .cors()
+            .answers_early()
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, CorsState> {
         let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
             return Flow::Continue(CorsState(None));

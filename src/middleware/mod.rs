@@ -45,26 +45,3 @@ pub use security_headers::SecurityHeaders;
 pub use session::Sessions;
 pub use set_header::SetHeaders;
 pub use timeout::Timeout;
-
-/// The battery kind of a middleware type, if it is one of callnext's (for names and the order
-/// linter).
-pub(crate) fn battery_of<T: 'static>() -> Option<&'static str> {
-    use std::any::TypeId;
-    let id = TypeId::of::<T>();
-    [
-        (TypeId::of::<SetRequestId>(), "request_id"),
-        (TypeId::of::<AccessLog>(), "access_log"),
-        (TypeId::of::<Cors>(), "cors"),
-        (TypeId::of::<SecurityHeaders>(), "security_headers"),
-        (TypeId::of::<SetHeaders>(), "set_header"),
-        (TypeId::of::<Timeout>(), "timeout"),
-        (TypeId::of::<limit::ConcurrencyLimit>(), "concurrency"),
-        (TypeId::of::<limit::BodyLimit>(), "body_limit"),
-        (TypeId::of::<RateLimit>(), "rate_limit"),
-        (TypeId::of::<Sessions>(), "session"),
-        (TypeId::of::<Auth>(), "auth"),
-        (TypeId::of::<ProcessTime>(), "process_time"),
-    ]
-    .into_iter()
-    .find_map(|(t, kind)| (t == id).then_some(kind))
-}

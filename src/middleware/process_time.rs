@@ -74,6 +74,10 @@ impl ProcessTime {
 impl Hook for ProcessTime {
     type State = Instant;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new().kind("process_time")
+    }
+
     fn on_request<'a>(&'a self, _req: &'a mut Request) -> Flow<'a, Instant> {
         Flow::Continue(Instant::now())
     }

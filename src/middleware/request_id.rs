@@ -209,6 +209,12 @@ fn fresh() -> HeaderValue {
 impl Hook for SetRequestId {
     type State = HeaderValue;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new()
+            .kind("request_id")
+            .first()
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, HeaderValue> {
         let id = match req.headers().get(&self.header) {
             Some(incoming) if self.valid(incoming) => incoming.clone(),

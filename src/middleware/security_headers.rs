@@ -244,6 +244,10 @@ impl Hook for SecurityHeaders {
     /// Whether the request came over TLS.
     type State = bool;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new().kind("security_headers")
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, bool> {
         Flow::Continue(req.extensions().get::<Secure>().is_some())
     }

@@ -143,6 +143,10 @@ impl SetHeaders {
 impl Hook for SetHeaders {
     type State = ();
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new().kind("set_header")
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a> {
         write(req.headers_mut(), &self.request);
         Flow::Continue(())

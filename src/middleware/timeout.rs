@@ -95,6 +95,12 @@ impl Timeout {
 }
 
 impl Middleware for Timeout {
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new()
+            .kind("timeout")
+            .answers_early()
+    }
+
     async fn call(&self, req: Request, next: Next<'_>) -> Response {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();

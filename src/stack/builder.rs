@@ -335,7 +335,7 @@ impl Stack {
         let results: Vec<bool> = self
             .entries
             .iter()
-            .filter_map(|e| e.flush.as_ref())
+            .filter_map(|e| e.caps.flush.as_ref())
             .map(|flush| flush(timeout))
             .collect();
         #[cfg(feature = "otel")]

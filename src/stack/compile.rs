@@ -104,7 +104,7 @@ pub(crate) fn compile<S: HttpService>(
     let options = super::endpoint::AppOptions {
         fastapi_bodies: settings.fastapi_bodies,
         json_rejections: settings.json_rejections,
-        route_on_response: entries.iter().any(|e| e.battery == Some("access_log")),
+        route_on_response: entries.iter().any(|e| e.caps.order.needs_route),
     };
     let (endpoint, app_reports_route) = endpoint(app, app_slot, options);
     let report = Arc::new(StackReport {
@@ -215,7 +215,7 @@ fn live_parts(
             index,
             name: e.name.to_string(),
             kind: e.kind.to_string(),
-            battery: e.battery,
+            battery: e.caps.kind,
             settings: e
                 .settings
                 .as_deref()
@@ -246,7 +246,8 @@ fn live_parts(
             .entries
             .iter()
             .flat_map(|e| {
-                e.backends
+                e.caps
+                    .stores
                     .iter()
                     .map(|b| BackendView::new(e.name.to_string(), b.clone()))
             })
@@ -265,7 +266,7 @@ fn stack_metrics(
     };
     metrics.claim_stack(stack.name, stack.identity)?;
     for entry in stack.entries {
-        if let Some(hook) = &entry.on_metrics {
+        if let Some(hook) = &entry.caps.metrics {
             hook(metrics, stack.name, &entry.name);
         }
     }

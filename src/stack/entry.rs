@@ -15,6 +15,7 @@ use super::middleware::{
 };
 use super::tower::{BuildTower, NextService, TowerDef};
 use super::HttpService;
+use crate::battery::Capabilities;
 use crate::instrument::BlockingStats;
 use crate::{Request, Response};
 
@@ -80,30 +81,13 @@ pub struct Entry {
     pub(crate) def: EntryDef,
     /// Blocking events since the stack was built, shared by every service built from it.
     pub(crate) stats: Arc<BlockingStats>,
-    /// Which of callnext's batteries it is (`request_id`, `cors`, …), for the order linter.
-    pub(crate) battery: Option<&'static str>,
-    /// A rate limiter keyed by who the request is from (user or API key), which needs auth
-    /// before it (for the order linter).
-    pub(crate) keyed_by_identity: bool,
+    /// What it offers the rest of the system (its kind and place in the order, stores, a
+    /// flush, metrics).
+    pub(crate) caps: Capabilities,
     /// Its settings as `key=value`, secrets redacted, for the live page (entries built from a
     /// configuration file).
     pub(crate) settings: Option<Arc<[String]>>,
-    /// The stores it talks to, for the live page.
-    pub(crate) backends: Vec<crate::backends::Backend>,
-    /// Writes what the entry still holds (an access log's queue) at shutdown.
-    pub(crate) flush: Option<Flusher>,
-    /// Gives the entry its own series when the stack records into a metrics registry
-    /// (registry, stack name, entry name).
-    #[cfg(feature = "prometheus")]
-    pub(crate) on_metrics: Option<MetricsHook>,
 }
-
-/// See [`Entry::on_metrics`].
-#[cfg(feature = "prometheus")]
-pub(crate) type MetricsHook = Arc<dyn Fn(&crate::metrics::Metrics, &str, &str) + Send + Sync>;
-
-/// Flushes an entry's buffered output, waiting at most the given time.
-pub(crate) type Flusher = Arc<dyn Fn(std::time::Duration) -> bool + Send + Sync>;
 
 impl Entry {
     fn new(name: Cow<'static, str>, kind: MiddlewareKind, def: EntryDef) -> Self {
@@ -112,23 +96,35 @@ impl Entry {
             kind,
             def,
             stats: Arc::default(),
-            battery: None,
-            keyed_by_identity: false,
+            caps: Capabilities::new(),
             settings: None,
-            backends: Vec::new(),
-            flush: None,
-            #[cfg(feature = "prometheus")]
-            on_metrics: None,
         }
     }
 
-    /// Marks the entry as one of callnext's batteries, named after it unless renamed later.
-    pub(crate) fn battery(mut self, battery: Option<&'static str>) -> Self {
-        if let Some(kind) = battery {
+    /// Gives the entry what it offers the rest of the system (replacing what it offered
+    /// before): its kind and place in the order for the linter, its stores for the live page, a
+    /// flush at shutdown, its metrics. The name stays as it is.
+    ///
+    /// Hooks and struct middlewares offer theirs from their own `capabilities` method (and are
+    /// named after their [kind](Capabilities::kind) if they give one); this is for functions
+    /// and tower layers, or to override.
+    #[must_use]
+    pub fn with_capabilities(mut self, caps: Capabilities) -> Self {
+        self.caps = caps;
+        self
+    }
+
+    /// With the capabilities its type offers, named after its kind if it has one.
+    fn offering(mut self, caps: Capabilities) -> Self {
+        if let Some(kind) = caps.kind {
             self.name = Cow::Borrowed(kind);
         }
-        self.battery = battery;
-        self
+        self.with_capabilities(caps)
+    }
+
+    /// What the entry offers the rest of the system.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
     }
 
     /// A function middleware: `async fn(Request, Next) -> impl IntoResponse`.
@@ -172,34 +168,13 @@ impl Entry {
         R: IntoResponse + 'static,
     {
         let name = Cow::Borrowed(short_type_name::<M>());
-        #[cfg(feature = "prometheus")]
-        let on_metrics = (&m as &dyn std::any::Any)
-            .downcast_ref::<crate::middleware::limit::ConcurrencyLimit>()
-            .map(|limit| {
-                let gauge = Arc::clone(&limit.gauge);
-                Arc::new(
-                    move |metrics: &crate::metrics::Metrics, stack: &str, entry: &str| {
-                        let labels = vec![
-                            ("stack", stack.to_owned()),
-                            ("middleware", entry.to_owned()),
-                        ];
-                        let _ = gauge
-                            .set(metrics.gauge(crate::metrics::CONCURRENCY_IN_FLIGHT, &labels));
-                    },
-                ) as MetricsHook
-            });
-        #[allow(unused_mut)]
-        let mut entry = Self::new(
+        let caps = m.capabilities();
+        Self::new(
             name,
             MiddlewareKind::Struct,
             EntryDef::Around(Arc::new(StructEntry(m, PhantomData))),
         )
-        .battery(crate::middleware::battery_of::<M>());
-        #[cfg(feature = "prometheus")]
-        {
-            entry.on_metrics = on_metrics;
-        }
-        entry
+        .offering(caps)
     }
 
     /// A hook. Named after its type (`ApiKey` for `my_crate::ApiKey`; callnext's batteries
@@ -207,62 +182,13 @@ impl Entry {
     #[must_use]
     pub fn hook<H: Hook>(hook: H) -> Self {
         let name = Cow::Borrowed(short_type_name::<H>());
-        let flush = (&hook as &dyn std::any::Any)
-            .downcast_ref::<crate::middleware::AccessLog>()
-            .map(|log| {
-                let handle = log.handle();
-                Arc::new(move |timeout| handle.flush(timeout)) as Flusher
-            });
-        #[cfg(feature = "prometheus")]
-        let on_metrics = {
-            let any = &hook as &dyn std::any::Any;
-            let limit = any.downcast_ref::<crate::middleware::RateLimit>().cloned();
-            let sessions = any.downcast_ref::<crate::middleware::Sessions>().cloned();
-            (limit.is_some() || sessions.is_some()).then(|| {
-                Arc::new(
-                    move |metrics: &crate::metrics::Metrics, stack: &str, entry: &str| {
-                        if let Some(limit) = &limit {
-                            limit.register_metrics(metrics, stack, entry);
-                        }
-                        if let Some(sessions) = &sessions {
-                            sessions.register_metrics(metrics, stack, entry);
-                        }
-                    },
-                ) as MetricsHook
-            })
-        };
-        let keyed_by_identity = (&hook as &dyn std::any::Any)
-            .downcast_ref::<crate::middleware::RateLimit>()
-            .is_some_and(crate::middleware::RateLimit::keyed_by_identity);
-        let backends = {
-            let any = &hook as &dyn std::any::Any;
-            let mut backends = Vec::new();
-            if let Some(limit) = any.downcast_ref::<crate::middleware::RateLimit>() {
-                backends.extend(limit.backends());
-            }
-            #[cfg(any(feature = "redis", feature = "sql"))]
-            if let Some(sessions) = any.downcast_ref::<crate::middleware::Sessions>() {
-                backends.extend(sessions.backends());
-            }
-            if let Some(auth) = any.downcast_ref::<crate::middleware::Auth>() {
-                backends.extend(auth.backends());
-            }
-            backends
-        };
-        let mut entry = Self::new(
+        let caps = hook.capabilities();
+        Self::new(
             name,
             MiddlewareKind::Hook,
             EntryDef::Hook(Arc::new(HookAdapter(hook))),
         )
-        .battery(crate::middleware::battery_of::<H>());
-        entry.flush = flush;
-        entry.keyed_by_identity = keyed_by_identity;
-        entry.backends = backends;
-        #[cfg(feature = "prometheus")]
-        {
-            entry.on_metrics = on_metrics;
-        }
-        entry
+        .offering(caps)
     }
 
     /// A synchronous hook on the request, from a closure, under `name`: return `()` to go on,

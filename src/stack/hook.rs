@@ -112,6 +112,13 @@ pub trait Hook: Send + Sync + 'static {
         let _ = (state, res);
         Flow::Continue(())
     }
+
+    /// What it offers the rest of the system: its kind and place in the order (for the
+    /// linter), its stores (for the live page), a flush at shutdown, its metrics. Defaults to
+    /// none.
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new()
+    }
 }
 
 /// What a [`Hook`] says to do next.

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::entry::Entry;
+use crate::battery::Order;
 
 /// One broken ordering rule: which rule, and a message naming both entries.
 ///
@@ -40,24 +41,10 @@ impl fmt::Display for OrderWarning {
     }
 }
 
-/// Batteries that can answer a request without the rest of the stack.
-const ANSWERS_EARLY: [&str; 7] = [
-    "cors",
-    "timeout",
-    "concurrency",
-    "body_limit",
-    "rate_limit",
-    "session",
-    "auth",
-];
-
-/// Batteries whose answers must carry CORS headers (and which must let preflights pass).
-const INSIDE_CORS: [&str; 3] = ["auth", "rate_limit", "session"];
-
 pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
     let mut warnings = Vec::new();
-    let of = |kind: &str| entries.iter().position(|e| e.battery == Some(kind));
-    if let Some(i) = of("request_id") {
+    let of = |role: fn(&Order) -> bool| entries.iter().position(|e| role(&e.caps.order));
+    if let Some(i) = of(|o| o.first) {
         if i > 0 {
             warnings.push(OrderWarning {
                 rule: "request-id-first",
@@ -68,11 +55,8 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
             });
         }
     }
-    if let Some(cors) = of("cors") {
-        for early in entries[..cors]
-            .iter()
-            .filter(|e| e.battery.is_some_and(|b| INSIDE_CORS.contains(&b)))
-        {
+    if let Some(cors) = of(|o| o.cors) {
+        for early in entries[..cors].iter().filter(|e| e.caps.order.inside_cors) {
             warnings.push(OrderWarning {
                 rule: "cors-outside",
                 message: format!(
@@ -82,11 +66,8 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
             });
         }
     }
-    if let Some(log) = of("access_log") {
-        for early in entries[..log]
-            .iter()
-            .filter(|e| e.battery.is_some_and(|b| ANSWERS_EARLY.contains(&b)))
-        {
+    if let Some(log) = of(|o| o.logs) {
+        for early in entries[..log].iter().filter(|e| e.caps.order.answers_early) {
             warnings.push(OrderWarning {
                 rule: "access-log-outside",
                 message: format!(
@@ -96,8 +77,11 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
             });
         }
     }
-    if let Some(auth) = of("auth") {
-        for limit in entries[..auth].iter().filter(|e| e.keyed_by_identity) {
+    if let Some(auth) = of(|o| o.identifies) {
+        for limit in entries[..auth]
+            .iter()
+            .filter(|e| e.caps.order.needs_identity)
+        {
             warnings.push(OrderWarning {
                 rule: "limit-after-auth",
                 message: format!(

@@ -79,6 +79,13 @@ pub trait Middleware<R: IntoResponse = Response>: Send + Sync + 'static {
     /// middleware before it, or to nobody after hooks or at the top of the stack). Keep work
     /// inside the future.
     fn call(&self, req: Request, next: Next<'_>) -> impl Future<Output = R> + Send;
+
+    /// What it offers the rest of the system: its kind and place in the order (for the
+    /// linter), its stores (for the live page), a flush at shutdown, its metrics. Defaults to
+    /// none.
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new()
+    }
 }
 
 /// What a function middleware is: `async fn(Request, Next) -> impl IntoResponse`.

@@ -384,6 +384,14 @@ impl Drop for Pending {
 impl Hook for AccessLog {
     type State = Option<Pending>;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        let handle = self.handle();
+        crate::battery::Capabilities::new()
+            .kind("access_log")
+            .logs()
+            .flush(move |timeout| handle.flush(timeout))
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Pending>> {
         let shared = &self.shared;
         if shared.exclude.matches(req.uri().path()) {

@@ -500,6 +500,17 @@ impl Hook for Auth {
     /// access log's `user`).
     type State = Option<Identity>;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        let mut caps = crate::battery::Capabilities::new()
+            .kind("auth")
+            .inside_cors()
+            .identifies();
+        for store in self.backends() {
+            caps = caps.store(store);
+        }
+        caps
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Identity>> {
         // Headers the external service vouches for are never taken from the client.
         #[cfg(feature = "external-auth")]

@@ -51,6 +51,12 @@ impl Hook for BodyLimit {
     /// Set when the body crossed the limit while being read.
     type State = Option<Arc<AtomicBool>>;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        crate::battery::Capabilities::new()
+            .kind("body_limit")
+            .answers_early()
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Self::State> {
         let declared = req
             .headers()

@@ -100,6 +100,24 @@ impl Drop for Leave<'_> {
 }
 
 impl Middleware for ConcurrencyLimit {
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        let caps = crate::battery::Capabilities::new()
+            .kind("concurrency")
+            .answers_early();
+        #[cfg(feature = "prometheus")]
+        let caps = {
+            let gauge = Arc::clone(&self.gauge);
+            caps.metrics(move |metrics, stack, entry| {
+                let labels = vec![
+                    ("stack", stack.to_owned()),
+                    ("middleware", entry.to_owned()),
+                ];
+                let _ = gauge.set(metrics.gauge(crate::metrics::CONCURRENCY_IN_FLIGHT, &labels));
+            })
+        };
+        caps
+    }
+
     async fn call(&self, req: Request, next: Next<'_>) -> Response {
         let Some(permit) = self.permit().await else {
             tracing::debug!(

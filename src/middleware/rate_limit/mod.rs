@@ -833,6 +833,24 @@ impl RateLimit {
 impl Hook for RateLimit {
     type State = Decided;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        let mut caps = crate::battery::Capabilities::new()
+            .kind("rate_limit")
+            .inside_cors();
+        if self.keyed_by_identity() {
+            caps = caps.needs_identity();
+        }
+        for store in self.backends() {
+            caps = caps.store(store);
+        }
+        #[cfg(feature = "prometheus")]
+        let caps = {
+            let limit = self.clone();
+            caps.metrics(move |metrics, stack, entry| limit.register_metrics(metrics, stack, entry))
+        };
+        caps
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Decided> {
         if !self.applies(req) {
             return Flow::Continue(Decided(None, None));

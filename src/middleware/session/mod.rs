@@ -311,6 +311,25 @@ pub struct Pending {
 impl Hook for Sessions {
     type State = Pending;
 
+    fn capabilities(&self) -> crate::battery::Capabilities {
+        #[allow(unused_mut)]
+        let mut caps = crate::battery::Capabilities::new()
+            .kind("session")
+            .inside_cors();
+        #[cfg(any(feature = "redis", feature = "sql"))]
+        for store in self.backends() {
+            caps = caps.store(store);
+        }
+        #[cfg(feature = "prometheus")]
+        let caps = {
+            let sessions = self.clone();
+            caps.metrics(move |metrics, stack, entry| {
+                sessions.register_metrics(metrics, stack, entry);
+            })
+        };
+        caps
+    }
+
     fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Pending> {
         let session = Session {
             inner: Arc::new(Inner {
