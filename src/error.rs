@@ -282,6 +282,7 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T)
 pub struct ConfigError {
     kind: ConfigErrorKind,
     message: String,
+    setting: Option<Box<str>>,
 }
 
 /// What kind of [`ConfigError`] it is.
@@ -312,19 +313,35 @@ impl ConfigError {
         Self {
             kind,
             message: message.into(),
+            setting: None,
         }
     }
 
     pub(crate) fn invalid(setting: &str, reason: impl fmt::Display) -> Self {
-        Self::new(
+        let mut err = Self::new(
             ConfigErrorKind::InvalidSetting,
             format!("invalid `{setting}`: {reason}"),
-        )
+        );
+        err.setting = Some(setting.into());
+        err
     }
 
     /// What went wrong.
     pub fn kind(&self) -> ConfigErrorKind {
         self.kind
+    }
+
+    /// The setting that has a value it cannot take (a builder's, named as the configuration
+    /// file's key), for an [`InvalidSetting`](ConfigErrorKind::InvalidSetting).
+    ///
+    /// ```
+    /// use callnext::middleware::rate_limit::RateLimit;
+    ///
+    /// let err = RateLimit::builder().limit("1/minute").paths(["api"]).build().unwrap_err();
+    /// assert_eq!(err.setting(), Some("paths"));
+    /// ```
+    pub fn setting(&self) -> Option<&str> {
+        self.setting.as_deref()
     }
 }
 

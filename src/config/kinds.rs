@@ -232,19 +232,7 @@ fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         .allow_credentials(s.allow_credentials)
         .max_age(s.max_age.get())
         .build()
-        .map_err(|err| {
-            let message = err.to_string();
-            let key = [
-                "allow_origins",
-                "allow_methods",
-                "allow_headers",
-                "expose_headers",
-            ]
-            .into_iter()
-            .find(|k| message.starts_with(&format!("invalid `{k}`")))
-            .unwrap_or("");
-            settings.error(key, message)
-        })?;
+        .map_err(|err| settings.built(&err))?;
     // Scripts may read the other batteries' headers.
     let mut exposed = Vec::new();
     for table in settings
@@ -524,21 +512,10 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             ))
         }
     }
-    let limit = builder.build().map_err(|err| {
-        let message = err.to_string();
-        let key = [
-            "limit",
-            "burst",
-            "cost",
-            "ipv6_prefix",
-            "max_keys",
-            "store_timeout",
-            "name",
-        ]
-        .into_iter()
-        .find(|k| message.starts_with(&format!("invalid `{k}`")))
-        .map_or("", |k| if k == "name" { "limit" } else { k });
-        settings.error(key, message)
+    let limit = builder.build().map_err(|err| match err.setting() {
+        // A policy's name is written in its `limit`.
+        Some("name") => settings.error("limit", &err),
+        _ => settings.built(&err),
     })?;
     Ok(Entry::hook(limit))
 }
@@ -557,6 +534,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         absolute_timeout: super::Duration,
         max_sessions: u64,
         prefix: String,
+        store_timeout: super::Duration,
     }
     impl Default for Settings {
         fn default() -> Self {
@@ -570,6 +548,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
                 absolute_timeout: super::Duration::from_secs(8 * 3600),
                 max_sessions: 100_000,
                 prefix: "callnext:session".to_owned(),
+                store_timeout: super::Duration::from_secs(1),
             }
         }
     }
@@ -585,7 +564,8 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         .cookie(s.cookie)
         .host_prefix(s.host_prefix)
         .idle_timeout(s.idle_timeout.get())
-        .absolute_timeout(s.absolute_timeout.get());
+        .absolute_timeout(s.absolute_timeout.get())
+        .store_timeout(s.store_timeout.get());
     let builder = match s.store.as_str() {
         "memory" => builder.store(MemoryStore::new(s.max_sessions)),
         #[cfg(feature = "redis")]
@@ -615,14 +595,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             ))
         }
     };
-    let sessions = builder.build().map_err(|err| {
-        let message = err.to_string();
-        let key = ["secret", "old_secrets", "cookie", "idle_timeout"]
-            .into_iter()
-            .find(|k| message.starts_with(&format!("invalid `{k}`")))
-            .unwrap_or("");
-        settings.error(key, message)
-    })?;
+    let sessions = builder.build().map_err(|err| settings.built(&err))?;
     Ok(Entry::hook(sessions))
 }
 
@@ -648,6 +621,7 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         external_copy_headers: Vec<String>,
         external_timeout: super::Duration,
         external_cache_ttl: super::Duration,
+        store_timeout: super::Duration,
     }
     impl Default for Settings {
         fn default() -> Self {
@@ -674,6 +648,7 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
                 external_copy_headers: Vec::new(),
                 external_timeout: super::Duration::from_secs(1),
                 external_cache_ttl: super::Duration::from_secs(5),
+                store_timeout: super::Duration::from_secs(1),
             }
         }
     }
@@ -681,7 +656,8 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     let mut builder = crate::middleware::Auth::builder()
         .public_paths(s.public_paths)
         .cache_ttl(s.cache_ttl.get())
-        .cache_capacity(s.cache_capacity);
+        .cache_capacity(s.cache_capacity)
+        .store_timeout(s.store_timeout.get());
     for (prefix, scopes) in s.scopes {
         builder = builder.require_scopes(prefix, scopes);
     }
@@ -734,27 +710,7 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     if !s.external_url.is_empty() {
         return Err(settings.error("external_url", "needs the `external-auth` feature"));
     }
-    let auth = builder.build().map_err(|err| {
-        let message = err.to_string();
-        let key = [
-            "api_keys",
-            "public_paths",
-            "scopes",
-            "cache_ttl",
-            "jwks_url",
-            "jwt_algorithms",
-            "jwks_timeout",
-            "jwks_max_age",
-            "external_url",
-            "external_headers",
-            "external_copy_headers",
-            "external_timeout",
-        ]
-        .into_iter()
-        .find(|k| message.starts_with(&format!("invalid `{k}`")))
-        .unwrap_or("");
-        settings.error(key, message)
-    })?;
+    let auth = builder.build().map_err(|err| settings.built(&err))?;
     Ok(Entry::hook(auth))
 }
 
@@ -940,23 +896,6 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     if let Some(redact) = &s.redact_query {
         builder = builder.redact_query(redact);
     }
-    let log = builder.build().map_err(|err| {
-        let message = err.to_string();
-        let key = [
-            "queue",
-            "max_files",
-            "path",
-            "url",
-            "headers",
-            "content_type",
-            "batch",
-            "send_timeout",
-            "labels",
-        ]
-        .into_iter()
-        .find(|k| message.starts_with(&format!("invalid `{k}`")))
-        .unwrap_or("");
-        settings.error(key, message)
-    })?;
+    let log = builder.build().map_err(|err| settings.built(&err))?;
     Ok(Entry::hook(log))
 }

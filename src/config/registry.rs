@@ -163,6 +163,8 @@ pub struct MiddlewareSettings<'a> {
     config: &'a Config,
     #[cfg(feature = "redis")]
     redis: &'a std::cell::RefCell<Vec<crate::backends::Redis>>,
+    /// The keys of the settings type [`parse`](Self::parse) read the table as.
+    keys: std::cell::Cell<&'static [&'static str]>,
 }
 
 impl MiddlewareSettings<'_> {
@@ -205,10 +207,23 @@ impl MiddlewareSettings<'_> {
     /// A key of the wrong type or value, or unknown (with `#[serde(deny_unknown_fields)]`),
     /// with its file, line and dotted key.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, FileError> {
+        self.keys.set(keys_of::<T>());
         let mut table = self.table.cloned().unwrap_or_default();
         table.remove("kind");
         serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|err| self.error(&err.path().to_string(), err.inner().message()))
+    }
+
+    /// A builder's error at the key it names, when that is a key of the table (else at the
+    /// table).
+    pub fn built(&self, err: &crate::ConfigError) -> FileError {
+        let key = err
+            .setting()
+            .filter(|k| {
+                self.keys.get().contains(k) || self.table.is_some_and(|t| t.contains_key(*k))
+            })
+            .unwrap_or("");
+        self.error(key, err)
     }
 
     /// An error at `key` of this middleware's table.
@@ -299,12 +314,11 @@ impl Config {
         #[cfg(feature = "otel")]
         if !self.telemetry.endpoint.is_empty() {
             let telemetry = self.telemetry_settings()?.build().map_err(|err| {
-                let message = err.to_string();
-                let key = ["sampling_ratio", "headers"]
-                    .into_iter()
-                    .find(|k| message.starts_with(&format!("invalid `{k}`")))
+                let key = err
+                    .setting()
+                    .filter(|k| ["sampling_ratio", "headers"].contains(k))
                     .unwrap_or("endpoint");
-                self.error(&format!("telemetry.{key}"), message)
+                self.error(&format!("telemetry.{key}"), &err)
             })?;
             stack = stack.telemetry(telemetry);
         }
@@ -319,6 +333,7 @@ impl Config {
                 config: self,
                 #[cfg(feature = "redis")]
                 redis: &redis,
+                keys: std::cell::Cell::new(&[]),
             };
             let mut entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
             let settings = planned.table.map(redacted).unwrap_or_default();
@@ -413,6 +428,42 @@ impl Config {
     }
 }
 
+/// The field names of a settings struct, as its `Deserialize` declares them (none for a type
+/// that is not a struct).
+fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error, Visitor};
+
+    struct Fields(&'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for &mut Fields {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = fields;
+            Err(Self::Error::custom("fields read"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields = Fields(&[]);
+    let _ = T::deserialize(&mut fields);
+    fields.0
+}
+
 /// A table's settings as `key=value`, secrets hidden ([`redact`]).
 fn redacted(table: &toml::Table) -> Vec<String> {
     table
@@ -446,6 +497,18 @@ pub(super) fn redact(key: &str, value: &mut toml::Value) {
 mod tests {
     use super::*;
     use crate::redact::redact_urls;
+
+    #[test]
+    fn the_keys_of_a_settings_struct_are_read_from_its_deserialize() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Settings {
+            store: String,
+            store_timeout: u64,
+        }
+        assert_eq!(keys_of::<Settings>(), ["store", "store_timeout"]);
+        assert!(keys_of::<String>().is_empty());
+    }
 
     #[test]
     fn urls_lose_their_passwords_and_secret_keys_their_values() {

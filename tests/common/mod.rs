@@ -310,3 +310,105 @@ impl Drop for OwnRedis {
         self.kill();
     }
 }
+
+/// A TCP relay in front of a server (PostgreSQL, say) that can stall: while stalled it still
+/// accepts connections but forwards nothing either way and closes nothing, as a store behind
+/// a network that drops packets.
+pub struct Relay {
+    pub addr: SocketAddr,
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Relay {
+    /// Relays 127.0.0.1:0 to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stalled = Arc::new(tokio::sync::watch::channel(false).0);
+        let flag = Arc::clone(&stalled);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let upstream = upstream.clone();
+                let flag = Arc::clone(&flag);
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    tokio::join!(
+                        pump(client_read, server_write, flag.subscribe()),
+                        pump(server_read, client_write, flag.subscribe()),
+                    );
+                });
+            }
+        })
+        .abort_handle();
+        Self {
+            addr,
+            stalled,
+            task,
+        }
+    }
+
+    /// `url` with its `host:port` replaced by the relay's address.
+    pub fn url_through(&self, url: &str) -> String {
+        let rest = url.split_once('@').map_or(url, |(_, r)| r);
+        let hostport = rest
+            .split_once("://")
+            .map_or(rest, |(_, r)| r)
+            .split('/')
+            .next()
+            .unwrap();
+        url.replacen(hostport, &self.addr.to_string(), 1)
+    }
+
+    /// Forwards nothing from now on, on new and open connections alike.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again.
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.stalled.send_replace(false);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // What arrived while stalled waits until the relay forwards again.
+        if stalled.wait_for(|s| !*s).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The shared PostgreSQL (`DATABASE_URL`, default 127.0.0.1:5432, database `test`).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}

@@ -129,6 +129,8 @@ pub(crate) enum Checked {
 /// `miss_ttl`; memory is bounded by the caches' capacity and the number of issued keys.
 pub(crate) struct Checker {
     store: Arc<dyn KeyStore>,
+    /// Every store call goes through it.
+    guard: crate::battery::StoreGuard,
     hits: moka::sync::Cache<String, Arc<StoredKey>>,
     misses: moka::sync::Cache<String, ()>,
     known: std::sync::RwLock<Arc<std::collections::HashSet<String>>>,
@@ -143,9 +145,11 @@ impl Checker {
         hit_ttl: Duration,
         miss_ttl: Duration,
         capacity: u64,
+        store_timeout: Duration,
     ) -> Self {
         Self {
             store,
+            guard: crate::battery::StoreGuard::new("API key store", "api_keys", store_timeout),
             hits: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(hit_ttl)
@@ -174,13 +178,28 @@ impl Checker {
         if loaded.is_some_and(|at| at.elapsed() < self.reload_every) {
             return Ok(self.is_known(id));
         }
-        let ids = self.store.live_ids().await?;
+        let ids = self.guarded(self.store.live_ids()).await?;
         let ids: std::collections::HashSet<String> = ids.into_iter().collect();
         if let Ok(mut known) = self.known.write() {
             *known = Arc::new(ids);
         }
         *loaded = Some(tokio::time::Instant::now());
         Ok(self.is_known(id))
+    }
+
+    /// A store call under the guard.
+    async fn guarded<T>(
+        &self,
+        call: BoxFuture<'_, Result<T, KeyStoreError>>,
+    ) -> Result<T, KeyStoreError> {
+        use crate::battery::Refused;
+        self.guard
+            .call("auth", call)
+            .await
+            .map_err(|refused| match refused {
+                Refused::Failed(err) => err,
+                other => KeyStoreError(other.to_string().into()),
+            })
     }
 
     /// Forgets what the caches hold of `id` (after a revocation on this instance).
@@ -219,7 +238,7 @@ impl Checker {
                 self.misses.insert(id.to_owned(), ());
                 return Ok(Checked::Invalid);
             }
-            None => match self.store.find(id).await? {
+            None => match self.guarded(self.store.find(id)).await? {
                 Some(stored) => {
                     let stored = Arc::new(stored);
                     self.hits.insert(id.to_owned(), Arc::clone(&stored));

@@ -202,6 +202,7 @@ pub struct AuthBuilder {
     rules: Vec<Rule>,
     cache_ttl: Duration,
     miss_ttl: Duration,
+    store_timeout: Duration,
     cache_capacity: u64,
 }
 
@@ -269,6 +270,14 @@ impl AuthBuilder {
         self
     }
 
+    /// The longest one API-key store call may take: a database that has not answered by then
+    /// fails the request with a 503, and after three failures in a row it is left alone for
+    /// half a second at a time ([`StoreGuard`](crate::battery::StoreGuard)). Defaults to 1 s.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
@@ -309,6 +318,12 @@ impl AuthBuilder {
                 "a scope is a non-empty word of visible ASCII without `\"` or `\\`",
             ));
         }
+        if self.store_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "store_timeout",
+                "must be greater than zero",
+            ));
+        }
         if self.cache_ttl.is_zero() || self.cache_capacity == 0 {
             return Err(ConfigError::invalid(
                 "cache_ttl",
@@ -325,6 +340,7 @@ impl AuthBuilder {
                         self.cache_ttl,
                         self.miss_ttl.min(self.cache_ttl),
                         self.cache_capacity,
+                        self.store_timeout,
                     )
                 }),
                 key_store,
@@ -394,6 +410,7 @@ impl Auth {
             rules: Vec::new(),
             cache_ttl: Duration::from_secs(30),
             miss_ttl: Duration::from_secs(5),
+            store_timeout: Duration::from_secs(1),
             cache_capacity: 10_000,
         }
     }

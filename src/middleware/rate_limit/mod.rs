@@ -779,33 +779,32 @@ impl RateLimit {
         peeked: impl FnOnce(Decision) -> Decision,
     ) -> Result<Decided, Response> {
         let shared = &self.shared;
-        let failed = if store.admit() {
-            let tag = caller.redis_part();
-            let keys: Vec<String> = shared
-                .policies
-                .iter()
-                .map(|p| format!("{}:{{{tag}}}:{}", shared.prefix, p.name))
-                .collect();
-            let started = crate::instrument::clock::now();
-            let result = store.check(&keys, &shared.rates, cost, &shared.name).await;
-            #[cfg(feature = "prometheus")]
-            if let Some(metrics) = shared.metrics.get() {
+        let tag = caller.redis_part();
+        let keys: Vec<String> = shared
+            .policies
+            .iter()
+            .map(|p| format!("{}:{{{tag}}}:{}", shared.prefix, p.name))
+            .collect();
+        let started = crate::instrument::clock::now();
+        let result = store.check(&keys, &shared.rates, cost, &shared.name).await;
+        // A call the open breaker refused took no time at the store: not a latency.
+        #[cfg(feature = "prometheus")]
+        if let Some(metrics) = shared.metrics.get() {
+            if !matches!(result, Err(crate::battery::Refused::Open)) {
                 metrics
                     .store_seconds
                     .record_ticks(crate::instrument::clock::now().saturating_sub(started));
             }
-            #[cfg(not(feature = "prometheus"))]
-            let _ = started;
-            match result {
-                Ok(decision) => return self.settle(peeked(decision)),
-                Err(err) => Some(err),
-            }
-        } else {
-            None
+        }
+        #[cfg(not(feature = "prometheus"))]
+        let _ = started;
+        let failed = match result {
+            Ok(decision) => return self.settle(peeked(decision)),
+            Err(err) => err,
         };
         tracing::debug!(
             middleware = %shared.name,
-            error = %failed.as_ref().map_or_else(|| "the circuit breaker is open".to_owned(), ToString::to_string),
+            error = %failed,
             "rate limit store unavailable"
         );
         shared.store_errors[shared.on_store_error.slot()].fetch_add(1, Ordering::Relaxed);

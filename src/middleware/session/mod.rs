@@ -71,6 +71,7 @@ pub use self::redis::RedisStore;
 #[cfg(feature = "sql")]
 pub use self::sql::SqlStore;
 pub use self::store::{Data, Record, Saved, SessionStore, StoreError};
+use crate::battery::{Refused, StoreGuard};
 use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 
 /// Tries of a write before giving up (each conflict merges and tries again).
@@ -86,6 +87,7 @@ pub struct SessionsBuilder {
     host_prefix: bool,
     idle: Duration,
     absolute: Duration,
+    store_timeout: Duration,
 }
 
 impl std::fmt::Debug for SessionsBuilder {
@@ -140,6 +142,16 @@ impl SessionsBuilder {
     /// A session ends this long after it began, however active. Defaults to 8 hours.
     pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
         self.absolute = absolute;
+        self
+    }
+
+    /// The longest one store call may take: a store that has not answered by then (a stalled
+    /// Redis, a database behind a network that drops packets) fails the request with a 503,
+    /// and after three failures in a row the store is left alone for half a second at a time
+    /// ([`StoreGuard`](crate::battery::StoreGuard)). Not applied to the [`MemoryStore`].
+    /// Defaults to 1 s.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
         self
     }
 
@@ -202,15 +214,24 @@ impl SessionsBuilder {
         } else {
             self.cookie
         };
+        if self.store_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "store_timeout",
+                "must be greater than zero",
+            ));
+        }
         let (inner, any) = self.store.unwrap_or_else(|| {
             let memory = Arc::new(MemoryStore::new(100_000));
             (memory.clone(), memory)
         });
+        let guard = (!any.is::<MemoryStore>())
+            .then(|| StoreGuard::new("session store", &store_url(&*any), self.store_timeout));
         Ok(Sessions {
             shared: Arc::new(Shared {
                 store: Measured {
                     inner,
                     any,
+                    guard,
                     errors: Arc::default(),
                     #[cfg(feature = "prometheus")]
                     metrics: std::sync::OnceLock::new(),
@@ -261,6 +282,7 @@ impl Sessions {
             host_prefix: false,
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(8 * 3600),
+            store_timeout: Duration::from_secs(1),
         }
     }
 
@@ -449,6 +471,8 @@ struct Measured {
     /// The same store, to tell which it is (for the live page).
     #[cfg_attr(not(any(feature = "redis", feature = "sql")), allow(dead_code))]
     any: Arc<dyn Any + Send + Sync>,
+    /// Every call of a store that is not in memory goes through it.
+    guard: Option<StoreGuard>,
     /// Errors of load, create, save, destroy, whether or not metrics are recorded.
     errors: Arc<[AtomicU64; 4]>,
     #[cfg(feature = "prometheus")]
@@ -470,7 +494,16 @@ impl Measured {
     ) -> Result<T, StoreError> {
         #[cfg(feature = "prometheus")]
         let started = crate::instrument::clock::now();
-        let result = call.await;
+        let result = match &self.guard {
+            Some(guard) => guard
+                .call("session", call)
+                .await
+                .map_err(|refused| match refused {
+                    Refused::Failed(err) => err,
+                    other => StoreError(other.to_string().into()),
+                }),
+            None => call.await,
+        };
         if result.is_err() {
             self.errors[op].fetch_add(1, Ordering::Relaxed);
         }
@@ -500,6 +533,21 @@ impl Measured {
     async fn destroy(&self, id: &str, until: u64) -> Result<(), StoreError> {
         self.measure(3, self.inner.destroy(id, until)).await
     }
+}
+
+/// Where a store is, for the guard's log lines: the URL of callnext's Redis and SQL stores,
+/// the type of another.
+fn store_url(any: &(dyn Any + Send + Sync)) -> String {
+    #[cfg(feature = "redis")]
+    if let Some(redis) = any.downcast_ref::<RedisStore>() {
+        return redis.backend(Arc::new(Vec::new)).url().to_owned();
+    }
+    #[cfg(feature = "sql")]
+    if let Some(sql) = any.downcast_ref::<SqlStore>() {
+        return sql.backend(Arc::new(Vec::new)).url().to_owned();
+    }
+    let _ = any;
+    "an application's store".to_owned()
 }
 
 impl Sessions {
