@@ -884,7 +884,7 @@ impl Exporter {
                     }
                     Err(err) => {
                         self.dropped.fetch_add(spans as u64, Ordering::Relaxed);
-                        tracing::warn!(url = %target.uri, spans, error = %err, "traces could not be exported");
+                        tracing::warn!(url = %crate::redact::redact_urls(&target.uri.to_string()), spans, error = %err, "traces could not be exported");
                     }
                 }
                 spare = Vec::with_capacity(capacity.min(KEPT_CAPACITY));

@@ -127,7 +127,7 @@ impl TraceContext {
 }
 
 /// The settings of [`Telemetry`], checked by [`TelemetryBuilder::build`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct TelemetryBuilder {
     endpoint: String,
@@ -139,6 +139,22 @@ pub struct TelemetryBuilder {
     keep_blocking: bool,
     middlewares: MiddlewareSpans,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for TelemetryBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values are credentials (an API key, `authorization`): names only.
+        f.debug_struct("TelemetryBuilder")
+            .field("endpoint", &crate::redact::redact_urls(&self.endpoint))
+            .field("protocol", &self.protocol)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("service_name", &self.service_name)
+            .field("sampling_ratio", &self.sampling_ratio)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TelemetryBuilder {
@@ -704,5 +720,20 @@ mod address_tests {
         ] {
             assert_eq!(super::without_port(host), name, "{host}");
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    #[test]
+    fn debug_shows_no_credential() {
+        let builder = super::Telemetry::builder()
+            .endpoint("http://u:pw1@otel.example:4318?token=k2")
+            .header("x-api-key", "t3");
+        let shown = format!("{builder:?}");
+        for secret in ["pw1", "k2", "t3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("x-api-key"), "{shown}");
     }
 }

@@ -135,7 +135,7 @@ struct Args {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    admin_token: Option<String>,
+    admin_token: Option<callnext::config::Secret>,
     /// Path of the Prometheus metrics endpoint; `off` turns metrics off [default: /metrics].
     #[arg(long, env = "CALLNEXT_METRICS_PATH", value_parser = parse_metrics_path)]
     metrics_path: Option<String>,
@@ -312,7 +312,10 @@ fn main() -> ExitCode {
         Err(err) => return config_error(&err),
     };
     if args.print_config {
-        print!("{}", config.to_toml());
+        match config.to_toml_with(&registry) {
+            Ok(text) => print!("{text}"),
+            Err(err) => return config_error(&err),
+        }
         return ExitCode::SUCCESS;
     }
     if args.print_stack {

@@ -2,7 +2,9 @@
 //! into the battery's builder.
 
 use http::HeaderName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
 
 use super::{FileError, MiddlewareSettings};
 use std::collections::BTreeMap;
@@ -67,7 +69,7 @@ fn header_name(
 }
 
 fn process_time(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         header: String,
@@ -79,20 +81,20 @@ fn process_time(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let header = header_name(settings, "header", &s.header)?;
     Ok(Entry::hook(ProcessTime::new().header(header)))
 }
 
 fn request_id(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize, Default, PartialEq)]
+    #[derive(Deserialize, Serialize, Default, PartialEq)]
     #[serde(rename_all = "lowercase")]
     enum Invalid {
         #[default]
         Replace,
         Reject,
     }
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         header: String,
@@ -108,7 +110,7 @@ fn request_id(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let header = header_name(settings, "header", &s.header)?;
     let on_invalid = match s.invalid {
         Invalid::Replace => request_id::OnInvalid::Replace,
@@ -123,7 +125,7 @@ fn request_id(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn security_headers(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         preset: String,
@@ -139,7 +141,7 @@ fn security_headers(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileErro
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let mut headers =
         SecurityHeaders::preset(&s.preset).map_err(|err| settings.error("preset", err))?;
     if !s.hsts.is_empty() {
@@ -151,17 +153,17 @@ fn security_headers(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileErro
 }
 
 fn set_header(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize, Default)]
+    #[derive(Deserialize, Serialize, Default)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
-        request_set: BTreeMap<String, String>,
-        request_append: BTreeMap<String, String>,
-        request_if_absent: BTreeMap<String, String>,
-        response_set: BTreeMap<String, String>,
-        response_append: BTreeMap<String, String>,
-        response_if_absent: BTreeMap<String, String>,
+        request_set: BTreeMap<String, Secret>,
+        request_append: BTreeMap<String, Secret>,
+        request_if_absent: BTreeMap<String, Secret>,
+        response_set: BTreeMap<String, Secret>,
+        response_append: BTreeMap<String, Secret>,
+        response_if_absent: BTreeMap<String, Secret>,
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let mut headers = SetHeaders::new();
     let groups = [
         ("request_set", &s.request_set, true, Mode::Set),
@@ -184,12 +186,8 @@ fn set_header(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     for (key, map, request, mode) in groups {
         for (name, value) in map {
             let name = header_name(settings, &format!("{key}.{name}"), name)?;
-            let value = http::HeaderValue::from_str(value).map_err(|_| {
-                settings.error(
-                    &format!("{key}.{name}"),
-                    format!("{value:?} is not a header value"),
-                )
-            })?;
+            let value = http::HeaderValue::from_str(value.expose())
+                .map_err(|_| settings.error(&format!("{key}.{name}"), "not a header value"))?;
             headers = if request {
                 headers.request(mode, name, value)
             } else {
@@ -201,7 +199,7 @@ fn set_header(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         allow_origins: Vec<String>,
@@ -223,7 +221,7 @@ fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let cors = Cors::builder()
         .allow_origins(&s.allow_origins)
         .allow_methods(&s.allow_methods)
@@ -279,7 +277,7 @@ fn cors(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn timeout(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         after: super::Duration,
@@ -295,7 +293,7 @@ fn timeout(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     if s.after.get().is_zero() {
         return Err(settings.error("after", "must be greater than zero"));
     }
@@ -309,7 +307,7 @@ fn timeout(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn concurrency(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         max: usize,
@@ -325,7 +323,7 @@ fn concurrency(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let limit = ConcurrencyLimit::new(s.max)
         .map_err(|err| settings.error("max", err))?
         .queue(s.queue)
@@ -334,7 +332,7 @@ fn concurrency(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn body_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         max: super::Size,
@@ -346,14 +344,14 @@ fn body_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let max = usize::try_from(s.max.bytes()).unwrap_or(usize::MAX);
     let limit = BodyLimit::new(max).map_err(|err| settings.error("max", err))?;
     Ok(Entry::hook(limit))
 }
 
 /// One value or a list of them (`limit = "10/s"` or `limit = ["10/s", "1000/h"]`).
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(untagged)]
 enum OneOrMany<T> {
     One(T),
@@ -371,7 +369,7 @@ impl<T> OneOrMany<T> {
 
 fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     use crate::middleware::rate_limit::{Headers, KeyBy, OnStoreError, RateLimit};
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         store: String,
@@ -411,7 +409,7 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let limits = s.limit.into_vec();
     let bursts = match s.burst {
         None => vec![None; limits.len()],
@@ -522,12 +520,12 @@ fn rate_limit(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 
 fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     use crate::middleware::session::{MemoryStore, Sessions};
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         store: String,
-        secret: String,
-        old_secrets: Vec<String>,
+        secret: Secret,
+        old_secrets: Vec<Secret>,
         cookie: String,
         host_prefix: bool,
         idle_timeout: super::Duration,
@@ -540,7 +538,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         fn default() -> Self {
             Self {
                 store: "memory".to_owned(),
-                secret: String::new(),
+                secret: Secret::default(),
                 old_secrets: Vec::new(),
                 cookie: "id".to_owned(),
                 host_prefix: false,
@@ -552,15 +550,15 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let secret = if s.secret.is_empty() {
         std::env::var("CALLNEXT_SESSION_SECRET").unwrap_or_default()
     } else {
-        s.secret
+        s.secret.expose().to_owned()
     };
     let builder = Sessions::builder()
         .secret(secret.as_bytes())
-        .old_secrets(&s.old_secrets)
+        .old_secrets(s.old_secrets.iter().map(Secret::expose))
         .cookie(s.cookie)
         .host_prefix(s.host_prefix)
         .idle_timeout(s.idle_timeout.get())
@@ -600,7 +598,7 @@ fn session(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         api_keys: String,
@@ -652,7 +650,7 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let mut builder = crate::middleware::Auth::builder()
         .public_paths(s.public_paths)
         .cache_ttl(s.cache_ttl.get())
@@ -715,7 +713,7 @@ fn auth(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 }
 
 fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         min_size: super::Size,
@@ -733,7 +731,7 @@ fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     #[cfg(feature = "compression")]
     {
         let compression = crate::middleware::Compression::new()
@@ -753,7 +751,7 @@ fn compression(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
 
 fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
     use crate::middleware::access_log::{AccessLog, Format, OnFull, Rotate, Sink};
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize)]
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         format: String,
@@ -770,7 +768,7 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
         batch_bytes: super::Size,
         batch_wait: super::Duration,
         gzip: bool,
-        headers: BTreeMap<String, String>,
+        headers: BTreeMap<String, Secret>,
         content_type: String,
         labels: BTreeMap<String, String>,
         retries: u32,
@@ -801,7 +799,7 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             }
         }
     }
-    let s: Settings = settings.parse()?;
+    let s: Settings = settings.parse_shown()?;
     let format = choice(
         settings,
         "format",
@@ -876,7 +874,7 @@ fn access_log(settings: &MiddlewareSettings<'_>) -> Result<Entry, FileError> {
             .retries(s.retries)
             .timeout(s.send_timeout.get());
         for (name, value) in &s.headers {
-            http = http.header(name, value);
+            http = http.header(name, value.expose());
         }
         for (name, value) in &s.labels {
             http = http.label(name, value);

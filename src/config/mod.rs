@@ -39,6 +39,7 @@
 
 mod kinds;
 mod registry;
+mod secret;
 mod sections;
 mod units;
 
@@ -50,6 +51,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 pub use registry::{MiddlewareSettings, Registry, StackLine};
+pub use secret::Secret;
 pub use sections::{
     AdminSettings, LogFormat, LogSettings, ServerSettings, StackSettings, TelemetrySettings,
 };
@@ -306,9 +308,17 @@ impl Config {
         Ok(())
     }
 
-    /// The whole configuration as TOML, defaults filled in and secrets redacted (what
-    /// `callnext --print-config` prints).
+    /// The whole configuration as TOML, defaults filled in and secrets redacted. The
+    /// `[middleware.*]` tables are shown as written, the values of keys named like secrets
+    /// hidden; [`Config::to_toml_with`] shows them as their kinds read them, secrets by type
+    /// (what `callnext --print-config` prints).
     pub fn to_toml(&self) -> String {
+        self.render(None)
+    }
+
+    /// The configuration as TOML, with `middleware` as given (as the kinds read it) or as
+    /// written.
+    fn render(&self, middleware: Option<BTreeMap<String, toml::Value>>) -> String {
         let mut doc = toml::Table::new();
         let mut put = |name: &str, value: Result<toml::Value, toml::ser::Error>| {
             if let Ok(mut value) = value {
@@ -320,10 +330,19 @@ impl Config {
         put("log", toml::Value::try_from(&self.log));
         put("admin", toml::Value::try_from(&self.admin));
         put("stack", toml::Value::try_from(&self.stack));
-        put("middleware", toml::Value::try_from(&self.middleware));
+        if middleware.is_none() {
+            put("middleware", toml::Value::try_from(&self.middleware));
+        }
         put("telemetry", toml::Value::try_from(&self.telemetry));
         for (name, value) in &self.sections {
             put(name, Ok(value.clone()));
+        }
+        if let Some(tables) = middleware {
+            // Already shown as their kinds read them: no guessing by key name.
+            doc.insert(
+                "middleware".to_owned(),
+                toml::Value::Table(tables.into_iter().collect()),
+            );
         }
         toml::to_string(&doc).unwrap_or_default()
     }
@@ -400,7 +419,7 @@ impl Config {
         let admin = &self.admin;
         crate::admin::LivePage::builder()
             .path(&admin.page_path)
-            .token(&admin.token)
+            .token(admin.token.expose())
             .open(!admin.bind.is_empty())
             .show_query_values(admin.show_query_values)
             .build()
@@ -460,7 +479,7 @@ impl Config {
             .always_keep(t.always_sample_errors, t.always_sample_blocking)
             .middlewares(middlewares);
         for (name, value) in &t.headers {
-            builder = builder.header(name, value);
+            builder = builder.header(name, value.expose());
         }
         Ok(builder)
     }

@@ -1,6 +1,7 @@
 //! From `[stack]` and `[middleware.*]` to a [`Stack`]: the kinds a table can name, the
 //! application's own middlewares, the order, and the printed stack.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -165,6 +166,8 @@ pub struct MiddlewareSettings<'a> {
     redis: &'a std::cell::RefCell<Vec<crate::backends::Redis>>,
     /// The keys of the settings type [`parse`](Self::parse) read the table as.
     keys: std::cell::Cell<&'static [&'static str]>,
+    /// The table as [`parse_shown`](Self::parse_shown) read it, secrets by their type.
+    shown: std::cell::RefCell<Option<toml::Table>>,
 }
 
 impl MiddlewareSettings<'_> {
@@ -212,6 +215,23 @@ impl MiddlewareSettings<'_> {
         table.remove("kind");
         serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|err| self.error(&err.path().to_string(), err.inner().message()))
+    }
+
+    /// Like [`parse`](Self::parse), and what `--print-stack` and the live page show of the
+    /// table comes from `T` serialized: a [`Secret`](super::Secret) field shows as
+    /// `<redacted>` whatever its key is named, and every URL loses the password in its
+    /// userinfo and query. (A table read with [`parse`](Self::parse) alone is shown with the
+    /// values of keys named like secrets hidden.)
+    ///
+    /// # Errors
+    ///
+    /// As [`parse`](Self::parse).
+    pub fn parse_shown<T: DeserializeOwned + serde::Serialize>(&self) -> Result<T, FileError> {
+        let parsed: T = self.parse()?;
+        if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&parsed) {
+            self.shown.replace(Some(table));
+        }
+        Ok(parsed)
     }
 
     /// A builder's error at the key it names, when that is a key of the table (else at the
@@ -300,7 +320,24 @@ impl Config {
         Ok(self.build(registry)?.1)
     }
 
-    fn build(&self, registry: &Registry) -> Result<(Stack, Vec<StackLine>), FileError> {
+    /// The whole configuration as TOML (what `callnext --print-config` prints), with each
+    /// `[middleware.*]` table as its kind reads it: defaults filled in, secrets shown as
+    /// `<redacted>` by their type, URLs without credentials. [`Config::to_toml`] does the same
+    /// without a registry, hiding the values of keys named like secrets.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::stack`].
+    pub fn to_toml_with(&self, registry: &Registry) -> Result<String, FileError> {
+        let shown = self.build(registry)?.2;
+        Ok(self.render(Some(shown)))
+    }
+
+    #[allow(clippy::type_complexity)] // used by the three methods above only
+    fn build(
+        &self,
+        registry: &Registry,
+    ) -> Result<(Stack, Vec<StackLine>, BTreeMap<String, toml::Value>), FileError> {
         let settings = &self.stack;
         let mut stack = Stack::new()
             .name(settings.name.clone())
@@ -323,6 +360,7 @@ impl Config {
             stack = stack.telemetry(telemetry);
         }
         let mut lines = Vec::new();
+        let mut tables = BTreeMap::new();
         #[cfg(feature = "redis")]
         let redis = std::cell::RefCell::default();
         for (index, planned) in self.plan(registry)?.into_iter().enumerate() {
@@ -334,9 +372,30 @@ impl Config {
                 #[cfg(feature = "redis")]
                 redis: &redis,
                 keys: std::cell::Cell::new(&[]),
+                shown: std::cell::RefCell::default(),
             };
             let mut entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
-            let settings = planned.table.map(redacted).unwrap_or_default();
+            let shown = middleware.shown.take();
+            let settings = match (&shown, planned.table) {
+                (Some(shown), Some(table)) => shown_settings(shown, table),
+                (None, Some(table)) => redacted(table),
+                (_, None) => Vec::new(),
+            };
+            let mut table = match (shown, planned.table) {
+                (Some(mut shown), raw) => {
+                    if let Some(kind) = raw.and_then(|t| t.get("kind")) {
+                        shown.insert("kind".to_owned(), kind.clone());
+                    }
+                    toml::Value::Table(shown)
+                }
+                (None, raw) => {
+                    let mut raw = toml::Value::Table(raw.cloned().unwrap_or_default());
+                    redact(planned.name, &mut raw);
+                    raw
+                }
+            };
+            redact_urls_in(&mut table);
+            tables.insert(planned.name.to_owned(), table);
             entry.settings = Some(settings.clone().into());
             lines.push(StackLine {
                 index,
@@ -355,7 +414,7 @@ impl Config {
                 return Err(self.error("stack.order", warning));
             }
         }
-        Ok((stack, lines))
+        Ok((stack, lines, tables))
     }
 
     fn plan<'a>(&'a self, registry: &'a Registry) -> Result<Vec<Planned<'a>>, FileError> {
@@ -475,6 +534,30 @@ fn redacted(table: &toml::Table) -> Vec<String> {
             format!("{key}={value}")
         })
         .collect()
+}
+
+/// The keys the file set, as the typed settings show them (secrets by type, URLs without
+/// credentials).
+fn shown_settings(shown: &toml::Table, table: &toml::Table) -> Vec<String> {
+    table
+        .keys()
+        .filter(|key| key.as_str() != "kind")
+        .filter_map(|key| {
+            let mut value = shown.get(key)?.clone();
+            redact_urls_in(&mut value);
+            Some(format!("{key}={value}"))
+        })
+        .collect()
+}
+
+/// Every URL in a value without the credentials in its userinfo and query.
+fn redact_urls_in(value: &mut toml::Value) {
+    match value {
+        toml::Value::String(s) => *s = crate::redact::redact_urls(s),
+        toml::Value::Array(items) => items.iter_mut().for_each(redact_urls_in),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| redact_urls_in(v)),
+        _ => {}
+    }
 }
 
 /// Hides secrets in a value: keys naming a secret, token or password lose their value, and

@@ -129,7 +129,7 @@ pub struct AdminSettings {
     pub page_path: String,
     /// Bearer token of the live stack page (at least 16 characters). Without one, and with
     /// the admin routes inside the app, only loopback clients see the page.
-    pub token: String,
+    pub token: super::Secret,
     /// Show query values in the page's request paths. Default false (`?q=`).
     pub show_query_values: bool,
 }
@@ -141,7 +141,7 @@ impl Default for AdminSettings {
             metrics_path: "/metrics".to_owned(),
             page: false,
             page_path: "/_callnext".to_owned(),
-            token: String::new(),
+            token: super::Secret::default(),
             show_query_values: false,
         }
     }
@@ -201,7 +201,7 @@ pub struct TelemetrySettings {
     /// Share of traces sampled, 0 to 1. Default 1.
     pub sampling_ratio: f64,
     /// Headers sent with every export (`authorization`, ...). Default none.
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: std::collections::BTreeMap<String, super::Secret>,
     /// Keep traces with a 5xx answer whatever the sampling said. Default true.
     pub always_sample_errors: bool,
     /// Keep traces with a blocking poll whatever the sampling said. Default true.

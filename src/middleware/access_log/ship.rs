@@ -44,7 +44,7 @@ pub enum Shipping {
 /// let log = AccessLog::builder().sink(Sink::Http(sink)).build().unwrap();
 /// # log.handle().close();
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct HttpSink {
     url: String,
@@ -61,6 +61,21 @@ pub struct HttpSink {
     retries: u32,
     timeout: Duration,
     fallback: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for HttpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values are credentials (`authorization`, an API key): names only.
+        f.debug_struct("HttpSink")
+            .field("url", &crate::redact::redact_urls(&self.url))
+            .field("shipping", &self.shipping)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpSink {
@@ -337,7 +352,7 @@ impl Shipper {
                     None => false,
                 };
                 tracing::warn!(
-                    url = %self.uri,
+                    url = %crate::redact::redact_urls(&self.uri.to_string()),
                     records = count,
                     error = %failed.error,
                     fallback = kept,
@@ -405,7 +420,7 @@ impl Shipper {
             if deadline.is_some_and(|d| Instant::now() + pause >= d) {
                 return Err(failed);
             }
-            tracing::debug!(url = %self.uri, error = %failed.error, retry_in_ms = pause.as_millis() as u64, "access log: sending failed; retrying");
+            tracing::debug!(url = %crate::redact::redact_urls(&self.uri.to_string()), error = %failed.error, retry_in_ms = pause.as_millis() as u64, "access log: sending failed; retrying");
             std::thread::sleep(pause);
             attempt += 1;
         }
@@ -497,5 +512,19 @@ impl Dropped<'_> {
     fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
         self.1.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_shows_no_credential() {
+        let sink = super::HttpSink::new("https://u:pw1@logs.example/in?api_key=k2")
+            .header("authorization", "Bearer t3");
+        let shown = format!("{sink:?}");
+        for secret in ["pw1", "k2", "t3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("authorization"), "{shown}");
     }
 }
