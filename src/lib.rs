@@ -64,6 +64,8 @@ pub mod backends;
 mod background;
 pub mod battery;
 pub mod body;
+#[cfg(feature = "config")]
+mod builtin;
 mod client_ip;
 #[cfg(feature = "config")]
 pub mod config;
@@ -92,7 +94,7 @@ mod test_client;
 pub use background::{Background, BackgroundTasks};
 pub use client_ip::{ClientIp, ForwardedHeader, Secure, TrustedProxies};
 pub use error::{install_panic_location_hook, ConfigError, ConfigErrorKind, HttpError, Panicked};
-pub use identity::{ApiKeyId, UserId};
+pub use identity::{ApiKeyId, RequestId, UserId};
 pub use instrument::BlockingReport;
 pub use printable::{Printable, MAX_LOGGED_BYTES};
 pub use stack::{

@@ -8,7 +8,10 @@
 //! inner observer believe the client went away, because the observers travel in the
 //! response's extensions, not in its body.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
@@ -50,12 +53,58 @@ impl Delivered {
 
 type Callback = Box<dyn FnOnce(&Delivered) + Send>;
 
-/// The observers registered on a response, in its extensions until the stack applies them.
+/// The observers registered on a response, in its extensions until the stack applies them:
+/// the first two inline (the common case allocates no list), any more in a list.
 ///
 /// Extensions must be `Clone` and `Sync`: a clone carries no observers (each runs once), and
 /// the mutex is only ever reached through `&mut` (no lock is taken).
 #[derive(Default)]
-pub(crate) struct Observers(Mutex<Vec<Callback>>);
+pub(crate) struct Observers(Mutex<List>);
+
+#[derive(Default)]
+struct List {
+    first: Option<Callback>,
+    second: Option<Callback>,
+    more: Vec<Callback>,
+}
+
+impl List {
+    fn push(&mut self, callback: Callback) {
+        if self.first.is_none() {
+            self.first = Some(callback);
+        } else if self.second.is_none() {
+            self.second = Some(callback);
+        } else {
+            self.more.push(callback);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn append(&mut self, other: List) {
+        for observer in [other.first, other.second].into_iter().flatten() {
+            self.push(observer);
+        }
+        for observer in other.more {
+            self.push(observer);
+        }
+    }
+
+    /// Tells each observer, once.
+    fn tell(&mut self, delivered: &Delivered) {
+        for observer in [self.first.take(), self.second.take()]
+            .into_iter()
+            .flatten()
+        {
+            observer(delivered);
+        }
+        for observer in self.more.drain(..) {
+            observer(delivered);
+        }
+    }
+}
 
 impl Clone for Observers {
     fn clone(&self) -> Self {
@@ -64,7 +113,7 @@ impl Clone for Observers {
 }
 
 impl Observers {
-    fn take(self) -> Vec<Callback> {
+    fn take(self) -> List {
         self.0.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -108,33 +157,123 @@ impl Observers {
 /// # });
 /// ```
 pub fn observe(res: &mut Response, observer: impl FnOnce(&Delivered) + Send + 'static) {
+    let observer: Callback = Box::new(observer);
+    // Inside a stack's poll, the stack collects it (no extension, no map to allocate);
+    // anywhere else (a task of its own, say), it travels in the response's extensions.
+    let Some(observer) = COLLECTING.with(|collecting| match &mut *collecting.borrow_mut() {
+        Collector::On(list) => {
+            list.get_or_insert_with(Box::default).push(observer);
+            None
+        }
+        Collector::Off => Some(observer),
+    }) else {
+        return;
+    };
+    IN_EXTENSIONS.store(true, Ordering::Relaxed);
     let observers = res.extensions_mut().get_or_insert_default::<Observers>();
     observers
         .0
         .get_mut()
         .unwrap_or_else(|e| e.into_inner())
-        .push(Box::new(observer));
+        .push(observer);
 }
 
-/// Wraps the body of `res` once for every observer registered on it (none: untouched).
-pub(crate) fn apply(mut res: Response) -> Response {
-    let Some(observers) = res.extensions_mut().remove::<Observers>() else {
-        return res;
-    };
-    let observers = observers.take();
+/// Whether an observer was ever registered outside a stack's poll: until then, no response's
+/// extensions need looking into (a map lookup on every response saved).
+static IN_EXTENSIONS: AtomicBool = AtomicBool::new(false);
+
+/// Whether a stack is polling a request on this thread, and what was registered so far.
+enum Collector {
+    Off,
+    On(Option<Box<List>>),
+}
+
+thread_local! {
+    /// The observers registered while a stack polls a request, collected for its response.
+    static COLLECTING: RefCell<Collector> = const { RefCell::new(Collector::Off) };
+}
+
+pin_project_lite::pin_project! {
+    /// A request through a stack, polled inside its span: the observers registered while it
+    /// is polled are collected into the request's own list (boxed once there is one: the
+    /// request's future stays small), then applied with those in the response's extensions.
+    pub(crate) struct Collecting<'a, F> {
+        #[pin]
+        inner: F,
+        span: Option<&'a tracing::Span>,
+        list: Option<Box<List>>,
+    }
+}
+
+impl<'a, F> Collecting<'a, F> {
+    pub(crate) fn new(inner: F, span: Option<&'a tracing::Span>) -> Self {
+        Self {
+            inner,
+            span,
+            list: None,
+        }
+    }
+}
+
+/// Puts back what was being collected when a poll began, even if the poll panics.
+struct Restore<'a> {
+    outer: Option<Collector>,
+    list: &'a mut Option<Box<List>>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        let outer = self.outer.take().unwrap_or(Collector::Off);
+        if let Collector::On(ours) = COLLECTING.with(|collecting| collecting.replace(outer)) {
+            *self.list = ours;
+        }
+    }
+}
+
+/// The observers collected while a request was polled, to [`apply`] to its response.
+pub(crate) struct Collected(Option<Box<List>>);
+
+impl<F: Future<Output = Response>> Future for Collecting<'_, F> {
+    type Output = (Response, Collected);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.map(tracing::Span::enter);
+        // A stack inside a route of another collects its own, then lets the outer go on.
+        let ours = Collector::On(this.list.take());
+        let outer = COLLECTING.with(|collecting| collecting.replace(ours));
+        let restore = Restore {
+            outer: Some(outer),
+            list: this.list,
+        };
+        let polled = this.inner.poll(cx);
+        drop(restore);
+        match polled {
+            Poll::Ready(res) => Poll::Ready((res, Collected(this.list.take()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Wraps the body of `res` once for every observer registered on it, `collected` while the
+/// stack polled the request or in its extensions (none: untouched).
+pub(crate) fn apply(mut res: Response, collected: Collected) -> Response {
+    let mut observers = collected.0.map(|list| *list).unwrap_or_default();
+    if IN_EXTENSIONS.load(Ordering::Relaxed) {
+        if let Some(more) = res.extensions_mut().remove::<Observers>() {
+            observers.append(more.take());
+        }
+    }
     if observers.is_empty() {
         return res;
     }
     let status = res.status();
     if http_body::Body::is_end_stream(res.body()) {
-        let delivered = Delivered {
+        observers.tell(&Delivered {
             status,
             bytes: 0,
             complete: true,
-        };
-        for observer in observers {
-            observer(&delivered);
-        }
+        });
         return res;
     }
     res.map(|body| {
@@ -152,7 +291,7 @@ pin_project_lite::pin_project! {
     struct Observed {
         #[pin]
         body: Body,
-        observers: Vec<Callback>,
+        observers: List,
         status: StatusCode,
         bytes: u64,
     }
@@ -167,18 +306,15 @@ pin_project_lite::pin_project! {
     }
 }
 
-fn tell(observers: &mut Vec<Callback>, status: StatusCode, bytes: u64, complete: bool) {
+fn tell(observers: &mut List, status: StatusCode, bytes: u64, complete: bool) {
     if observers.is_empty() {
         return;
     }
-    let delivered = Delivered {
+    observers.tell(&Delivered {
         status,
         bytes,
         complete,
-    };
-    for observer in observers.drain(..) {
-        observer(&delivered);
-    }
+    });
 }
 
 impl http_body::Body for Observed {
@@ -241,7 +377,7 @@ mod tests {
         // An outer battery rewrites the body and the status.
         *res.body_mut() = Body::from("rewritten!");
         *res.status_mut() = StatusCode::NOT_FOUND;
-        let res = apply(res);
+        let res = apply(res, Collected(None));
         assert!(seen.lock().unwrap().is_empty());
         let body = axum::body::to_bytes(res.into_body(), usize::MAX)
             .await
@@ -262,7 +398,7 @@ mod tests {
         let (seen, push) = recorder();
         let mut res = Response::new(Body::from("never sent"));
         observe(&mut res, push);
-        drop(apply(res));
+        drop(apply(res, Collected(None)));
         assert_eq!(
             *seen.lock().unwrap(),
             [Delivered {
@@ -275,11 +411,15 @@ mod tests {
         let (seen, push) = recorder();
         let mut res = Response::new(Body::empty());
         observe(&mut res, push);
-        let (_, second) = recorder();
+        let (seen_second, second) = recorder();
         observe(&mut res, second);
-        let _res = apply(res);
-        assert_eq!(seen.lock().unwrap().len(), 1);
-        assert!(seen.lock().unwrap()[0].complete);
+        let (seen_third, third) = recorder();
+        observe(&mut res, third);
+        let _res = apply(res, Collected(None));
+        for seen in [seen, seen_second, seen_third] {
+            assert_eq!(seen.lock().unwrap().len(), 1);
+            assert!(seen.lock().unwrap()[0].complete);
+        }
     }
 
     #[test]
@@ -289,7 +429,7 @@ mod tests {
         observe(&mut res, push);
         let copy = res.extensions().clone();
         assert!(copy.get::<Observers>().unwrap().clone().take().is_empty());
-        let _res = apply(res);
+        let _res = apply(res, Collected(None));
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

@@ -37,7 +37,7 @@
 //! assert_eq!(err.to_string(), "app.toml:2: `server.port`: invalid type: string \"x\", expected u16");
 //! ```
 
-mod kinds;
+pub(crate) mod fields;
 mod registry;
 mod secret;
 mod sections;

@@ -12,6 +12,9 @@ use crate::{Entry, MiddlewareKind, Stack};
 
 type Factory = Arc<dyn Fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError> + Send + Sync>;
 
+/// The factory of one of callnext's own kinds.
+pub(crate) type BuiltinFactory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
+
 struct Kind {
     name: String,
     factory: Factory,
@@ -73,25 +76,22 @@ impl Default for Registry {
     }
 }
 
-/// callnext's kinds, with their place in the recommended order.
-fn builtin() -> Vec<Arc<Kind>> {
-    super::kinds::BUILTIN
-        .iter()
-        .map(|&(name, rank, factory)| {
-            Arc::new(Kind {
-                name: name.to_owned(),
-                factory: Arc::new(factory),
-                rank: Some(rank),
-                by_name: false,
-            })
-        })
-        .collect()
-}
-
 impl Registry {
-    /// callnext's own kinds: the batteries of [`middleware`](crate::middleware).
-    pub fn new() -> Self {
-        Self { kinds: builtin() }
+    /// A registry of `builtin` kinds (name, rank in the recommended order, factory): callnext's
+    /// batteries, listed where they are assembled (`Registry::new`).
+    pub(crate) fn with_builtin(builtin: &[(&str, u32, BuiltinFactory)]) -> Self {
+        let kinds = builtin
+            .iter()
+            .map(|&(name, rank, factory)| {
+                Arc::new(Kind {
+                    name: name.to_owned(),
+                    factory: Arc::new(factory),
+                    rank: Some(rank),
+                    by_name: false,
+                })
+            })
+            .collect();
+        Self { kinds }
     }
 
     /// A kind that `[middleware.<name>]` tables can name with `kind = "..."`. Without an

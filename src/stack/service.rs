@@ -13,7 +13,6 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath};
 use bytes::Bytes;
 use tower::{BoxError, Service};
-use tracing::Instrument;
 
 use super::chain::Chain;
 use super::next::Next;
@@ -316,11 +315,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             index: 0,
             ctx: &ctx,
         };
-        let mut res = if spanned {
-            next.start(req).instrument(span.clone()).await
-        } else {
-            next.start(req).await
-        };
+        // Observers of the response registered while the stack runs are collected here.
+        let (mut res, observed) =
+            crate::battery::Collecting::new(next.start(req), spanned.then_some(&span)).await;
         unfinished.armed = false;
         let live_uri = unfinished.live.take();
         let recorded = live_uri.is_some();
@@ -329,7 +326,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             after_body(&mut res, tasks, &inner.background);
         }
         // One body wrapper for everything that waits for the end of the response.
-        res = crate::battery::apply_observers(res);
+        res = crate::battery::apply_observers(res, observed);
 
         let route_label = ctx.route_label();
         let route: &str = &route_label;

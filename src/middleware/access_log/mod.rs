@@ -59,6 +59,9 @@
 //! # let _ = log;
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 mod record;
 #[cfg(feature = "log-shipping")]
 mod ship;
@@ -83,7 +86,7 @@ pub use ship::{HttpSink, Shipping};
 use writer::Queue;
 pub use writer::{OnFull, Rotate, SharedWriter, Sink};
 
-use crate::middleware::RequestId;
+use crate::RequestId;
 use crate::{AnsweredBy, ClientIp, ConfigError, Flow, Hook, Request, Response};
 
 /// Query parameters whose values are never logged, unless configured otherwise.
@@ -463,10 +466,7 @@ impl Hook for AccessLog {
             record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
             record.route = res.extensions().get::<MatchedPath>().cloned();
             record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
-            record.user = res
-                .extensions()
-                .get::<crate::middleware::auth::Identity>()
-                .cloned();
+            record.user = res.extensions().get::<crate::UserId>().cloned();
         }
         // Written once the client has been sent the body (or went away), with the status and
         // bytes it got, whatever the batteries outside this one do to the response.

@@ -37,8 +37,9 @@ pub(super) struct Record {
     pub(super) user_agent: Option<http::HeaderValue>,
     pub(super) referer: Option<http::HeaderValue>,
     pub(super) answered_by: Option<crate::AnsweredBy>,
-    /// Who [`Auth`](crate::middleware::Auth) found the request to be from.
-    pub(super) user: Option<crate::middleware::auth::Identity>,
+    /// Who the request was found to be from (by [`Auth`](crate::middleware::Auth), or any
+    /// middleware that puts a [`UserId`](crate::UserId) on the response).
+    pub(super) user: Option<crate::UserId>,
     /// The request's trace, when the stack exports traces.
     pub(super) trace_id: Option<Box<str>>,
     pub(super) at: SystemTime,
@@ -49,7 +50,7 @@ impl Record {
     fn user(&self) -> Option<&str> {
         self.user
             .as_ref()
-            .map(crate::middleware::auth::Identity::subject)
+            .map(crate::UserId::as_str)
             .filter(|s| !s.is_empty())
     }
 }

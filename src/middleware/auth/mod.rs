@@ -54,6 +54,9 @@
 //! # }
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 mod api_key;
 #[cfg(feature = "external-auth")]
 mod external;
@@ -599,6 +602,9 @@ impl Hook for Auth {
 
     fn on_response<'a>(&'a self, who: Option<Identity>, res: &'a mut Response) -> Flow<'a> {
         if let Some(who) = who {
+            // The subject for the batteries outside (the access log's `user`), which know
+            // `UserId`, not this battery's types.
+            res.extensions_mut().insert(UserId::new(who.subject()));
             res.extensions_mut().insert(who);
         }
         Flow::Continue(())

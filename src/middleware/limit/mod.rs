@@ -49,6 +49,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 mod body;
 mod concurrency;
 

@@ -42,7 +42,12 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
+mod builder;
 mod clock;
+mod measured;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -64,7 +69,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use self::builder::SessionsBuilder;
 use self::clock::now_ms;
+use self::measured::{store_url, Measured};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
@@ -76,176 +83,6 @@ use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 
 /// Tries of a write before giving up (each conflict merges and tries again).
 const TRIES: usize = 5;
-
-/// The settings of [`Sessions`], checked by [`SessionsBuilder::build`].
-#[must_use]
-pub struct SessionsBuilder {
-    store: Option<(Arc<dyn SessionStore>, Arc<dyn Any + Send + Sync>)>,
-    secret: Vec<u8>,
-    old_secrets: Vec<Vec<u8>>,
-    cookie: String,
-    host_prefix: bool,
-    idle: Duration,
-    absolute: Duration,
-    store_timeout: Duration,
-}
-
-impl std::fmt::Debug for SessionsBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionsBuilder")
-            .field("cookie", &self.cookie)
-            .field("idle", &self.idle)
-            .field("absolute", &self.absolute)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SessionsBuilder {
-    /// Where sessions live. Defaults to a [`MemoryStore`] of 100,000 sessions.
-    pub fn store(mut self, store: impl SessionStore) -> Self {
-        let store = Arc::new(store);
-        self.store = Some((store.clone(), store));
-        self
-    }
-
-    /// The secret that signs the cookie: at least 64 bytes (required).
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secret = secret.as_ref().to_vec();
-        self
-    }
-
-    /// Secrets that signed cookies before the current one, still accepted (key rotation).
-    pub fn old_secrets<I: IntoIterator<Item = S>, S: AsRef<[u8]>>(mut self, secrets: I) -> Self {
-        self.old_secrets = secrets.into_iter().map(|s| s.as_ref().to_vec()).collect();
-        self
-    }
-
-    /// The cookie's name. Defaults to `id` (a name that says nothing about the framework).
-    pub fn cookie(mut self, name: impl Into<String>) -> Self {
-        self.cookie = name.into();
-        self
-    }
-
-    /// Prefix the cookie's name with `__Host-` (browsers then insist on `Secure`, `Path=/` and
-    /// no `Domain`). Defaults to off.
-    pub fn host_prefix(mut self, on: bool) -> Self {
-        self.host_prefix = on;
-        self
-    }
-
-    /// A session unused for this long ends. Defaults to 30 minutes.
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.idle = idle;
-        self
-    }
-
-    /// A session ends this long after it began, however active. Defaults to 8 hours.
-    pub fn absolute_timeout(mut self, absolute: Duration) -> Self {
-        self.absolute = absolute;
-        self
-    }
-
-    /// The longest one store call may take: a store that has not answered by then (a stalled
-    /// Redis, a database behind a network that drops packets) fails the request with a 503,
-    /// and after three failures in a row the store is left alone for half a second at a time
-    /// ([`StoreGuard`](crate::battery::StoreGuard)). Not applied to the [`MemoryStore`].
-    /// Defaults to 1 s.
-    pub fn store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
-        self
-    }
-
-    /// Checks the settings.
-    ///
-    /// # Errors
-    ///
-    /// A secret (or old secret) shorter than 64 bytes, a cookie name that is not a token,
-    /// timeouts of zero or an idle timeout longer than the absolute one.
-    pub fn build(self) -> Result<Sessions, ConfigError> {
-        if self.secret.len() < 64 {
-            return Err(ConfigError::invalid(
-                "secret",
-                format!(
-                    "must be at least 64 bytes, got {} (set it, or CALLNEXT_SESSION_SECRET)",
-                    self.secret.len()
-                ),
-            ));
-        }
-        if self.old_secrets.iter().any(|s| s.len() < 64) {
-            return Err(ConfigError::invalid(
-                "old_secrets",
-                "each must be at least 64 bytes",
-            ));
-        }
-        if self.cookie.is_empty()
-            || !self
-                .cookie
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
-            return Err(ConfigError::invalid(
-                "cookie",
-                format!("`{}` is not a cookie name", self.cookie),
-            ));
-        }
-        if self.idle.is_zero() || self.absolute.is_zero() {
-            return Err(ConfigError::invalid(
-                "idle_timeout",
-                "timeouts must be greater than zero",
-            ));
-        }
-        if self.idle > self.absolute {
-            return Err(ConfigError::invalid(
-                "idle_timeout",
-                "cannot be longer than absolute_timeout",
-            ));
-        }
-        let key = |secret: &[u8]| {
-            Key::try_from(secret)
-                .map_err(|err| ConfigError::invalid("secret", format!("cannot be a key: {err}")))
-        };
-        let old_keys = self
-            .old_secrets
-            .iter()
-            .map(|s| key(s))
-            .collect::<Result<Vec<_>, _>>()?;
-        let name = if self.host_prefix {
-            format!("__Host-{}", self.cookie)
-        } else {
-            self.cookie
-        };
-        if self.store_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "store_timeout",
-                "must be greater than zero",
-            ));
-        }
-        let (inner, any) = self.store.unwrap_or_else(|| {
-            let memory = Arc::new(MemoryStore::new(100_000));
-            (memory.clone(), memory)
-        });
-        let guard = (!any.is::<MemoryStore>())
-            .then(|| StoreGuard::new("session store", &store_url(&*any), self.store_timeout));
-        Ok(Sessions {
-            shared: Arc::new(Shared {
-                store: Measured {
-                    inner,
-                    any,
-                    guard,
-                    errors: Arc::default(),
-                    #[cfg(feature = "prometheus")]
-                    metrics: std::sync::OnceLock::new(),
-                },
-                key: key(&self.secret)?,
-                old_keys,
-                cookie: name,
-                host_prefix: self.host_prefix,
-                idle_ms: u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX),
-                absolute_ms: u64::try_from(self.absolute.as_millis()).unwrap_or(u64::MAX),
-            }),
-        })
-    }
-}
 
 struct Shared {
     store: Measured,
@@ -272,20 +109,6 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// A builder; a secret is required.
-    pub fn builder() -> SessionsBuilder {
-        SessionsBuilder {
-            store: None,
-            secret: Vec::new(),
-            old_secrets: Vec::new(),
-            cookie: "id".to_owned(),
-            host_prefix: false,
-            idle: Duration::from_secs(30 * 60),
-            absolute: Duration::from_secs(8 * 3600),
-            store_timeout: Duration::from_secs(1),
-        }
-    }
-
     /// The `Cookie` header that names the session cookie, if the request has one. Only a
     /// search for `name=` here (the header is shared, not copied); the value is read out and
     /// its signature checked only if the session is used.
@@ -462,153 +285,6 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session").finish_non_exhaustive()
-    }
-}
-
-/// The store, with its failures counted, and each call timed once the stack records metrics.
-struct Measured {
-    inner: Arc<dyn SessionStore>,
-    /// The same store, to tell which it is (for the live page).
-    #[cfg_attr(not(any(feature = "redis", feature = "sql")), allow(dead_code))]
-    any: Arc<dyn Any + Send + Sync>,
-    /// Every call of a store that is not in memory goes through it.
-    guard: Option<StoreGuard>,
-    /// Errors of load, create, save, destroy, whether or not metrics are recorded.
-    errors: Arc<[AtomicU64; 4]>,
-    #[cfg(feature = "prometheus")]
-    metrics: std::sync::OnceLock<StoreMetrics>,
-}
-
-#[cfg(feature = "prometheus")]
-struct StoreMetrics {
-    /// Errors of load, create, save, destroy.
-    errors: [metrics::Counter; 4],
-    seconds: Arc<crate::metrics::Histogram>,
-}
-
-impl Measured {
-    async fn measure<T>(
-        &self,
-        op: usize,
-        call: futures_util::future::BoxFuture<'_, Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        #[cfg(feature = "prometheus")]
-        let started = crate::instrument::clock::now();
-        let result = match &self.guard {
-            Some(guard) => guard
-                .call("session", call)
-                .await
-                .map_err(|refused| match refused {
-                    Refused::Failed(err) => err,
-                    other => StoreError(other.to_string().into()),
-                }),
-            None => call.await,
-        };
-        if result.is_err() {
-            self.errors[op].fetch_add(1, Ordering::Relaxed);
-        }
-        #[cfg(feature = "prometheus")]
-        if let Some(m) = self.metrics.get() {
-            m.seconds
-                .record_ticks(crate::instrument::clock::now().saturating_sub(started));
-            if result.is_err() {
-                m.errors[op].increment(1);
-            }
-        }
-        result
-    }
-
-    async fn load(&self, id: &str) -> Result<Option<Record>, StoreError> {
-        self.measure(0, self.inner.load(id)).await
-    }
-
-    async fn create(&self, id: &str, record: &Record) -> Result<bool, StoreError> {
-        self.measure(1, self.inner.create(id, record)).await
-    }
-
-    async fn save(&self, id: &str, record: &Record, expected: u64) -> Result<Saved, StoreError> {
-        self.measure(2, self.inner.save(id, record, expected)).await
-    }
-
-    async fn destroy(&self, id: &str, until: u64) -> Result<(), StoreError> {
-        self.measure(3, self.inner.destroy(id, until)).await
-    }
-}
-
-/// Where a store is, for the guard's log lines: the URL of callnext's Redis and SQL stores,
-/// the type of another.
-fn store_url(any: &(dyn Any + Send + Sync)) -> String {
-    #[cfg(feature = "redis")]
-    if let Some(redis) = any.downcast_ref::<RedisStore>() {
-        return redis.backend(Arc::new(Vec::new)).url().to_owned();
-    }
-    #[cfg(feature = "sql")]
-    if let Some(sql) = any.downcast_ref::<SqlStore>() {
-        return sql.backend(Arc::new(Vec::new)).url().to_owned();
-    }
-    let _ = any;
-    "an application's store".to_owned()
-}
-
-impl Sessions {
-    /// The store sessions live in, for the live page: none in memory (or in a store of the
-    /// application's); a Redis or SQL store with its errors by operation
-    /// (`store_errors_load`, `_create`, `_save`, `_destroy`).
-    #[cfg(any(feature = "redis", feature = "sql"))]
-    pub(crate) fn backends(&self) -> Vec<crate::backends::Backend> {
-        let store = &self.shared.store;
-        let errors = Arc::clone(&store.errors);
-        let counters: crate::backends::Counters = Arc::new(move || {
-            let n = |op: usize| errors[op].load(Ordering::Relaxed);
-            vec![
-                ("store_errors_load", n(0)),
-                ("store_errors_create", n(1)),
-                ("store_errors_save", n(2)),
-                ("store_errors_destroy", n(3)),
-            ]
-        });
-        #[cfg(feature = "redis")]
-        if let Some(redis) = store.any.downcast_ref::<RedisStore>() {
-            return vec![redis.backend(counters)];
-        }
-        #[cfg(feature = "sql")]
-        if let Some(sql) = store.any.downcast_ref::<SqlStore>() {
-            return vec![sql.backend(counters)];
-        }
-        Vec::new()
-    }
-}
-
-#[cfg(feature = "prometheus")]
-impl Sessions {
-    /// Registers its series (called when the stack records into `metrics`).
-    pub(crate) fn register_metrics(
-        &self,
-        metrics: &crate::metrics::Metrics,
-        stack: &str,
-        entry: &str,
-    ) {
-        use crate::metrics::{SESSION_STORE_ERRORS, SESSION_STORE_SECONDS};
-        let base = || {
-            vec![
-                ("stack", stack.to_owned()),
-                ("middleware", entry.to_owned()),
-            ]
-        };
-        let error = |op: &str| {
-            let mut labels = base();
-            labels.push(("op", op.to_owned()));
-            metrics.counter(SESSION_STORE_ERRORS, &labels)
-        };
-        let _ = self.shared.store.metrics.set(StoreMetrics {
-            errors: [
-                error("load"),
-                error("create"),
-                error("save"),
-                error("destroy"),
-            ],
-            seconds: metrics.histogram(SESSION_STORE_SECONDS, base()),
-        });
     }
 }
 

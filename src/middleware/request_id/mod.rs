@@ -60,11 +60,10 @@
 //! # });
 //! ```
 
-use std::fmt;
+#[cfg(feature = "config")]
+pub(crate) mod config;
 
-use axum::extract::FromRequestParts;
 use bytes::{BufMut, Bytes, BytesMut};
-use http::request::Parts;
 use http::{HeaderName, HeaderValue};
 
 use crate::error::RenderedError;
@@ -75,44 +74,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest incoming id accepted.
 const MAX_LEN: usize = 128;
 
-/// A request's id, in its extensions (and an extractor for handlers).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(HeaderValue);
-
-impl RequestId {
-    /// The id as text (always ASCII).
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-
-    /// The id as a header value.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.0
-    }
-
-    /// The id of this request, if a [`SetRequestId`] ran before.
-    pub fn of<B>(req: &http::Request<B>) -> Option<&Self> {
-        req.extensions().get::<Self>()
-    }
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// In a handler: the request's id; a 500 (logged) when no [`SetRequestId`] is in the stack.
-impl<S: Send + Sync> FromRequestParts<S> for RequestId {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, HttpError> {
-        parts.extensions.get::<Self>().cloned().ok_or_else(|| {
-            tracing::error!("RequestId asked for, but no SetRequestId is in the stack");
-            HttpError::internal()
-        })
-    }
-}
+pub use crate::identity::RequestId;
 
 /// What to do with an incoming id that is not valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,7 +195,7 @@ impl Hook for SetRequestId {
             tracing::field::display(id.to_str().unwrap_or_default()),
         );
         req.headers_mut().insert(self.header.clone(), id.clone());
-        req.extensions_mut().insert(RequestId(id.clone()));
+        req.extensions_mut().insert(RequestId::new(id.clone()));
         Flow::Continue(id)
     }
 

@@ -37,6 +37,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 

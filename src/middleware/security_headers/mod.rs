@@ -47,6 +47,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 use http::header::{self, HeaderName, HeaderValue};
 
 use crate::{ConfigError, Flow, Hook, Request, Response, Secure};

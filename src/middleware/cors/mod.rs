@@ -71,6 +71,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};

@@ -35,6 +35,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};

@@ -49,6 +49,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{Flow, Hook, Request, Response};

@@ -45,6 +45,9 @@
 //! # });
 //! ```
 
+#[cfg(feature = "config")]
+pub(crate) mod config;
+
 use std::time::Duration;
 
 use axum::response::IntoResponse;
