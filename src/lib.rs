@@ -78,8 +78,6 @@ pub mod instrument;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
 pub mod middleware;
-#[cfg(feature = "otel")]
-mod otlp;
 mod printable;
 mod redact;
 #[cfg(feature = "server")]

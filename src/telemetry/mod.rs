@@ -38,16 +38,18 @@
 //! telemetry.shutdown(Duration::from_secs(1));
 //! ```
 
+mod otlp;
+
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::instrument::clock::ticks_to_ns;
-use crate::otlp::{
+use self::otlp::{
     encode_child, encode_event, encode_middleware_event, encode_span, Attr, ChildOut, Encoding,
     EventOut, Exporter, SpanOut, Target,
 };
+use crate::instrument::clock::ticks_to_ns;
 use crate::{ClientIp, ConfigError, Request};
 
 /// How the spans are encoded.
