@@ -51,7 +51,19 @@ impl Delivered {
     }
 }
 
-type Callback = Box<dyn FnOnce(&Delivered) + Send>;
+/// An observer of one response: told once what the client got.
+pub(crate) trait Observe: Send + 'static {
+    /// The response has been sent in full, or dropped.
+    fn delivered(self: Box<Self>, delivered: &Delivered);
+}
+
+impl<F: FnOnce(&Delivered) + Send + 'static> Observe for F {
+    fn delivered(self: Box<Self>, delivered: &Delivered) {
+        (*self)(delivered);
+    }
+}
+
+type Callback = Box<dyn Observe>;
 
 /// The observers registered on a response, in its extensions until the stack applies them:
 /// the first two inline (the common case allocates no list), any more in a list.
@@ -94,14 +106,16 @@ impl List {
 
     /// Tells each observer, once.
     fn tell(&mut self, delivered: &Delivered) {
-        for observer in [self.first.take(), self.second.take()]
-            .into_iter()
-            .flatten()
-        {
-            observer(delivered);
+        if let Some(observer) = self.first.take() {
+            observer.delivered(delivered);
         }
-        for observer in self.more.drain(..) {
-            observer(delivered);
+        if let Some(observer) = self.second.take() {
+            observer.delivered(delivered);
+        }
+        if !self.more.is_empty() {
+            for observer in self.more.drain(..) {
+                observer.delivered(delivered);
+            }
         }
     }
 }
@@ -157,7 +171,12 @@ impl Observers {
 /// # });
 /// ```
 pub fn observe(res: &mut Response, observer: impl FnOnce(&Delivered) + Send + 'static) {
-    let observer: Callback = Box::new(observer);
+    observe_boxed(res, Box::new(observer));
+}
+
+/// [`observe`] with an observer already boxed (a battery's per-request state, say: no second
+/// allocation).
+pub(crate) fn observe_boxed(res: &mut Response, observer: Callback) {
     // Inside a stack's poll, the stack collects it (no extension, no map to allocate);
     // anywhere else (a task of its own, say), it travels in the response's extensions.
     let Some(observer) = COLLECTING.with(|collecting| match &mut *collecting.borrow_mut() {
@@ -258,12 +277,20 @@ impl<F: Future<Output = Response>> Future for Collecting<'_, F> {
 /// Wraps the body of `res` once for every observer registered on it, `collected` while the
 /// stack polled the request or in its extensions (none: untouched).
 pub(crate) fn apply(mut res: Response, collected: Collected) -> Response {
-    let mut observers = collected.0.map(|list| *list).unwrap_or_default();
-    if IN_EXTENSIONS.load(Ordering::Relaxed) {
-        if let Some(more) = res.extensions_mut().remove::<Observers>() {
-            observers.append(more.take());
+    let in_extensions = if IN_EXTENSIONS.load(Ordering::Relaxed) {
+        res.extensions_mut().remove::<Observers>()
+    } else {
+        None
+    };
+    let mut observers = match (collected.0, in_extensions) {
+        (None, None) => return res,
+        (Some(list), None) => list,
+        (list, Some(more)) => {
+            let mut list = list.unwrap_or_default();
+            list.append(more.take());
+            list
         }
-    }
+    };
     if observers.is_empty() {
         return res;
     }
@@ -291,7 +318,7 @@ pin_project_lite::pin_project! {
     struct Observed {
         #[pin]
         body: Body,
-        observers: List,
+        observers: Box<List>,
         status: StatusCode,
         bytes: u64,
     }

@@ -351,7 +351,9 @@ impl AccessLog {
 /// A request's record until its response has been sent; logged as 499 if dropped before.
 #[derive(Debug)]
 pub struct Pending {
-    record: Option<Box<Record>>,
+    record: Record,
+    /// Whether the record was written.
+    done: bool,
     started: Instant,
     shared: Arc<Shared>,
     bytes_in: Option<Arc<AtomicU64>>,
@@ -360,9 +362,10 @@ pub struct Pending {
 impl Pending {
     /// Writes the record: `status` is `None` when the client went away first (logged as 499).
     fn finish(&mut self, status: Option<u16>, bytes_out: u64) {
-        let Some(mut record) = self.record.take() else {
+        if std::mem::replace(&mut self.done, true) {
             return;
-        };
+        }
+        let record = &mut self.record;
         record.status = status.unwrap_or(499);
         record.bytes_out = bytes_out;
         record.duration_ms = record::millis(self.started.elapsed());
@@ -384,8 +387,16 @@ impl Drop for Pending {
     }
 }
 
+/// The record, boxed once when the request begins, is its own observer of the response.
+impl crate::battery::Observe for Pending {
+    fn delivered(mut self: Box<Self>, delivered: &crate::battery::Delivered) {
+        let status = delivered.complete().then(|| delivered.status().as_u16());
+        self.finish(status, delivered.bytes());
+    }
+}
+
 impl Hook for AccessLog {
-    type State = Option<Pending>;
+    type State = Option<Box<Pending>>;
 
     fn capabilities(&self) -> crate::battery::Capabilities {
         let handle = self.handle();
@@ -395,7 +406,7 @@ impl Hook for AccessLog {
             .flush(move |timeout| handle.flush(timeout))
     }
 
-    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Pending>> {
+    fn on_request<'a>(&'a self, req: &'a mut Request) -> Flow<'a, Option<Box<Pending>>> {
         let shared = &self.shared;
         if shared.exclude.matches(req.uri().path()) {
             return Flow::Continue(None);
@@ -443,12 +454,13 @@ impl Hook for AccessLog {
             trace_id: None,
             at: SystemTime::now(),
         };
-        let pending = Pending {
-            record: Some(Box::new(record)),
+        let pending = Box::new(Pending {
+            record,
+            done: false,
             started: Instant::now(),
             shared: Arc::clone(shared),
             bytes_in,
-        };
+        });
         if shared.on_full == OnFull::Block && !shared.queue.has_room() {
             return Flow::wait(async move {
                 pending.shared.queue.room().await;
@@ -458,22 +470,18 @@ impl Hook for AccessLog {
         Flow::Continue(Some(pending))
     }
 
-    fn on_response<'a>(&'a self, pending: Option<Pending>, res: &'a mut Response) -> Flow<'a> {
+    fn on_response<'a>(&'a self, pending: Option<Box<Pending>>, res: &'a mut Response) -> Flow<'a> {
         let Some(mut pending) = pending else {
             return Flow::Continue(());
         };
-        if let Some(record) = pending.record.as_mut() {
-            record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
-            record.route = res.extensions().get::<MatchedPath>().cloned();
-            record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
-            record.user = res.extensions().get::<crate::UserId>().cloned();
-        }
+        let record = &mut pending.record;
+        record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
+        record.route = res.extensions().get::<MatchedPath>().cloned();
+        record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
+        record.user = res.extensions().get::<crate::UserId>().cloned();
         // Written once the client has been sent the body (or went away), with the status and
         // bytes it got, whatever the batteries outside this one do to the response.
-        crate::battery::observe(res, move |delivered| {
-            let status = delivered.complete().then(|| delivered.status().as_u16());
-            pending.finish(status, delivered.bytes());
-        });
+        crate::battery::observe_boxed(res, pending);
         Flow::Continue(())
     }
 }
