@@ -239,6 +239,35 @@ async fn a_slow_failing_or_absent_service_is_a_503_never_a_401() {
 }
 
 #[tokio::test]
+async fn a_service_that_keeps_failing_is_left_alone_for_a_while() {
+    let svc = service().await;
+    let client = TestClient::new(
+        stack(ExternalAuth::new(&svc.url).timeout(Duration::from_millis(200))).service(app()),
+    );
+    // Three failures in a row open the store guard's breaker: the next request is a 503
+    // without asking the service, and it is asked again once the breaker lets one through.
+    for _ in 0..3 {
+        assert_eq!(client.get("/items").bearer("broken").await.status(), 503);
+    }
+    let asked = svc.calls.load(Ordering::SeqCst);
+    assert_eq!(client.get("/items").bearer("good").await.status(), 503);
+    assert_eq!(
+        svc.calls.load(Ordering::SeqCst),
+        asked,
+        "asked while the breaker is open"
+    );
+    let mut status = 0;
+    for _ in 0..100 {
+        status = client.get("/items").bearer("good").await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the service, healthy again, decides again");
+}
+
+#[tokio::test]
 async fn decisions_are_cached_by_credential_method_and_path() {
     let svc = service().await;
     let client = TestClient::new(stack(ExternalAuth::new(&svc.url)).service(app()));

@@ -155,6 +155,11 @@ impl ExternalAuth {
             ));
         }
         Ok(ExternalChecker {
+            guard: crate::battery::StoreGuard::new(
+                "external auth service",
+                &url.to_string(),
+                self.timeout,
+            ),
             url,
             client: HttpClient::new(self.timeout),
             forward,
@@ -182,6 +187,8 @@ pub(crate) enum Decision {
 }
 
 pub(crate) struct ExternalChecker {
+    /// Every question to the service goes through it (timeout and circuit breaker).
+    guard: crate::battery::StoreGuard,
     url: http::Uri,
     client: HttpClient,
     forward: Vec<HeaderName>,
@@ -238,19 +245,27 @@ impl ExternalChecker {
     ) -> impl std::future::Future<Output = Result<Decision, String>> + Send + '_ {
         let sub = self.sub_request(req);
         async move {
-            let res = self
-                .client
-                .send(sub?, self.timeout, MAX_ANSWER_BYTES)
-                .await
-                .map_err(|e| e.to_string())?;
-            let decision = match res.status() {
-                s if s.is_success() => self.allow(res.headers()),
-                s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Decision::Deny(
-                    s,
-                    res.headers().get(http::header::WWW_AUTHENTICATE).cloned(),
-                ),
-                other => return Err(format!("the auth service answered {other}")),
+            let sub = sub?;
+            let answer = async {
+                let res = self
+                    .client
+                    .send(sub, self.timeout, MAX_ANSWER_BYTES)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match res.status() {
+                    s if s.is_success() => Ok(self.allow(res.headers())),
+                    s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Ok(Decision::Deny(
+                        s,
+                        res.headers().get(http::header::WWW_AUTHENTICATE).cloned(),
+                    )),
+                    other => Err(format!("the auth service answered {other}")),
+                }
             };
+            let decision = self
+                .guard
+                .call("auth", answer)
+                .await
+                .map_err(|refused| refused.to_string())?;
             if let (Some(cache), Some(key)) = (&self.cache, key) {
                 cache.insert(key, decision.clone());
             }

@@ -212,6 +212,7 @@ impl Jwt {
             })
             .collect();
         Ok(JwtChecker {
+            guard: crate::battery::StoreGuard::new("JWKS URL", &url.to_string(), self.timeout),
             url,
             client: HttpClient::new(self.timeout),
             validations,
@@ -284,6 +285,8 @@ pub(crate) struct JwtChecker {
     refreshing: tokio::sync::Mutex<()>,
     /// When the last fetch started.
     last_fetch: Mutex<Option<Instant>>,
+    /// Every fetch goes through it (timeout and circuit breaker).
+    guard: crate::battery::StoreGuard,
     /// A background refresh is running.
     background: AtomicBool,
     /// Key ids not in the set after a fetch.
@@ -400,14 +403,22 @@ impl JwtChecker {
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
+        let fetched = async {
+            let res = self
+                .client
+                .send(req, self.timeout, MAX_JWKS_BYTES)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !res.status().is_success() {
+                return Err(format!("the JWKS URL answered {}", res.status()));
+            }
+            Ok(res)
+        };
         let res = self
-            .client
-            .send(req, self.timeout, MAX_JWKS_BYTES)
+            .guard
+            .call("auth", fetched)
             .await
-            .map_err(|e| e.to_string())?;
-        if !res.status().is_success() {
-            return Err(format!("the JWKS URL answered {}", res.status()));
-        }
+            .map_err(|refused| refused.to_string())?;
         let set: JwkSet = serde_json::from_slice(res.body())
             .map_err(|e| format!("the JWKS is not a JSON Web Key Set: {e}"))?;
         let keys: Vec<Key> = set
