@@ -40,6 +40,16 @@
 
 mod otlp;
 
+pub use self::builder::TelemetryBuilder;
+use self::context::{
+    now_ns, random_u128, random_u64, traceparent, without_port, TRACEPARENT, TRACESTATE,
+};
+use self::timings::EntryTiming;
+pub(crate) use self::timings::Timings;
+mod builder;
+mod context;
+mod timings;
+
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -128,160 +138,6 @@ impl TraceContext {
     }
 }
 
-/// The settings of [`Telemetry`], checked by [`TelemetryBuilder::build`].
-#[derive(Clone)]
-#[must_use]
-pub struct TelemetryBuilder {
-    endpoint: String,
-    protocol: Protocol,
-    headers: Vec<(String, String)>,
-    service_name: String,
-    sampling_ratio: f64,
-    keep_errors: bool,
-    keep_blocking: bool,
-    middlewares: MiddlewareSpans,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for TelemetryBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Header values are credentials (an API key, `authorization`): names only.
-        f.debug_struct("TelemetryBuilder")
-            .field("endpoint", &crate::redact::redact_urls(&self.endpoint))
-            .field("protocol", &self.protocol)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            )
-            .field("service_name", &self.service_name)
-            .field("sampling_ratio", &self.sampling_ratio)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TelemetryBuilder {
-    /// The collector, `http://host:4318` (spans are POSTed to `/v1/traces` under it) or a full
-    /// URL with its path. Required.
-    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = endpoint.into();
-        self
-    }
-
-    /// How spans are encoded. Defaults to [`Protocol::HttpProtobuf`].
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
-        self
-    }
-
-    /// A header sent with every export (`authorization`, ...).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    /// The `service.name` resource. Defaults to `callnext`.
-    pub fn service_name(mut self, name: impl Into<String>) -> Self {
-        self.service_name = name.into();
-        self
-    }
-
-    /// The share of new traces sampled, 0 to 1 (a caller's `traceparent` decides for its
-    /// own). Defaults to 1.
-    pub fn sampling_ratio(mut self, ratio: f64) -> Self {
-        self.sampling_ratio = ratio;
-        self
-    }
-
-    /// Whether traces with a 5xx answer or a blocking poll are kept whatever the sampling
-    /// said. Both default to yes.
-    pub fn always_keep(mut self, errors: bool, blocking: bool) -> Self {
-        self.keep_errors = errors;
-        self.keep_blocking = blocking;
-        self
-    }
-
-    /// How the middlewares' timings appear. Defaults to [`MiddlewareSpans::Spans`].
-    pub fn middlewares(mut self, how: MiddlewareSpans) -> Self {
-        self.middlewares = how;
-        self
-    }
-
-    /// The deadline of one export. Defaults to 10 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Checks the settings and starts the exporter's thread.
-    ///
-    /// # Errors
-    ///
-    /// No endpoint or one that is not an `http://` or `https://` URL, a ratio outside 0 to 1,
-    /// an invalid header, or an exporter that cannot start.
-    pub fn build(self) -> Result<Telemetry, ConfigError> {
-        let uri = crate::http_client::http_url("endpoint", &self.endpoint)?;
-        // A bare collector address gets the traces path, as OTEL_EXPORTER_OTLP_ENDPOINT does.
-        let uri = if uri.path() == "/" {
-            crate::http_client::http_url("endpoint", &format!("{uri}v1/traces"))?
-        } else {
-            uri
-        };
-        if !(0.0..=1.0).contains(&self.sampling_ratio) {
-            return Err(ConfigError::invalid(
-                "sampling_ratio",
-                format!("expected 0 to 1, got {}", self.sampling_ratio),
-            ));
-        }
-        let mut headers = Vec::new();
-        for (name, value) in &self.headers {
-            match (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(value),
-            ) {
-                (Ok(name), Ok(value)) => headers.push((name, value)),
-                _ => {
-                    return Err(ConfigError::invalid(
-                        "headers",
-                        format!("`{}` is not a valid header", crate::Printable::new(name)),
-                    ))
-                }
-            }
-        }
-        let encoding = match self.protocol {
-            Protocol::HttpProtobuf => Encoding::Protobuf,
-            Protocol::HttpJson => Encoding::Json,
-        };
-        let exporter = Exporter::start(
-            Target {
-                uri,
-                headers,
-                service: self.service_name,
-                timeout: self.timeout,
-            },
-            encoding,
-        )?;
-        Ok(Telemetry {
-            inner: Arc::new(Inner {
-                exporter,
-                ratio_bound: ratio_bound(self.sampling_ratio),
-                keep_errors: self.keep_errors,
-                keep_blocking: self.keep_blocking,
-                middlewares: self.middlewares,
-            }),
-        })
-    }
-}
-
-/// Traces whose id, read as a number, is below this are sampled (the specification's
-/// `TraceIdRatioBased`, on the lower 8 bytes).
-fn ratio_bound(ratio: f64) -> u64 {
-    if ratio >= 1.0 {
-        u64::MAX
-    } else {
-        (ratio * (1u64 << 63) as f64) as u64
-    }
-}
-
 /// Exports spans; see the [module docs](self). Cheap to clone.
 #[derive(Clone)]
 pub struct Telemetry {
@@ -328,59 +184,6 @@ pub(crate) struct RequestTrace {
     start_ns: u64,
 }
 
-/// A random non-zero id. Trace and span ids need to be unique, not secret: a thread's own
-/// wyrand generator (`fastrand`, seeded from the operating system's randomness) costs a few
-/// instructions where a CSPRNG took a hundred, as the OpenTelemetry SDK's small generator does.
-fn random_u128() -> u128 {
-    fastrand::u128(..).max(1)
-}
-
-fn random_u64() -> u64 {
-    fastrand::u64(..).max(1)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
-const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
-
-/// A W3C `traceparent`: the trace id, the parent span id and whether it is sampled.
-fn traceparent(value: &str) -> Option<(u128, u64, bool)> {
-    let b = value.as_bytes();
-    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return None;
-    }
-    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    let version = &b[..2];
-    if !hex(version) || version == b"ff" || (version == b"00" && b.len() != 55) {
-        return None;
-    }
-    if b.len() > 55 && b[55] != b'-' {
-        return None;
-    }
-    let (trace, parent, flags) = (&b[3..35], &b[36..52], &b[53..55]);
-    if !hex(trace) || !hex(parent) || !hex(flags) {
-        return None;
-    }
-    let trace = u128::from_str_radix(&value[3..35], 16).ok()?;
-    let parent = u64::from_str_radix(&value[36..52], 16).ok()?;
-    let flags = u8::from_str_radix(&value[53..55], 16).ok()?;
-    (trace != 0 && parent != 0).then_some((trace, parent, flags & 1 == 1))
-}
-
-/// A `Host` without its port (`[::1]:8080` → `[::1]`).
-fn without_port(host: &str) -> &str {
-    let digits = host.bytes().rev().take_while(u8::is_ascii_digit).count();
-    match host.len().checked_sub(digits + 1) {
-        Some(colon) if digits > 0 && host.as_bytes()[colon] == b':' => &host[..colon],
-        _ => host,
-    }
-}
-
 thread_local! {
     /// Where a kept request's spans are encoded before they are queued in one copy: no
     /// allocation per request once a thread's buffers have grown.
@@ -398,21 +201,6 @@ struct Scratch {
 const SCRATCH_KEPT: usize = 64 * 1024;
 
 impl Telemetry {
-    /// The settings; an endpoint is required.
-    pub fn builder() -> TelemetryBuilder {
-        TelemetryBuilder {
-            endpoint: String::new(),
-            protocol: Protocol::HttpProtobuf,
-            headers: Vec::new(),
-            service_name: "callnext".to_owned(),
-            sampling_ratio: 1.0,
-            keep_errors: true,
-            keep_blocking: true,
-            middlewares: MiddlewareSpans::Spans,
-            timeout: Duration::from_secs(10),
-        }
-    }
-
     /// Sends the spans queued so far, waiting (blocking the thread) at most `timeout`;
     /// `false` if that took longer.
     pub fn flush(&self, timeout: Duration) -> bool {
@@ -650,61 +438,6 @@ impl Telemetry {
             encoding,
         );
         inner.exporter.push(out, spans);
-    }
-}
-
-/// A request's per-boundary figures, read from the stack's instrumentation.
-pub(crate) struct Timings<'a> {
-    pub(crate) names: &'a [Box<str>],
-    pub(crate) slots: &'a [crate::instrument::request::Slot],
-    pub(crate) spans: &'a [crate::instrument::timings::Span],
-    pub(crate) threshold: u64,
-}
-
-/// One boundary's place and figures in a request (its name by index: kept in a thread's
-/// scratch between requests).
-struct EntryTiming {
-    index: usize,
-    first: u64,
-    last: u64,
-    exclusive_ns: u64,
-    wall_ns: u64,
-    /// The longest poll, in ticks (converted only for a blocking event).
-    worst: u64,
-    blocking: bool,
-}
-
-impl Timings<'_> {
-    /// Whether a poll reached the blocking threshold (read without building the entries, as
-    /// the requests that are not kept need no more).
-    fn blocked(&self) -> bool {
-        self.threshold > 0
-            && self
-                .slots
-                .iter()
-                .any(|s| s.worst.load(std::sync::atomic::Ordering::Relaxed) >= self.threshold)
-    }
-
-    /// The boundaries that ran, in stack order.
-    fn entries(&self, out: &mut Vec<EntryTiming>) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let walls = crate::instrument::timings::walls_excluding_inner(self.slots, self.spans);
-        for ((index, slot), wall) in self.slots.iter().enumerate().zip(walls) {
-            if !slot.ran() {
-                continue;
-            }
-            let first = slot.first.load(Relaxed);
-            let worst = slot.worst.load(Relaxed);
-            out.push(EntryTiming {
-                index,
-                first,
-                last: slot.last.load(Relaxed).max(first),
-                exclusive_ns: ticks_to_ns(slot.exclusive.load(Relaxed)),
-                wall_ns: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
-                worst,
-                blocking: self.threshold > 0 && worst >= self.threshold,
-            });
-        }
     }
 }
 
