@@ -41,6 +41,7 @@ pub(crate) mod fields;
 mod registry;
 mod secret;
 mod sections;
+mod shown;
 mod units;
 
 use std::collections::BTreeMap;
@@ -322,7 +323,7 @@ impl Config {
         let mut doc = toml::Table::new();
         let mut put = |name: &str, value: Result<toml::Value, toml::ser::Error>| {
             if let Ok(mut value) = value {
-                registry::redact(name, &mut value);
+                shown::redact(name, &mut value);
                 doc.insert(name.to_owned(), value);
             }
         };
