@@ -25,6 +25,7 @@ mod chain;
 mod compile;
 mod endpoint;
 mod entry;
+mod error_settings;
 pub(crate) mod handlers;
 mod hook;
 mod hook_group;
