@@ -14,7 +14,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
+use callnext::admin::{Admin, LivePage};
 use callnext::extract::Path;
+use callnext::metrics::Metrics;
 use callnext::middleware::auth::SqlKeyStore;
 use callnext::serve::Server;
 use callnext::HttpError;
@@ -196,7 +198,7 @@ secret = "{secret}"
 
 [middleware.auth]
 api_keys = "{keys_url}"
-public_paths = ["/endless"]
+public_paths = ["/endless", "/_callnext/*"]
 scopes = {{ "/admin" = ["admin"] }}
 
 [middleware.login_limit]
@@ -271,15 +273,63 @@ async fn send(
     }
 }
 
+/// The metrics and the live page count each request once, and each early answer under the
+/// entry that gave it.
+async fn counted_once(metrics: &Metrics, addr: std::net::SocketAddr, requests: usize) {
+    let counted: u64 = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, requests as u64, "{}", metrics.render());
+    let url = format!("http://{addr}/_callnext/api/stack");
+    let mut doc = serde_json::Value::Null;
+    for _ in 0..200 {
+        doc = serde_json::from_slice(&common::get(&url).await.body).unwrap();
+        if doc["stacks"][0]["requests"] == requests {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stack = &doc["stacks"][0];
+    assert_eq!(stack["requests"], requests, "{stack}");
+    let answered = |entry: &str| -> Vec<(u64, u64)> {
+        let entry = stack["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == entry)
+            .unwrap_or_else(|| panic!("no {entry} in {stack}"));
+        let mut rows: Vec<(u64, u64)> = entry["answered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["status"].as_u64().unwrap(), r["count"].as_u64().unwrap()))
+            .collect();
+        rows.sort_unstable();
+        rows
+    };
+    assert_eq!(answered("auth"), [(401, 1), (403, 1)]);
+    assert_eq!(answered("login_limit"), [(429, 1)]);
+    assert_eq!(answered("body_limit"), [(413, 1)]);
+    assert_eq!(answered("dead_limit"), [(503, 1)]);
+    assert_eq!(answered("stalled_limit"), [(503, 1)]);
+    assert_eq!(answered("timeout"), [(503, 1)]);
+    assert_eq!(answered("request_id"), []);
+}
+
 fn records(path: &std::path::Path) -> HashMap<String, Vec<serde_json::Value>> {
     let mut by_case: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
     for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
         let record: serde_json::Value = serde_json::from_str(line).unwrap();
-        let case = record["user_agent"]
+        let Some(case) = record["user_agent"]
             .as_str()
-            .unwrap()
-            .trim_start_matches("matrix-")
-            .to_owned();
+            .and_then(|ua| ua.strip_prefix("matrix-"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
         by_case.entry(case).or_default().push(record);
     }
     by_case
@@ -291,8 +341,12 @@ async fn every_answer_is_logged_as_the_client_got_it_in_every_order() {
     for (n, order) in orders().iter().enumerate() {
         let recommended = n == 0;
         let (stack, setup) = setup(&stalled.url(), order, n).await;
+        let page = LivePage::new();
+        let metrics = Metrics::new();
+        let stack = stack.live(&page).metrics(&metrics);
         stalled.unstall();
-        let running = common::spawn(Server::new(), stack.service(app())).await;
+        let app = app().merge(Admin::new().live_page(&page).router());
+        let running = common::spawn(Server::new(), stack.service(app)).await;
         let addr = running.addr;
         let key = Some(setup.key.as_str());
         let reader = Some(setup.reader_key.as_str());
@@ -419,6 +473,7 @@ async fn every_answer_is_logged_as_the_client_got_it_in_every_order() {
         }
         if recommended {
             assert_eq!(by_case.len(), answers.len() + 1, "{:?}", by_case.keys());
+            counted_once(&metrics, running.addr, answers.len() + 1).await;
         }
         running.stop().await;
         let _ = std::fs::remove_dir_all(&setup.dir);
