@@ -27,7 +27,19 @@ fn keys(name: &str) -> SqlKeyStore {
 }
 
 async fn options(addr: std::net::SocketAddr, path: &str, origin: bool) -> (u16, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    options_over(addr, path, origin, false).await
+}
+
+/// The same over HTTP/1.1, or as a stream of an HTTP/2 connection (h2c).
+async fn options_over(
+    addr: std::net::SocketAddr,
+    path: &str,
+    origin: bool,
+    http2: bool,
+) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http::<Empty<Bytes>>();
     let mut req = http::Request::builder()
         .method("OPTIONS")
         .uri(format!("http://{addr}{path}"))
@@ -76,8 +88,8 @@ async fn an_options_without_origin_is_authenticated_and_counted_with_or_without_
         let (status, body) = options(running.addr, "/open", false).await;
         assert_eq!(status, 401, "cors {with_cors}: {body}");
         assert!(!body.contains("reached the app"));
-        let (status, _) = options(running.addr, "/items/1", false).await;
-        assert_eq!(status, 401, "cors {with_cors}");
+        let (status, _) = options_over(running.addr, "/items/1", false, true).await;
+        assert_eq!(status, 401, "cors {with_cors}, HTTP/2");
         // And counted: the third is over the limit of two.
         let (status, body) = options(running.addr, "/open", false).await;
         assert_eq!(status, 429, "cors {with_cors}: {body}");
