@@ -26,6 +26,7 @@ mod compile;
 mod endpoint;
 mod entry;
 mod error_settings;
+mod finish;
 pub(crate) mod handlers;
 mod hook;
 mod hook_group;
