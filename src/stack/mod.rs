@@ -30,6 +30,7 @@ mod finish;
 pub(crate) mod handlers;
 mod hook;
 mod hook_group;
+mod inspect;
 mod lint;
 mod middleware;
 mod next;
