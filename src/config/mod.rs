@@ -37,6 +37,7 @@
 //! assert_eq!(err.to_string(), "app.toml:2: `server.port`: invalid type: string \"x\", expected u16");
 //! ```
 
+mod assemble;
 mod error;
 pub(crate) mod fields;
 mod registry;

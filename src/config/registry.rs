@@ -1,28 +1,27 @@
 //! From `[stack]` and `[middleware.*]` to a [`Stack`]: the kinds a table can name, the
 //! application's own middlewares, the order, and the printed stack.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::shown::{keys_of, redact, redact_urls_in, redacted, shown_settings};
+use super::shown::keys_of;
 use super::{Config, FileError};
-use crate::{Entry, MiddlewareKind, Stack};
+use crate::{Entry, MiddlewareKind};
 
 type Factory = Arc<dyn Fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError> + Send + Sync>;
 
 /// The factory of one of callnext's own kinds.
 pub(crate) type BuiltinFactory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
 
-struct Kind {
-    name: String,
-    factory: Factory,
+pub(super) struct Kind {
+    pub(super) name: String,
+    pub(super) factory: Factory,
     /// Position in the recommended order (DESIGN.md); `None` for the application's own.
-    rank: Option<u32>,
+    pub(super) rank: Option<u32>,
     /// An application middleware registered by name: may stand in `order` without a table.
-    by_name: bool,
+    pub(super) by_name: bool,
 }
 
 /// The middleware kinds a configuration can name: callnext's own, and the application's.
@@ -60,7 +59,7 @@ struct Kind {
 /// ```
 #[derive(Clone)]
 pub struct Registry {
-    kinds: Vec<Arc<Kind>>,
+    pub(super) kinds: Vec<Arc<Kind>>,
 }
 
 impl fmt::Debug for Registry {
@@ -129,15 +128,15 @@ impl Registry {
         }));
     }
 
-    fn get(&self, kind: &str) -> Option<&Kind> {
+    pub(super) fn get(&self, kind: &str) -> Option<&Kind> {
         self.kinds.iter().find(|k| k.name == kind).map(|k| &**k)
     }
 
-    fn names(&self) -> String {
+    pub(super) fn names(&self) -> String {
         list(self.kinds.iter())
     }
 
-    fn app_names(&self) -> String {
+    pub(super) fn app_names(&self) -> String {
         let names = list(self.kinds.iter().filter(|k| k.by_name));
         if names.is_empty() {
             "it has none".to_owned()
@@ -159,16 +158,16 @@ impl Registry {}
 /// One middleware's settings, as its factory sees them.
 #[derive(Debug)]
 pub struct MiddlewareSettings<'a> {
-    name: &'a str,
-    kind: &'a str,
-    table: Option<&'a toml::Table>,
-    config: &'a Config,
+    pub(super) name: &'a str,
+    pub(super) kind: &'a str,
+    pub(super) table: Option<&'a toml::Table>,
+    pub(super) config: &'a Config,
     #[cfg(feature = "redis")]
-    redis: &'a std::cell::RefCell<Vec<crate::backends::Redis>>,
+    pub(super) redis: &'a std::cell::RefCell<Vec<crate::backends::Redis>>,
     /// The keys of the settings type [`parse`](Self::parse) read the table as.
-    keys: std::cell::Cell<&'static [&'static str]>,
+    pub(super) keys: std::cell::Cell<&'static [&'static str]>,
     /// The table as [`parse_shown`](Self::parse_shown) read it, secrets by their type.
-    shown: std::cell::RefCell<Option<toml::Table>>,
+    pub(super) shown: std::cell::RefCell<Option<toml::Table>>,
 }
 
 impl MiddlewareSettings<'_> {
@@ -289,201 +288,5 @@ impl fmt::Display for StackLine {
         } else {
             write!(f, " {}", self.settings.join(" "))
         }
-    }
-}
-
-/// One planned entry: its name, kind and table.
-struct Planned<'a> {
-    name: &'a str,
-    kind: &'a Kind,
-    table: Option<&'a toml::Table>,
-}
-
-impl Config {
-    /// The stack `[stack]` and `[middleware.*]` describe, with the `[server] trusted_proxies`
-    /// that set each request's [`ClientIp`](crate::ClientIp).
-    ///
-    /// # Errors
-    ///
-    /// A name in `order` with no table that is no application middleware, a table left out
-    /// of a given `order`, a name listed twice, an unknown kind, or a middleware's invalid
-    /// settings.
-    pub fn stack(&self, registry: &Registry) -> Result<Stack, FileError> {
-        Ok(self.build(registry)?.0)
-    }
-
-    /// What [`Config::stack`] builds, line by line (for `--print-stack`).
-    ///
-    /// # Errors
-    ///
-    /// As [`Config::stack`].
-    pub fn describe_stack(&self, registry: &Registry) -> Result<Vec<StackLine>, FileError> {
-        Ok(self.build(registry)?.1)
-    }
-
-    /// The whole configuration as TOML (what `callnext --print-config` prints), with each
-    /// `[middleware.*]` table as its kind reads it: defaults filled in, secrets shown as
-    /// `<redacted>` by their type, URLs without credentials. [`Config::to_toml`] does the same
-    /// without a registry, hiding the values of keys named like secrets.
-    ///
-    /// # Errors
-    ///
-    /// As [`Config::stack`].
-    pub fn to_toml_with(&self, registry: &Registry) -> Result<String, FileError> {
-        let shown = self.build(registry)?.2;
-        Ok(self.render(Some(shown)))
-    }
-
-    #[allow(clippy::type_complexity)] // used by the three methods above only
-    fn build(
-        &self,
-        registry: &Registry,
-    ) -> Result<(Stack, Vec<StackLine>, BTreeMap<String, toml::Value>), FileError> {
-        let settings = &self.stack;
-        let mut stack = Stack::new()
-            .name(settings.name.clone())
-            .instrument(settings.instrument)
-            .blocking_threshold(settings.blocking_threshold.get())
-            .server_timing(settings.server_timing)
-            .strict_order(settings.strict_order)
-            .debug(settings.debug)
-            .json_rejections(settings.json_rejections)
-            .trusted_proxies(self.trusted_proxies()?);
-        #[cfg(feature = "otel")]
-        if !self.telemetry.endpoint.is_empty() {
-            let telemetry = self.telemetry_settings()?.build().map_err(|err| {
-                let key = err
-                    .setting()
-                    .filter(|k| ["sampling_ratio", "headers"].contains(k))
-                    .unwrap_or("endpoint");
-                self.error(&format!("telemetry.{key}"), &err)
-            })?;
-            stack = stack.telemetry(telemetry);
-        }
-        let mut lines = Vec::new();
-        let mut tables = BTreeMap::new();
-        #[cfg(feature = "redis")]
-        let redis = std::cell::RefCell::default();
-        for (index, planned) in self.plan(registry)?.into_iter().enumerate() {
-            let middleware = MiddlewareSettings {
-                name: planned.name,
-                kind: &planned.kind.name,
-                table: planned.table,
-                config: self,
-                #[cfg(feature = "redis")]
-                redis: &redis,
-                keys: std::cell::Cell::new(&[]),
-                shown: std::cell::RefCell::default(),
-            };
-            let mut entry = (planned.kind.factory)(&middleware)?.named(planned.name.to_owned());
-            let shown = middleware.shown.take();
-            let settings = match (&shown, planned.table) {
-                (Some(shown), Some(table)) => shown_settings(shown, table),
-                (None, Some(table)) => redacted(table),
-                (_, None) => Vec::new(),
-            };
-            let mut table = match (shown, planned.table) {
-                (Some(mut shown), raw) => {
-                    if let Some(kind) = raw.and_then(|t| t.get("kind")) {
-                        shown.insert("kind".to_owned(), kind.clone());
-                    }
-                    toml::Value::Table(shown)
-                }
-                (None, raw) => {
-                    let mut raw = toml::Value::Table(raw.cloned().unwrap_or_default());
-                    redact(planned.name, &mut raw);
-                    raw
-                }
-            };
-            redact_urls_in(&mut table);
-            tables.insert(planned.name.to_owned(), table);
-            entry.settings = Some(settings.clone().into());
-            lines.push(StackLine {
-                index,
-                name: planned.name.to_owned(),
-                kind: planned.kind.name.clone(),
-                runs_as: entry.kind(),
-                settings,
-            });
-            stack = stack.push(entry);
-        }
-        stack
-            .validate()
-            .map_err(|err| self.error("stack.order", err))?;
-        if settings.strict_order {
-            if let Some(warning) = stack.lint().first() {
-                return Err(self.error("stack.order", warning));
-            }
-        }
-        Ok((stack, lines, tables))
-    }
-
-    fn plan<'a>(&'a self, registry: &'a Registry) -> Result<Vec<Planned<'a>>, FileError> {
-        let resolve = |name: &'a str| -> Result<Planned<'a>, FileError> {
-            let table = self.middleware.get(name);
-            let kind_name = match table.and_then(|t| t.get("kind")) {
-                None => name,
-                Some(toml::Value::String(kind)) => kind.as_str(),
-                Some(other) => {
-                    return Err(self.error(
-                        &format!("middleware.{name}.kind"),
-                        format!("expected a string, got {}", other.type_str()),
-                    ))
-                }
-            };
-            match registry.get(kind_name) {
-                Some(kind) if table.is_some() || kind.by_name => Ok(Planned { name, kind, table }),
-                Some(_) => Err(self.error(
-                    "stack.order",
-                    format!("`{name}` has no [middleware.{name}] table"),
-                )),
-                None if table.is_some() => Err(self.error(
-                    &format!("middleware.{name}"),
-                    format!("unknown middleware kind `{kind_name}`, expected one of {}", registry.names()),
-                )),
-                None => Err(self.error(
-                    "stack.order",
-                    format!(
-                        "`{name}` has no [middleware.{name}] table and is not a middleware of the application ({})",
-                        registry.app_names()
-                    ),
-                )),
-            }
-        };
-        if let Some(order) = &self.stack.order {
-            let mut planned = Vec::with_capacity(order.len());
-            for (i, name) in order.iter().enumerate() {
-                if order[..i].contains(name) {
-                    return Err(self.error("stack.order", format!("`{name}` is listed twice")));
-                }
-                planned.push(resolve(name)?);
-            }
-            if let Some(left_out) = self.middleware.keys().find(|t| !order.contains(t)) {
-                return Err(self.error(
-                    &format!("middleware.{left_out}"),
-                    "this table is not in [stack] order; add it there or remove the table",
-                ));
-            }
-            return Ok(planned);
-        }
-        // The recommended order: callnext's batteries by rank, then the application's own
-        // middlewares in registration order, then tables of other application kinds.
-        let mut batteries = Vec::new();
-        let mut others = Vec::new();
-        for name in self.middleware.keys() {
-            let planned = resolve(name)?;
-            match planned.kind.rank {
-                Some(rank) => batteries.push((rank, planned)),
-                None if planned.kind.by_name && planned.kind.name == *name => {}
-                None => others.push(planned),
-            }
-        }
-        batteries.sort_by_key(|(rank, _)| *rank);
-        let mut planned: Vec<Planned<'a>> = batteries.into_iter().map(|(_, p)| p).collect();
-        for kind in registry.kinds.iter().filter(|k| k.by_name) {
-            planned.push(resolve(&kind.name)?);
-        }
-        planned.extend(others);
-        Ok(planned)
     }
 }
