@@ -1,0 +1,194 @@
+//! [`Json`] and [`StrictJson`]: bodies read as FastAPI reads them, their errors as its 422s.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// A JSON request body; invalid JSON or a body of the wrong shape gives FastAPI's 422.
+///
+/// The body is limited by axum's `DefaultBodyLimit` (2 MB unless configured); past it: 413.
+///
+/// ```
+/// use callnext::extract::Json;
+/// use callnext::{Stack, TestClient};
+/// use axum::{routing::post, Router};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Item { name: String, price: f64 }
+///
+/// async fn create(Json(item): Json<Item>) -> String {
+///     format!("{} {}", item.name, item.price)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = Router::new().route("/items", post(create));
+/// let client = TestClient::new(Stack::new().service(app));
+/// let res = client.post("/items").json(&serde_json::json!({"name": "pen", "price": "x"})).await;
+/// assert_eq!(res.status(), 422);
+/// assert_eq!(res.json::<serde_json::Value>()["detail"][0]["loc"], serde_json::json!(["body", "price"]));
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ValidationError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // FastAPI reads a body as JSON when it says so or says nothing; any other body is
+        // text that is not an object.
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_none_or(|_| is_json_content_type(req.headers()));
+        let bytes = body_bytes(req, state).await?;
+        if !json {
+            return Err(not_an_object(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// A JSON request body as [`Json`] reads it, but a body whose `Content-Type` is not JSON gets
+/// `415 {"detail":"Expected request with \`Content-Type: application/json\`"}` (what HTTP
+/// prefers; FastAPI answers 422).
+///
+/// ```
+/// use callnext::extract::StrictJson;
+/// use callnext::{Stack, TestClient};
+/// use axum::{routing::post, Router};
+///
+/// async fn create(StrictJson(v): StrictJson<serde_json::Value>) -> String { v.to_string() }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = TestClient::new(Stack::new().service(Router::new().route("/", post(create))));
+/// let res = client.post("/").header("content-type", "text/plain").body("{}").send().await;
+/// assert_eq!(res.status(), 415);
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrictJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for StrictJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ValidationError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(req.headers()) {
+            return Err(ValidationError::from_http(&HttpError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected request with `Content-Type: application/json`",
+            )));
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(StrictJson)
+    }
+}
+
+/// The whole body; a body that cannot be read is the error that stopped it (413, or what a
+/// middleware's body stream raised), else 400.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ValidationError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(err) => match crate::body::raised(&err) {
+                // An HttpError a middleware's body stream ended with is that error.
+                Some(raised) => ValidationError::from_http(raised),
+                None if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ValidationError::from_http(&HttpError::payload_too_large())
+                }
+                None => ValidationError::from_http(&HttpError::bad_request(err.body_text())),
+            },
+            other => ValidationError::from_http(&HttpError::bad_request(other.body_text())),
+        })
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ValidationError> {
+    // No body is a missing body (FastAPI reads an empty body as none).
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(missing_body());
+    }
+    // The common case: valid, deserialized once from the bytes.
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let first = match serde_path_to_error::deserialize(de) {
+        Ok(value) => return Ok(value),
+        Err(err) => err.into_inner(),
+    };
+    if first.is_syntax() || first.is_eof() {
+        return Err(ValidationError::unprocessable(vec![ValidationIssue {
+            ctx: Some(json!({ "error": first.to_string() })),
+            ..ValidationIssue::new(
+                "json_invalid",
+                vec![json!("body"), json!(first.column().saturating_sub(1))],
+                "JSON decode error",
+            )
+            .input(json!({}))
+        }]));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| missing_body())?;
+    if value.is_null() {
+        return Err(missing_body());
+    }
+    // A struct can be read from a list (its fields in order); pydantic wants an object.
+    if !value.is_object() {
+        let wants_object = serde_path_to_error::deserialize::<_, T>(&json!({}))
+            .err()
+            .is_some_and(|err| err.inner().to_string().starts_with("missing field"));
+        if wants_object {
+            return Err(not_an_object(value));
+        }
+    }
+    lax::from_value(value, &[json!("body")], lax::Source::Body)
+        .map_err(ValidationError::unprocessable)
+}
+
+/// A body that is not an object where the type wants one.
+fn not_an_object(input: impl Into<Value>) -> ValidationError {
+    ValidationError::unprocessable(vec![ValidationIssue::new(
+        "model_attributes_type",
+        vec![json!("body")],
+        "Input should be a valid dictionary or object to extract fields from",
+    )
+    .input(input)])
+}
+
+/// A body that is required and absent (`null` included): `missing` at `["body"]`.
+fn missing_body() -> ValidationError {
+    ValidationError::unprocessable(vec![ValidationIssue::new(
+        "missing",
+        vec![json!("body")],
+        "Field required",
+    )
+    .input(Value::Null)])
+}
+
+/// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
+fn is_json_content_type(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .get(subtype.len().saturating_sub(5)..)
+                .is_some_and(|tail| tail.eq_ignore_ascii_case("+json")))
+}
