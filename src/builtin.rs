@@ -4,16 +4,14 @@
 
 use http::HeaderName;
 
-use crate::config::{FileError, MiddlewareSettings, Registry};
+use crate::config::{BuiltinFactory, FileError, MiddlewareSettings, Registry};
 use crate::middleware;
 use crate::Entry;
-
-type Factory = fn(&MiddlewareSettings<'_>) -> Result<Entry, FileError>;
 
 /// Name, rank in the recommended order (DESIGN.md: request id first, then the access log,
 /// CORS, security headers, timeout, concurrency, body limit, rate limits, sessions, auth,
 /// compression), and factory.
-const BUILTIN: &[(&str, u32, Factory)] = &[
+const BUILTIN: &[(&str, u32, BuiltinFactory)] = &[
     ("request_id", 0, middleware::request_id::config::from_config),
     (
         "access_log",

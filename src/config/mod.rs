@@ -55,6 +55,7 @@ use serde::Deserialize;
 
 pub use error::FileError;
 use error::{toml_error, Source};
+pub(crate) use registry::BuiltinFactory;
 pub use registry::{MiddlewareSettings, Registry, StackLine};
 pub use secret::Secret;
 pub use sections::{

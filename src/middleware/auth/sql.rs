@@ -20,10 +20,19 @@ use crate::sql::{execute, ms, sqlite, Pool};
 /// let keys = SqlKeyStore::open("sqlite://keys.db").unwrap();
 /// # let _ = keys;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlKeyStore {
     url: String,
     ready: Arc<tokio::sync::OnceCell<Pool>>,
+}
+
+impl std::fmt::Debug for SqlKeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL's password stays out of logs and panics.
+        f.debug_tuple("SqlKeyStore")
+            .field(&crate::redact::redact_urls(&self.url))
+            .finish()
+    }
 }
 
 fn failed(err: sqlx::Error) -> KeyStoreError {
@@ -247,6 +256,17 @@ mod tests {
     use crate::backends::testing::{counter, dead_port, probe, sqlite_url};
     use crate::middleware::auth::{generate, Auth};
     use crate::{Stack, TestClient};
+
+    #[test]
+    fn debug_shows_no_password() {
+        let keys = SqlKeyStore::open("postgres://app:hunter2@db/x?password=pw2").unwrap();
+        let sessions =
+            crate::middleware::session::SqlStore::open("postgres://app:hunter3@db/x").unwrap();
+        let shown = format!("{keys:?} {sessions:?}");
+        for secret in ["hunter2", "pw2", "hunter3"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     fn client(auth: &Auth) -> TestClient<crate::StackService> {
         let app = Router::new().route("/", get(|| async { "in" }));

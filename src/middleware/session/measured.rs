@@ -84,11 +84,11 @@ impl Measured {
 pub(super) fn store_url(any: &(dyn Any + Send + Sync)) -> String {
     #[cfg(feature = "redis")]
     if let Some(redis) = any.downcast_ref::<RedisStore>() {
-        return redis.backend(Arc::new(Vec::new)).url().to_owned();
+        return redis.redis.url().to_owned();
     }
     #[cfg(feature = "sql")]
     if let Some(sql) = any.downcast_ref::<SqlStore>() {
-        return sql.backend(Arc::new(Vec::new)).url().to_owned();
+        return sql.shown.clone();
     }
     let _ = any;
     "an application's store".to_owned()

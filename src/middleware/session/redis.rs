@@ -35,7 +35,7 @@ return {1}
 /// ```
 #[derive(Debug, Clone)]
 pub struct RedisStore {
-    redis: Redis,
+    pub(super) redis: Redis,
     prefix: String,
     save: std::sync::Arc<Script>,
 }

@@ -30,11 +30,21 @@ use crate::sql::{execute, ms, sqlite, Pool};
 /// let store = SqlStore::open("sqlite://sessions.db").unwrap();
 /// # let _ = store;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlStore {
     url: String,
-    shown: String,
+    /// The URL without credentials.
+    pub(super) shown: String,
     ready: Arc<tokio::sync::OnceCell<Pool>>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL's password stays out of logs and panics.
+        f.debug_tuple("SqlStore")
+            .field(&crate::redact::redact_urls(&self.url))
+            .finish()
+    }
 }
 
 fn failed(err: sqlx::Error) -> StoreError {
