@@ -66,6 +66,7 @@ mod hook;
 mod record;
 #[cfg(feature = "log-shipping")]
 mod ship;
+mod sink;
 mod writer;
 
 use std::path::Path;
@@ -85,8 +86,8 @@ pub use record::Format;
 use record::Record;
 #[cfg(feature = "log-shipping")]
 pub use ship::{HttpSink, Shipping};
+pub use sink::{OnFull, Rotate, SharedWriter, Sink};
 use writer::Queue;
-pub use writer::{OnFull, Rotate, SharedWriter, Sink};
 
 use crate::RequestId;
 use crate::{AnsweredBy, ClientIp, ConfigError, Flow, Hook, Request, Response};

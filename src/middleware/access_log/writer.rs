@@ -1,96 +1,15 @@
 //! The access log's writer: a thread of its own behind a bounded queue, so requests never
 //! wait on log I/O; records that do not fit are dropped and counted.
 
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use file_rotate::compression::Compression;
-use file_rotate::suffix::{AppendCount, AppendTimestamp, FileLimit};
-use file_rotate::{ContentLimit, FileRotate, TimeFrequency};
-
+use super::sink::{open, Out, Sink};
 use crate::ConfigError;
-
-/// When a log file is rotated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Rotate {
-    /// Never (the default).
-    #[default]
-    Never,
-    /// Every hour.
-    Hourly,
-    /// Every day.
-    Daily,
-    /// When the file passes this many bytes.
-    Size(u64),
-}
-
-/// Any writer, shared (a socket, a pipe, a test's buffer); the writer thread writes to it.
-#[derive(Clone)]
-pub struct SharedWriter(pub Arc<Mutex<dyn Write + Send>>);
-
-impl std::fmt::Debug for SharedWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedWriter")
-    }
-}
-
-impl Write for SharedWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .flush()
-    }
-}
-
-/// Where the records go.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub enum Sink {
-    /// Standard output (the default).
-    #[default]
-    Stdout,
-    /// A file, rotated, keeping at most `max_files` old ones.
-    File {
-        /// The file's path.
-        path: PathBuf,
-        /// When it is rotated.
-        rotate: Rotate,
-        /// How many rotated files are kept.
-        max_files: usize,
-    },
-    /// A writer of the application's.
-    Writer(SharedWriter),
-    /// An HTTP receiver (Vector, Loki, ...): batched, gzipped, retried (feature
-    /// `log-shipping`).
-    #[cfg(feature = "log-shipping")]
-    Http(super::HttpSink),
-}
-
-/// What a request does when the queue is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OnFull {
-    /// Its record is dropped and counted (the default): requests never wait on the log.
-    #[default]
-    Drop,
-    /// The request waits, before it runs, until the writer has made room: no record is lost,
-    /// and a log that cannot keep up slows the service down instead.
-    Block,
-}
 
 /// Records waiting for the writer, and what it is asked to do.
 #[derive(Default)]
@@ -149,13 +68,6 @@ struct Taken {
     lines: usize,
     flushes: Vec<(mpsc::Sender<()>, std::time::Instant)>,
     stop: bool,
-}
-
-/// Where the writer thread sends lines.
-enum Out {
-    Write(Box<dyn Write + Send>),
-    #[cfg(feature = "log-shipping")]
-    Http(Box<super::ship::Shipper>),
 }
 
 /// How long the writer sleeps when nothing asks for it.
@@ -402,73 +314,4 @@ impl Queue {
             let _ = writeln!(out, "{{\"dropped\":{dropped}}}");
         }
     }
-}
-
-fn open(sink: &Sink) -> Result<Out, ConfigError> {
-    match sink {
-        #[cfg(feature = "log-shipping")]
-        Sink::Http(http) => Ok(Out::Http(Box::new(http.start()?))),
-        other => open_writer(other).map(Out::Write),
-    }
-}
-
-fn open_writer(sink: &Sink) -> Result<Box<dyn Write + Send>, ConfigError> {
-    match sink {
-        Sink::Stdout => Ok(Box::new(io::stdout())),
-        Sink::Writer(writer) => Ok(Box::new(writer.clone())),
-        #[cfg(feature = "log-shipping")]
-        Sink::Http(_) => unreachable!("opened by `open`"),
-        Sink::File {
-            path,
-            rotate,
-            max_files,
-        } => {
-            check_writable(path)?;
-            let file: Box<dyn Write + Send> = match rotate {
-                Rotate::Never => Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .map_err(|err| cannot_open(path, &err))?,
-                ),
-                Rotate::Size(bytes) => Box::new(FileRotate::new(
-                    path,
-                    AppendCount::new(*max_files),
-                    ContentLimit::BytesSurpassed(usize::try_from(*bytes).unwrap_or(usize::MAX)),
-                    Compression::None,
-                    None,
-                )),
-                Rotate::Hourly | Rotate::Daily => {
-                    let every = if *rotate == Rotate::Hourly {
-                        TimeFrequency::Hourly
-                    } else {
-                        TimeFrequency::Daily
-                    };
-                    Box::new(FileRotate::new(
-                        path,
-                        AppendTimestamp::default(FileLimit::MaxFiles(*max_files)),
-                        ContentLimit::Time(every),
-                        Compression::None,
-                        None,
-                    ))
-                }
-            };
-            Ok(file)
-        }
-    }
-}
-
-fn cannot_open(path: &Path, err: &io::Error) -> ConfigError {
-    ConfigError::invalid("path", format!("cannot open {}: {err}", path.display()))
-}
-
-/// The file can be opened for appending (the rotating writer would fail later, silently).
-fn check_writable(path: &Path) -> Result<(), ConfigError> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map(drop)
-        .map_err(|err| cannot_open(path, &err))
 }
