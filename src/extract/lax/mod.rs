@@ -13,6 +13,10 @@ use serde_json::{json, Map, Value};
 
 use super::ValidationIssue;
 
+mod path;
+
+use self::path::{get, remove, set};
+
 /// Where a value comes from, which decides a few of pydantic's answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -342,73 +346,4 @@ fn describe(
 /// The names in serde's "expected `a`, `b` or `c`".
 fn variant_names(expected: &str) -> impl Iterator<Item = &str> {
     expected.split('`').skip(1).step_by(2)
-}
-
-fn get<'a>(value: &'a Value, path: &[Step]) -> Option<&'a Value> {
-    path.iter().try_fold(value, |v, step| match step {
-        Step::Key(k) => v.as_object()?.get(k),
-        Step::Index(i) => v.as_array()?.get(*i),
-    })
-}
-
-fn set(value: &mut Value, path: &[Step], new: Value) {
-    let Some((last, parents)) = path.split_last() else {
-        *value = new;
-        return;
-    };
-    let mut at = value;
-    for step in parents {
-        at = match step {
-            Step::Key(k) => {
-                if !at.is_object() {
-                    *at = Value::Object(Map::new());
-                }
-                at.as_object_mut()
-                    .expect("made an object")
-                    .entry(k.clone())
-                    .or_insert(Value::Null)
-            }
-            Step::Index(i) => match at.get_mut(*i) {
-                Some(v) => v,
-                None => return,
-            },
-        };
-    }
-    match last {
-        Step::Key(k) => {
-            if !at.is_object() {
-                *at = Value::Object(Map::new());
-            }
-            at.as_object_mut()
-                .expect("made an object")
-                .insert(k.clone(), new);
-        }
-        Step::Index(i) => {
-            if let Some(v) = at.get_mut(*i) {
-                *v = new;
-            }
-        }
-    }
-}
-
-/// Removes the key at `path`; whether there was one.
-fn remove(value: &mut Value, path: &[Step]) -> bool {
-    let Some((Step::Key(last), parents)) = path.split_last() else {
-        return false;
-    };
-    let mut at = value;
-    for step in parents {
-        at = match step {
-            Step::Key(k) => match at.get_mut(k.as_str()) {
-                Some(v) => v,
-                None => return false,
-            },
-            Step::Index(i) => match at.get_mut(*i) {
-                Some(v) => v,
-                None => return false,
-            },
-        };
-    }
-    at.as_object_mut()
-        .is_some_and(|map| map.remove(last).is_some())
 }
