@@ -67,6 +67,7 @@ pub mod body;
 #[cfg(feature = "config")]
 mod builtin;
 mod client_ip;
+mod clock;
 #[cfg(feature = "config")]
 pub mod config;
 mod error;

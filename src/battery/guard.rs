@@ -63,11 +63,11 @@ pub struct StoreGuard {
     url: String,
     timeout: Duration,
     failures: AtomicU32,
-    /// While open: microseconds since `base` until the next try; 0 when closed.
+    /// While open: microseconds on `clock` until the next try; 0 when closed.
     open_until: AtomicU64,
     /// Whether the last change logged was "failed" (so each change is logged once).
     down: AtomicBool,
-    base: tokio::time::Instant,
+    clock: crate::clock::Monotonic,
 }
 
 impl StoreGuard {
@@ -81,7 +81,7 @@ impl StoreGuard {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             down: AtomicBool::new(false),
-            base: tokio::time::Instant::now(),
+            clock: crate::clock::Monotonic::new(),
         }
     }
 
@@ -97,7 +97,7 @@ impl StoreGuard {
     }
 
     fn now_us(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX) + 1
+        self.clock.micros()
     }
 
     /// Whether the breaker lets a call through: closed, or open with its cooldown over and

@@ -1,13 +1,17 @@
 //! What batteries share, so that they behave as one family: what each offers the rest of the
 //! system ([`Capabilities`]: its place in the order, its stores, a flush, its metrics), the
-//! request rules each applies the same way ([`is_preflight`], [`PathRules`]) and one view of
+//! request rules each applies the same way ([`is_preflight`], [`PathRules`], [`CallerRule`]),
+//! one store guard ([`StoreGuard`]) and one view of
 //! what the client got ([`observe`]). A middleware of your own uses the same pieces.
 
+mod caller;
 mod capability;
 mod guard;
 mod observe;
 mod rules;
 
+pub(crate) use caller::Caller;
+pub use caller::{CallerRule, KeyBy, KeyFn};
 pub use capability::Capabilities;
 pub(crate) use capability::Order;
 pub use guard::{Refused, StoreGuard};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::clock::clock;
+use crate::clock::ticks::clock;
 
 /// How often, at most, one middleware's blocking warning is logged.
 const WARN_INTERVAL_NS: u64 = 1_000_000_000;

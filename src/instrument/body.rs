@@ -12,8 +12,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
-use super::clock::{now, ticks_to_duration};
 use super::report::StackReport;
+use crate::clock::ticks::{now, ticks_to_duration};
 
 thread_local! {
     /// Ticks that bodies nested inside the one being polled spent in their polls (a stack

@@ -19,7 +19,6 @@
 
 mod blocking;
 pub(crate) mod body;
-pub(crate) mod clock;
 pub(crate) mod report;
 pub(crate) mod request;
 pub(crate) mod timings;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::blocking::BlockingStats;
-use super::clock::ticks_to_duration;
 use super::request::RequestCtx;
 use super::timings::{self, Span};
+use crate::clock::ticks::ticks_to_duration;
 use crate::Response;
 
 /// A built stack's boundaries (each entry, each hook, then `app` and `body`) and what is done

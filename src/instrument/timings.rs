@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use super::clock::ticks_to_duration;
 use super::request::Slot;
+use crate::clock::ticks::ticks_to_duration;
 
 /// How one boundary spent one request; see [`RequestTimings`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::instrument::clock::{ns_to_ticks, ticks_to_duration};
+use crate::clock::ticks::{ns_to_ticks, ticks_to_duration};
 
 /// Bucket bounds in nanoseconds: 0.5 ms to 10 s.
 pub(crate) const REQUEST_BUCKETS_NS: &[u64] = &[

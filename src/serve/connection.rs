@@ -54,9 +54,8 @@ pub(crate) enum Stall {
 
 /// Milliseconds on a clock that starts with the first connection (for idle ordering only).
 fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(std::time::Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    static START: std::sync::OnceLock<crate::clock::Monotonic> = std::sync::OnceLock::new();
+    START.get_or_init(crate::clock::Monotonic::new).micros() / 1000
 }
 
 impl ConnActivity {

@@ -219,7 +219,7 @@ impl Drop for Unfinished<'_> {
         let end = if self.start == 0 {
             0
         } else {
-            crate::instrument::clock::now()
+            crate::clock::ticks::now()
         };
         if let (Some(uri), Some(live)) = (self.live.take(), &self.report.live) {
             let request = crate::admin::live::Started {
@@ -285,7 +285,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         #[cfg(not(feature = "prometheus"))]
         let timed_from_start = report.live.is_some();
         let start = if timed_from_start {
-            crate::instrument::clock::now()
+            crate::clock::ticks::now()
         } else {
             0
         };
@@ -350,7 +350,7 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         let end = if unfinished.start == 0 {
             0
         } else {
-            crate::instrument::clock::now()
+            crate::clock::ticks::now()
         };
         if let (Some(uri), Some(live)) = (live_uri, &report.live) {
             let request = crate::admin::live::Started {

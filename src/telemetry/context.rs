@@ -1,8 +1,5 @@
 //! Ids, times and the W3C trace context read from a request.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
-
 /// A random non-zero id. Trace and span ids need to be unique, not secret: a thread's own
 /// wyrand generator (`fastrand`, seeded from the operating system's randomness) costs a few
 /// instructions where a CSPRNG took a hundred, as the OpenTelemetry SDK's small generator does.
@@ -14,11 +11,7 @@ pub(super) fn random_u64() -> u64 {
     fastrand::u64(..).max(1)
 }
 
-pub(super) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
+pub(super) use crate::clock::wall_ns as now_ns;
 
 pub(super) const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 pub(super) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");

@@ -53,13 +53,13 @@ mod timings;
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use self::otlp::{
     encode_child, encode_event, encode_middleware_event, encode_span, Attr, ChildOut, Encoding,
     EventOut, Exporter, SpanOut, Target,
 };
-use crate::instrument::clock::ticks_to_ns;
+use crate::clock::ticks::ticks_to_ns;
 use crate::{ClientIp, ConfigError, Request};
 
 /// How the spans are encoded.
@@ -259,7 +259,7 @@ impl Telemetry {
             uri: req.uri().clone(),
             host,
             client: ClientIp::of(req).map(|ip| ip.0),
-            ticks: crate::instrument::clock::now(),
+            ticks: crate::clock::ticks::now(),
             start_ns: now_ns(),
         });
         req.extensions_mut().insert(context);
@@ -284,7 +284,7 @@ impl Telemetry {
             return;
         }
         let end = if end == 0 {
-            crate::instrument::clock::now()
+            crate::clock::ticks::now()
         } else {
             end
         };

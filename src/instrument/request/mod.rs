@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::MatchedPath;
 
-use super::clock::now;
+use crate::clock::ticks::now;
 
 thread_local! {
     /// Ticks that stacks nested inside the boundary now running (a stack served inside a route

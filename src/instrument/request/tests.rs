@@ -13,7 +13,7 @@ fn transitions_charge_the_running_boundary_only() {
     let slots = ctx.slots();
     let inner = slots[1].exclusive.load(Relaxed);
     let outer = slots[0].exclusive.load(Relaxed);
-    assert!(inner >= super::super::clock::ns_to_ticks(2_000_000));
+    assert!(inner >= crate::clock::ticks::ns_to_ticks(2_000_000));
     assert!(
         outer < inner,
         "the outer boundary is not charged its child's sleep"

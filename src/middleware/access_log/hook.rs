@@ -108,7 +108,7 @@ impl Hook for AccessLog {
                 .map(|t| t.trace_id().into()),
             #[cfg(not(feature = "otel"))]
             trace_id: None,
-            at: SystemTime::now(),
+            at: crate::clock::wall(),
         };
         let pending = Box::new(Pending {
             record,

@@ -39,11 +39,7 @@ fn failed(err: sqlx::Error) -> KeyStoreError {
     KeyStoreError(Box::new(err))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::clock::wall_ms as now_ms;
 
 impl SqlKeyStore {
     /// A store at `url`: `postgres://user@host/db` or `sqlite://file.db` (created if absent).

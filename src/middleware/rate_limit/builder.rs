@@ -298,18 +298,12 @@ impl RateLimitBuilder {
         };
         #[cfg(not(feature = "redis"))]
         let store = Store::Memory(memory());
-        let ipv6_mask = if self.ipv6_prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - u32::from(self.ipv6_prefix))
-        };
         Ok(RateLimit {
             shared: Arc::new(Shared {
                 rendered: Rendered::new(self.headers, &policies),
                 policies,
                 rates,
-                key: self.key,
-                ipv6_mask,
+                callers: crate::battery::CallerRule::new(self.key, self.ipv6_prefix),
                 cost: self.cost,
                 fixed_cost: self.fixed_cost,
                 paths,

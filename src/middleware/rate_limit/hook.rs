@@ -29,8 +29,8 @@ impl Hook for RateLimit {
         if !self.applies(req) {
             return Flow::Continue(Decided(None, None));
         }
-        let caller = self.caller(req);
         let shared = &self.shared;
+        let caller = shared.callers.caller(req);
         let cost = shared.cost.as_ref().map_or(shared.fixed_cost, |f| f(req));
         // Counting only some answers: look (cost 0 takes nothing), charge on the response.
         let (charge, ask) = if shared.count_statuses.is_empty() {
@@ -103,35 +103,6 @@ impl RateLimit {
         shared.paths.is_empty() || shared.paths.matches(req.uri().path())
     }
 
-    fn caller(&self, req: &Request) -> Caller {
-        let text = |tag: &str, value: &str| {
-            (!value.is_empty() && value.len() <= MAX_KEY_LEN)
-                .then(|| Caller::Text(format!("{tag}{value}").into_boxed_str()))
-        };
-        let keyed = match &self.shared.key {
-            KeyBy::Ip => None,
-            KeyBy::ApiKey => req
-                .extensions()
-                .get::<ApiKeyId>()
-                .and_then(|k| text("k:", k.as_str())),
-            KeyBy::User => req
-                .extensions()
-                .get::<UserId>()
-                .and_then(|u| text("u:", u.as_str())),
-            KeyBy::Header(name) => req
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| text("h:", v)),
-            KeyBy::Fn(f) => f(req).and_then(|v| text("f:", &v)),
-        };
-        keyed.unwrap_or_else(|| match ClientIp::of(req) {
-            Some(ClientIp(ip)) => self.ip_caller(ip),
-            // No address at all (a Unix socket without a trusted proxy): one caller, `::`.
-            None => Caller::Ip(0),
-        })
-    }
-
     /// The answer to a decided request: on with its decision, or the 429.
     // The error is the response itself, made once and moved into the hook's flow.
     #[allow(clippy::result_large_err)]
@@ -172,13 +143,13 @@ impl RateLimit {
         peeked: impl FnOnce(Decision) -> Decision,
     ) -> Result<Decided, Response> {
         let shared = &self.shared;
-        let tag = caller.redis_part();
+        let tag = caller.to_string();
         let keys: Vec<String> = shared
             .policies
             .iter()
             .map(|p| format!("{}:{{{tag}}}:{}", shared.prefix, p.name))
             .collect();
-        let started = crate::instrument::clock::now();
+        let started = crate::clock::ticks::now();
         let result = store.check(&keys, &shared.rates, cost, &shared.name).await;
         // A call the open breaker refused took no time at the store: not a latency.
         #[cfg(feature = "prometheus")]
@@ -186,7 +157,7 @@ impl RateLimit {
             if !matches!(result, Err(crate::battery::Refused::Open)) {
                 metrics
                     .store_seconds
-                    .record_ticks(crate::instrument::clock::now().saturating_sub(started));
+                    .record_ticks(crate::clock::ticks::now().saturating_sub(started));
             }
         }
         #[cfg(not(feature = "prometheus"))]

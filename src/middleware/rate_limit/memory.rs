@@ -7,14 +7,14 @@
 //! first drops those, then (under a flood of distinct callers) the callers closest to a full
 //! bucket, whose forgetting matters least.
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use hashbrown::HashTable;
 
 use super::gcra::{decide, Decision, Rate, MAX_POLICIES};
-use super::Caller;
+use crate::battery::Caller;
 
 /// Shards: enough that two cores rarely meet on one lock.
 const SHARDS: usize = 64;
@@ -63,7 +63,7 @@ pub(crate) struct MemoryStore {
     shards: Shards,
     shard_cap: usize,
     hasher: foldhash::fast::RandomState,
-    base: tokio::time::Instant,
+    clock: crate::clock::Monotonic,
     evicted: AtomicU64,
 }
 
@@ -80,16 +80,14 @@ impl MemoryStore {
             },
             shard_cap,
             hasher: foldhash::fast::RandomState::default(),
-            base: tokio::time::Instant::now(),
+            clock: crate::clock::Monotonic::new(),
             evicted: AtomicU64::new(0),
         }
     }
 
     /// Microseconds on the store's clock (tokio's, so a paused test clock drives it).
     pub(crate) fn now_us(&self) -> u64 {
-        // Seconds and micros apart: `as_micros` divides a u128, a good part of a check.
-        let elapsed = self.base.elapsed();
-        elapsed.as_secs() * 1_000_000 + u64::from(elapsed.subsec_micros()) + 1
+        self.clock.micros()
     }
 
     /// Decides a request of `cost` from `caller` against `rates`, now.
@@ -275,17 +273,6 @@ impl<const N: usize> Shard<N> {
         self.ips.retain(|(_, e)| full_at(e) > threshold);
         self.texts.retain(|(_, e)| full_at(e) > threshold);
         (before - self.len()) as u64
-    }
-}
-
-/// The hash of the key alone (no variant tag), so a table can rehash its keys without making
-/// a `Caller` again.
-impl Hash for Caller {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        match self {
-            Caller::Ip(ip) => ip.hash(state),
-            Caller::Text(text) => text.hash(state),
-        }
     }
 }
 

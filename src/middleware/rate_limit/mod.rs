@@ -82,6 +82,7 @@
 //! [`ClientIp`]: crate::ClientIp
 //! [`ApiKeyId`]: crate::ApiKeyId
 //! [`UserId`]: crate::UserId
+//! [`ClientIp`]: crate::ClientIp
 
 #[cfg(feature = "config")]
 pub(crate) mod config;
@@ -112,42 +113,10 @@ pub use self::policy::Headers;
 use self::policy::{Policy, Rendered};
 #[cfg(feature = "prometheus")]
 use self::series::LimiterMetrics;
-use crate::{ApiKeyId, ClientIp, ConfigError, Flow, Hook, HttpError, Request, Response, UserId};
+use crate::battery::{Caller, CallerRule};
+use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 
-/// The longest caller key kept as it is; a longer one falls back to the client address.
-const MAX_KEY_LEN: usize = 128;
-
-/// Who a request counts against.
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum KeyBy {
-    /// The client address ([`ClientIp`]), IPv6 grouped by its prefix (the
-    /// default).
-    Ip,
-    /// The [`ApiKeyId`] an earlier middleware put on the request.
-    ApiKey,
-    /// The [`UserId`] an earlier middleware put on the request.
-    User,
-    /// A request header's value.
-    Header(HeaderName),
-    /// A function of the request; `None` keys it by address.
-    Fn(KeyFn),
-}
-
-/// A function that keys a request (see [`KeyBy::Fn`]).
-pub type KeyFn = Arc<dyn Fn(&Request) -> Option<String> + Send + Sync>;
-
-impl std::fmt::Debug for KeyBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Ip => f.write_str("Ip"),
-            Self::ApiKey => f.write_str("ApiKey"),
-            Self::User => f.write_str("User"),
-            Self::Header(name) => f.debug_tuple("Header").field(name).finish(),
-            Self::Fn(_) => f.write_str("Fn(..)"),
-        }
-    }
-}
+pub use crate::battery::{KeyBy, KeyFn};
 
 /// What a request gets when the store cannot decide.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -174,41 +143,6 @@ impl OnStoreError {
     }
 }
 
-/// A caller, as the stores key it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Caller {
-    /// An address as 128 bits (IPv4 in its IPv6-mapped form), masked to its group.
-    Ip(u128),
-    /// A key of the application's, tagged with its kind (`k:`, `u:`, `h:`, `f:`).
-    Text(Box<str>),
-}
-
-impl Caller {
-    /// The caller in a Redis key: an address as text, anything else hex-encoded (so no
-    /// brace can end the hash tag early).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    fn redis_part(&self) -> String {
-        match self {
-            Self::Ip(bits) => {
-                let v6 = std::net::Ipv6Addr::from(*bits);
-                match v6.to_ipv4_mapped() {
-                    Some(v4) => v4.to_string(),
-                    None => v6.to_string(),
-                }
-            }
-            Self::Text(text) => {
-                let (kind, rest) = text.split_at(2);
-                let mut out = String::with_capacity(2 + rest.len() * 2);
-                out.push_str(kind);
-                for b in rest.bytes() {
-                    out.push_str(&format!("{b:02x}"));
-                }
-                out
-            }
-        }
-    }
-}
-
 type CostFn = Arc<dyn Fn(&Request) -> u64 + Send + Sync>;
 
 enum Store {
@@ -224,8 +158,7 @@ struct Shared {
     policies: Vec<Policy>,
     rates: Vec<Rate>,
     rendered: Rendered,
-    key: KeyBy,
-    ipv6_mask: u128,
+    callers: CallerRule,
     cost: Option<CostFn>,
     fixed_cost: u64,
     paths: crate::battery::PathRules,
@@ -318,17 +251,10 @@ impl RateLimit {
     pub fn check_ip(&self, ip: IpAddr, cost: u64) -> Option<Decision> {
         match &self.shared.store {
             Store::Memory(memory) => {
-                Some(memory.check(&self.ip_caller(ip), &self.shared.rates, cost))
+                Some(memory.check(&self.shared.callers.ip(ip), &self.shared.rates, cost))
             }
             #[cfg(feature = "redis")]
             Store::Redis { .. } => None,
-        }
-    }
-
-    fn ip_caller(&self, ip: IpAddr) -> Caller {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Caller::Ip(u128::from(v4.to_ipv6_mapped())),
-            IpAddr::V6(v6) => Caller::Ip(u128::from(v6) & self.shared.ipv6_mask),
         }
     }
 
@@ -381,6 +307,6 @@ impl RateLimit {
 
     /// Whether callers are keyed by an identity auth gives (user or API key).
     pub(crate) fn keyed_by_identity(&self) -> bool {
-        matches!(self.shared.key, KeyBy::User | KeyBy::ApiKey)
+        self.shared.callers.by_identity()
     }
 }

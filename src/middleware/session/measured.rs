@@ -32,7 +32,7 @@ impl Measured {
         call: futures_util::future::BoxFuture<'_, Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         #[cfg(feature = "prometheus")]
-        let started = crate::instrument::clock::now();
+        let started = crate::clock::ticks::now();
         let result = match &self.guard {
             Some(guard) => guard
                 .call("session", call)
@@ -49,7 +49,7 @@ impl Measured {
         #[cfg(feature = "prometheus")]
         if let Some(m) = self.metrics.get() {
             m.seconds
-                .record_ticks(crate::instrument::clock::now().saturating_sub(started));
+                .record_ticks(crate::clock::ticks::now().saturating_sub(started));
             if result.is_err() {
                 m.errors[op].increment(1);
             }

@@ -7,8 +7,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use moka::ops::compute::Op;
 
-use super::clock::now_ms;
 use super::store::{Record, Saved, SessionStore, StoreError};
+use crate::clock::wall_ms as now_ms;
 
 /// A session, or the tombstone a destroyed one leaves.
 #[derive(Debug)]

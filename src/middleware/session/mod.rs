@@ -46,7 +46,6 @@
 pub(crate) mod config;
 
 mod builder;
-mod clock;
 mod handle;
 mod measured;
 mod memory;
@@ -71,7 +70,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use self::builder::SessionsBuilder;
-use self::clock::now_ms;
 use self::measured::{store_url, Measured};
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
@@ -80,6 +78,7 @@ pub use self::redis::RedisStore;
 pub use self::sql::SqlStore;
 pub use self::store::{Data, Record, Saved, SessionStore, StoreError};
 use crate::battery::{Refused, StoreGuard};
+use crate::clock::wall_ms as now_ms;
 use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 
 /// Tries of a write before giving up (each conflict merges and tries again).

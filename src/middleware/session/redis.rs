@@ -6,9 +6,9 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use redis::Script;
 
-use super::clock::now_ms;
 use super::store::{Data, Record, Saved, SessionStore, StoreError};
 use crate::backends::Redis;
+use crate::clock::wall_ms as now_ms;
 
 /// What a destroyed session's key holds until its absolute timeout.
 const TOMBSTONE: &str = "gone";

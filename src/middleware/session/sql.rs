@@ -10,8 +10,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::Row;
 
-use super::clock::now_ms;
 use super::store::{Data, Record, Saved, SessionStore, StoreError};
+use crate::clock::wall_ms as now_ms;
 
 /// How often the sweeper runs, the most rows one statement deletes, and the most statements
 /// one run makes (60,000 expired rows a minute at most).

@@ -9,12 +9,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 
 use super::histogram::LogHistogram;
-use crate::instrument::clock::{ns_to_ticks, ticks_to_duration};
+use crate::clock::ticks::{ns_to_ticks, ticks_to_duration};
 use crate::instrument::request::RequestCtx;
 use crate::instrument::timings::{walls_excluding_inner, Span};
 use crate::instrument::BlockingStats;
@@ -364,11 +363,7 @@ fn ms(ticks: u64) -> f64 {
     ticks_to_duration(ticks).as_secs_f64() * 1000.0
 }
 
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(super) use crate::clock::wall_ms as unix_ms;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::histogram::{minus, quantile};
 use super::record::{unix_ms, LiveStack};
 use super::LivePage;
-use crate::instrument::clock::ticks_to_duration;
+use crate::clock::ticks::ticks_to_duration;
 
 mod json;
 

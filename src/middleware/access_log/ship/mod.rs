@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
@@ -242,9 +242,7 @@ impl Shipper {
         let raw = match self.shipping {
             Shipping::JsonLines => [note, lines].concat(),
             Shipping::Loki => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos());
+                let now = crate::clock::wall_ns();
                 let mut out = String::with_capacity(lines.len() + lines.len() / 4 + 64);
                 out.push_str("{\"streams\":[{\"stream\":");
                 out.push_str(&self.labels);
@@ -257,7 +255,7 @@ impl Shipper {
                     }
                     // Stamped in order, a nanosecond apart: Loki wants a stream's entries
                     // ordered.
-                    out.push_str(&format!("[\"{}\",", now + i as u128));
+                    out.push_str(&format!("[\"{}\",", now + i as u64));
                     out.push_str(&serde_json::Value::String(line.to_owned()).to_string());
                     out.push(']');
                 }

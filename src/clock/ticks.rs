@@ -1,4 +1,5 @@
-//! The clock every boundary reads: the CPU's invariant TSC where it has one (`quanta`).
+//! Ticks: the clock every instrumented boundary reads, the CPU's invariant TSC where it has
+//! one (`quanta`). The cheapest to read; for durations measured inside one process.
 
 use std::sync::OnceLock;
 use std::time::Duration;

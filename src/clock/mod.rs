@@ -1,0 +1,106 @@
+//! The clocks, one place for all of them.
+//!
+//! - [`wall_ms`] / [`wall`]: wall time, for what is compared across instances (a session's or
+//!   an API key's expiry kept in a shared store) and what is written down (log and span
+//!   timestamps). Read once from the system, then advanced by tokio's clock, so a test that
+//!   pauses time (`tokio::time::pause`) moves sessions and keys towards their expiry.
+//! - [`Monotonic`]: microseconds since a start, on tokio's clock, for durations a battery keeps
+//!   in its own state (a rate limiter's buckets, a store guard's cooldown); paused in tests
+//!   likewise.
+//! - [`ticks`]: the CPU's time stamp counter, for the per-boundary timings of the
+//!   instrumentation, where a read must cost a few nanoseconds. Not paused in tests.
+
+pub(crate) mod ticks;
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The wall clock's anchor: the system's time once, and tokio's instant at that moment.
+struct Anchor {
+    at: SystemTime,
+    epoch_ms: u64,
+    instant: tokio::time::Instant,
+}
+
+fn anchor() -> &'static Anchor {
+    static ANCHOR: OnceLock<Anchor> = OnceLock::new();
+    ANCHOR.get_or_init(|| {
+        let at = SystemTime::now();
+        Anchor {
+            at,
+            epoch_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            instant: tokio::time::Instant::now(),
+        }
+    })
+}
+
+/// Wall time now.
+pub(crate) fn wall() -> SystemTime {
+    let anchor = anchor();
+    anchor.at + anchor.instant.elapsed()
+}
+
+/// Wall time now, in milliseconds since the Unix epoch.
+pub(crate) fn wall_ms() -> u64 {
+    let anchor = anchor();
+    anchor
+        .epoch_ms
+        .saturating_add(u64::try_from(anchor.instant.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Wall time now, in nanoseconds since the Unix epoch.
+pub(crate) fn wall_ns() -> u64 {
+    wall()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A monotonic clock counting microseconds from its creation, on tokio's clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Monotonic {
+    base: tokio::time::Instant,
+}
+
+impl Monotonic {
+    /// A clock starting now.
+    pub(crate) fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Microseconds since the clock's start, plus one: never 0, so 0 can mean "never".
+    #[inline]
+    pub(crate) fn micros(&self) -> u64 {
+        // Seconds and micros apart: `as_micros` divides a u128, a good part of a rate check.
+        let elapsed = self.base.elapsed();
+        elapsed.as_secs() * 1_000_000 + u64::from(elapsed.subsec_micros()) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_test_clock_moves_wall_and_monotonic_time() {
+        let clock = Monotonic::new();
+        let (wall_before, micros_before) = (wall_ms(), clock.micros());
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(wall_ms() - wall_before >= 3_600_000);
+        assert!(clock.micros() - micros_before >= 3_600_000_000);
+    }
+
+    #[test]
+    fn wall_time_is_the_systems() {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(wall_ms().abs_diff(system) < 60_000);
+        assert!((wall_ns() / 1_000_000).abs_diff(system) < 60_000);
+    }
+}
