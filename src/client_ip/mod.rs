@@ -35,7 +35,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-use crate::{ConfigError, HttpError};
+use crate::{ConfigError, HttpError, Request};
 
 mod forwarded;
 
@@ -354,6 +354,35 @@ impl AddressText {
 
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+/// Puts the request's [`ClientIp`] on it when a trusted proxy says the client is someone else
+/// than the peer; otherwise [`ClientIp::of`] reads the peer from `ConnectInfo` (one extension
+/// fewer on every request).
+pub(crate) fn set_client_ip(req: &mut Request, trusted: &crate::TrustedProxies) {
+    if trusted.is_empty() || req.extensions().get::<ClientIp>().is_some() {
+        return;
+    }
+    let (ip, from_proxy) =
+        if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            let peer = peer.ip().to_canonical();
+            let from_proxy = trusted.contains(peer);
+            let ip = ClientIp::resolve(peer, req.headers(), trusted);
+            (Some(ip).filter(|ip| ip.0 != peer), from_proxy)
+        } else if req.extensions().get::<FromUnixSocket>().is_some() {
+            (
+                ClientIp::resolve_unix(req.headers(), trusted),
+                trusted.trusts_unix(),
+            )
+        } else {
+            return;
+        };
+    if from_proxy && forwarded_https(req.headers(), trusted.forwarded_header()) {
+        req.extensions_mut().insert(crate::Secure);
+    }
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(ip);
     }
 }
 

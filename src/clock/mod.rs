@@ -51,6 +51,7 @@ pub(crate) fn wall_ms() -> u64 {
 }
 
 /// Wall time now, in nanoseconds since the Unix epoch.
+#[cfg_attr(not(any(feature = "otel", feature = "log-shipping")), allow(dead_code))]
 pub(crate) fn wall_ns() -> u64 {
     wall()
         .duration_since(UNIX_EPOCH)

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -13,7 +12,6 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::Service;
 
 use crate::Response;
@@ -30,7 +28,7 @@ pub(crate) struct ConnActivity {
     /// Bumped when a request head arrives and when a response finishes.
     events: AtomicU64,
     /// Bumped by every read that brings bytes from the client.
-    reads: AtomicU64,
+    pub(super) reads: AtomicU64,
     /// Set by the first HTTP/2 request: frames that are not requests (pings, settings) then
     /// keep nothing alive.
     http2: AtomicBool,
@@ -191,61 +189,6 @@ impl Connections {
             }
             None => false,
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection's socket, telling its watchdog when the client sends bytes.
-    pub(crate) struct Counted<I> {
-        #[pin]
-        pub(crate) io: I,
-        pub(crate) activity: Arc<ConnActivity>,
-    }
-}
-
-impl<I: AsyncRead> AsyncRead for Counted<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let result = this.io.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.reads.fetch_add(1, Relaxed);
-        }
-        result
-    }
-}
-
-impl<I: AsyncWrite> AsyncWrite for Counted<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
 

@@ -2,6 +2,7 @@
 //! connection limit, TCP or Unix sockets, and a graceful shutdown that ends.
 
 mod connection;
+mod counted;
 mod disconnect;
 mod listener;
 mod run;

@@ -16,7 +16,8 @@ use tokio::sync::{watch, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tower::Service;
 
-use super::connection::{ConnActivity, Connections, Counted, InFlight, Stall, Watched};
+use super::connection::{ConnActivity, Connections, InFlight, Stall, Watched};
+use super::counted::Counted;
 use super::listener::Accepted;
 use super::{BoundServer, Server};
 use crate::Response;

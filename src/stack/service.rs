@@ -4,25 +4,23 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath};
+use axum::extract::MatchedPath;
 use bytes::Bytes;
 use tower::{BoxError, Service};
 
 use super::chain::Chain;
 use super::finish::{after_body, without_forbidden_body};
 use super::next::Next;
-use crate::client_ip::{forwarded_https, FromUnixSocket};
 use crate::instrument::body::TimedBody;
 use crate::instrument::report::StackReport;
 use crate::instrument::request::{Ctx, RequestCtx, StackPoll};
 use crate::instrument::BlockingStats;
-use crate::{BlockingReport, ClientIp, Request, Response};
+use crate::{BlockingReport, Request, Response};
 
 /// What a [`StackService`] shares between its clones.
 pub(crate) struct StackInner {
@@ -124,37 +122,8 @@ where
         if let Some(insert) = &self.connect_info {
             insert(req.extensions_mut());
         }
-        set_client_ip(&mut req, &self.inner.trusted_proxies);
+        crate::client_ip::set_client_ip(&mut req, &self.inner.trusted_proxies);
         ResponseFuture(Box::pin(drive(Arc::clone(&self.inner), req)))
-    }
-}
-
-/// Puts the request's [`ClientIp`] on it when a trusted proxy says the client is someone else
-/// than the peer; otherwise [`ClientIp::of`] reads the peer from `ConnectInfo` (one extension
-/// fewer on every request).
-fn set_client_ip(req: &mut Request, trusted: &crate::TrustedProxies) {
-    if trusted.is_empty() || req.extensions().get::<ClientIp>().is_some() {
-        return;
-    }
-    let (ip, from_proxy) =
-        if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            let peer = peer.ip().to_canonical();
-            let from_proxy = trusted.contains(peer);
-            let ip = ClientIp::resolve(peer, req.headers(), trusted);
-            (Some(ip).filter(|ip| ip.0 != peer), from_proxy)
-        } else if req.extensions().get::<FromUnixSocket>().is_some() {
-            (
-                ClientIp::resolve_unix(req.headers(), trusted),
-                trusted.trusts_unix(),
-            )
-        } else {
-            return;
-        };
-    if from_proxy && forwarded_https(req.headers(), trusted.forwarded_header()) {
-        req.extensions_mut().insert(crate::Secure);
-    }
-    if let Some(ip) = ip {
-        req.extensions_mut().insert(ip);
     }
 }
 
