@@ -1,7 +1,90 @@
 //! PostgreSQL or SQLite for the batteries that keep state in SQL (sessions, API keys): one way
 //! to connect, and one way to make their tables.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::OnceCell;
+
+/// What a store does once connected, before its first use: makes its tables, starts its
+/// sweeper (given the store's cell, weakly, so a task ends with the store).
+pub(crate) type Prepare =
+    fn(Pool, Weak<OnceCell<Pool>>) -> BoxFuture<'static, Result<(), sqlx::Error>>;
+
+/// A database a store opens on first use: its URL checked when the store is built, then
+/// connected and prepared once, by whichever request needs it first. `Debug` shows the URL
+/// without its credentials.
+#[derive(Clone)]
+pub(crate) struct Lazy {
+    url: String,
+    /// The URL without credentials.
+    shown: String,
+    prepare: Prepare,
+    ready: Arc<OnceCell<Pool>>,
+}
+
+impl std::fmt::Debug for Lazy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl Lazy {
+    /// A database at `url` (`postgres://`, `postgresql://` or `sqlite:`), prepared with
+    /// `prepare`; another scheme is an error of the setting `key`.
+    pub(crate) fn open(
+        url: &str,
+        key: &'static str,
+        prepare: Prepare,
+    ) -> Result<Self, crate::ConfigError> {
+        let shown = crate::redact::redact_urls(url);
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            return Err(crate::ConfigError::invalid(
+                key,
+                format!("expected a postgres:// or sqlite:// URL, got `{shown}`"),
+            ));
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            shown,
+            prepare,
+            ready: Arc::default(),
+        })
+    }
+
+    /// The URL without credentials.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The pool, connected and prepared on first use.
+    pub(crate) async fn pool(&self) -> Result<&Pool, sqlx::Error> {
+        self.ready
+            .get_or_try_init(|| async {
+                let pool = connect(&self.url).await?;
+                (self.prepare)(pool.clone(), Arc::downgrade(&self.ready)).await?;
+                tracing::debug!(store = %self.shown, "database ready");
+                Ok(pool)
+            })
+            .await
+    }
+
+    /// The database for the live page, probed on the store's pool (connected and prepared if
+    /// no request has yet).
+    pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
+        let db = self.clone();
+        let pool = move || {
+            let db = db.clone();
+            async move { db.pool().await.cloned() }.boxed()
+        };
+        crate::backends::Backend::sql(&self.url, pool, counters)
+    }
+}
 
 /// A pool of either database.
 #[derive(Debug, Clone)]

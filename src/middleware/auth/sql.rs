@@ -1,14 +1,12 @@
 //! API keys in PostgreSQL or SQLite (feature `sql`): one table, made on first use.
 
-use std::sync::Arc;
-
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use sqlx::Row;
 
 use super::api_key::{generate, KeyStore, KeyStoreError, NewKey, StoredKey};
 
-use crate::sql::{execute, ms, sqlite, Pool};
+use crate::sql::{execute, ms, sqlite, Lazy, Pool};
 
 /// API keys in the table `callnext_api_keys` of a PostgreSQL or SQLite database: each key's
 /// public id, name, scopes, times, and the SHA-256 digest of the key (never the key).
@@ -20,19 +18,9 @@ use crate::sql::{execute, ms, sqlite, Pool};
 /// let keys = SqlKeyStore::open("sqlite://keys.db").unwrap();
 /// # let _ = keys;
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SqlKeyStore {
-    url: String,
-    ready: Arc<tokio::sync::OnceCell<Pool>>,
-}
-
-impl std::fmt::Debug for SqlKeyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL's password stays out of logs and panics.
-        f.debug_tuple("SqlKeyStore")
-            .field(&crate::redact::redact_urls(&self.url))
-            .finish()
-    }
+    db: Lazy,
 }
 
 fn failed(err: sqlx::Error) -> KeyStoreError {
@@ -48,53 +36,32 @@ impl SqlKeyStore {
     ///
     /// A URL of another scheme.
     pub fn open(url: &str) -> Result<Self, crate::ConfigError> {
-        if !(url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-            || url.starts_with("sqlite:"))
-        {
-            return Err(crate::ConfigError::invalid(
-                "api_keys",
-                format!(
-                    "expected a postgres:// or sqlite:// URL, got `{}`",
-                    crate::redact::redact_urls(url)
-                ),
-            ));
-        }
         Ok(Self {
-            url: url.to_owned(),
-            ready: Arc::default(),
+            db: Lazy::open(url, "api_keys", |pool, _| {
+                async move {
+                    let table = "CREATE TABLE IF NOT EXISTS callnext_api_keys (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        digest TEXT NOT NULL,
+                        scopes TEXT NOT NULL,
+                        created_ms BIGINT NOT NULL,
+                        revoked_ms BIGINT
+                    )";
+                    crate::sql::migrate(&pool, 7_243_103, &[table]).await
+                }
+                .boxed()
+            })?,
         })
     }
 
     async fn pool(&self) -> Result<&Pool, KeyStoreError> {
-        self.ready
-            .get_or_try_init(|| async {
-                let pool = crate::sql::connect(&self.url).await.map_err(failed)?;
-                let table = "CREATE TABLE IF NOT EXISTS callnext_api_keys (
-                    id TEXT PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    digest TEXT NOT NULL,
-                    scopes TEXT NOT NULL,
-                    created_ms BIGINT NOT NULL,
-                    revoked_ms BIGINT
-                )";
-                crate::sql::migrate(&pool, 7_243_103, &[table])
-                    .await
-                    .map_err(failed)?;
-                Ok(pool)
-            })
-            .await
+        self.db.pool().await.map_err(failed)
     }
 
     /// Its database for the live page, probed on the store's pool (connected, and its table
     /// made, if no request has yet).
     pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
-        let store = self.clone();
-        let pool = move || {
-            let store = store.clone();
-            async move { store.pool().await.cloned() }.boxed()
-        };
-        crate::backends::Backend::sql(&self.url, pool, counters)
+        self.db.backend(counters)
     }
 
     /// Makes a key named `name` with `scopes` and stores its digest; the key is in the answer
@@ -246,6 +213,8 @@ impl KeyStore for SqlKeyStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::{routing::get, Router};
 
     use super::*;

@@ -88,7 +88,7 @@ pub(super) fn store_url(any: &(dyn Any + Send + Sync)) -> String {
     }
     #[cfg(feature = "sql")]
     if let Some(sql) = any.downcast_ref::<SqlStore>() {
-        return sql.shown.clone();
+        return sql.db.shown().to_owned();
     }
     let _ = any;
     "an application's store".to_owned()

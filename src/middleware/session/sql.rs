@@ -3,7 +3,6 @@
 //! `UPDATE ... WHERE version = ?`; an index on the expiry and a sweeper that deletes expired
 //! rows once a minute, 1,000 per statement (up to 60 statements a run), keep the table bounded.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -19,7 +18,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const SWEEP_ROWS: i64 = 1000;
 const SWEEP_BATCHES: usize = 60;
 
-use crate::sql::{execute, ms, sqlite, Pool};
+use crate::sql::{execute, ms, sqlite, Lazy, Pool};
 
 /// Sessions in a PostgreSQL or SQLite database, in the table `callnext_sessions`.
 ///
@@ -30,21 +29,9 @@ use crate::sql::{execute, ms, sqlite, Pool};
 /// let store = SqlStore::open("sqlite://sessions.db").unwrap();
 /// # let _ = store;
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SqlStore {
-    url: String,
-    /// The URL without credentials.
-    pub(super) shown: String,
-    ready: Arc<tokio::sync::OnceCell<Pool>>,
-}
-
-impl std::fmt::Debug for SqlStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL's password stays out of logs and panics.
-        f.debug_tuple("SqlStore")
-            .field(&crate::redact::redact_urls(&self.url))
-            .finish()
-    }
+    pub(super) db: Lazy,
 }
 
 fn failed(err: sqlx::Error) -> StoreError {
@@ -58,59 +45,41 @@ impl SqlStore {
     ///
     /// A URL of another scheme.
     pub fn open(url: &str) -> Result<Self, crate::ConfigError> {
-        let shown = crate::redact::redact_urls(url);
-        if !(url.starts_with("postgres://")
-            || url.starts_with("postgresql://")
-            || url.starts_with("sqlite:"))
-        {
-            return Err(crate::ConfigError::invalid(
-                "store",
-                format!("expected a postgres:// or sqlite:// URL, got `{shown}`"),
-            ));
-        }
         Ok(Self {
-            url: url.to_owned(),
-            shown,
-            ready: Arc::default(),
+            db: Lazy::open(url, "store", |pool, ready| {
+                async move {
+                    migrate(&pool).await?;
+                    // The sweeper holds no pool of its own: it ends with the last clone of
+                    // the store.
+                    tokio::spawn(async move {
+                        let first = tokio::time::Instant::now() + SWEEP_EVERY;
+                        let mut every = tokio::time::interval_at(first, SWEEP_EVERY);
+                        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        loop {
+                            every.tick().await;
+                            let Some(ready) = ready.upgrade() else { break };
+                            let Some(pool) = ready.get() else { break };
+                            if let Err(err) = sweep(pool).await {
+                                tracing::warn!(error = %err, "session sweeper failed");
+                            }
+                        }
+                    });
+                    Ok(())
+                }
+                .boxed()
+            })?,
         })
     }
 
     /// The pool, connected and with its table, on first use; the sweeper starts then too.
     async fn pool(&self) -> Result<&Pool, StoreError> {
-        self.ready
-            .get_or_try_init(|| async {
-                let pool = crate::sql::connect(&self.url).await.map_err(failed)?;
-                migrate(&pool).await?;
-                // The sweeper holds no pool of its own: it ends with the last clone of the store.
-                let store = Arc::downgrade(&self.ready);
-                tokio::spawn(async move {
-                    let first = tokio::time::Instant::now() + SWEEP_EVERY;
-                    let mut every = tokio::time::interval_at(first, SWEEP_EVERY);
-                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        every.tick().await;
-                        let Some(ready) = store.upgrade() else { break };
-                        let Some(pool) = ready.get() else { break };
-                        if let Err(err) = sweep(pool).await {
-                            tracing::warn!(error = %err, "session sweeper failed");
-                        }
-                    }
-                });
-                tracing::debug!(store = %self.shown, "session store ready");
-                Ok(pool)
-            })
-            .await
+        self.db.pool().await.map_err(failed)
     }
 
     /// Its database for the live page, probed on the store's pool (connected, and its table
     /// made, if no request has yet).
     pub(crate) fn backend(&self, counters: crate::backends::Counters) -> crate::backends::Backend {
-        let store = self.clone();
-        let pool = move || {
-            let store = store.clone();
-            async move { store.pool().await.cloned() }.boxed()
-        };
-        crate::backends::Backend::sql(&self.url, pool, counters)
+        self.db.backend(counters)
     }
 
     /// Deletes expired sessions and tombstones now, and says how many: 1,000 rows a statement,
@@ -126,7 +95,7 @@ impl SqlStore {
 }
 
 /// The table and its expiry index, if absent.
-async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+async fn migrate(pool: &Pool) -> Result<(), sqlx::Error> {
     let table = "CREATE TABLE IF NOT EXISTS callnext_sessions (
         id TEXT PRIMARY KEY,
         version BIGINT NOT NULL,
@@ -137,9 +106,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     )";
     let index =
         "CREATE INDEX IF NOT EXISTS callnext_sessions_expires ON callnext_sessions (expires_ms)";
-    crate::sql::migrate(pool, 7_243_102, &[table, index])
-        .await
-        .map_err(failed)
+    crate::sql::migrate(pool, 7_243_102, &[table, index]).await
 }
 
 /// Deletes expired rows in statements of [`SWEEP_ROWS`] (short, so they hold no lock for
