@@ -1,5 +1,6 @@
 //! The production matrix: every battery together, built from a configuration file and served
-//! over real sockets, in the recommended order and in orders the linter warns about. For
+//! over real sockets, in the recommended order (over HTTP/1.1 and HTTP/2) and in orders the
+//! linter warns about. For
 //! every kind of answer, the access log's status and bytes are what the client received, the
 //! request id is on the response and in the log, and CORS and security headers are on every
 //! answer.
@@ -104,8 +105,9 @@ const RECOMMENDED: [&str; 14] = [
 
 /// The recommended order, then orders the linter warns about: the access log outermost with
 /// the request id after it; compression outside the log, CORS and security headers inside
-/// what answers early.
-fn orders() -> Vec<Vec<&'static str>> {
+/// what answers early; then the recommended order again over HTTP/2 (each answer a stream of
+/// one connection). With each, whether it is over HTTP/2.
+fn orders() -> Vec<(Vec<&'static str>, bool)> {
     let recommended = RECOMMENDED.to_vec();
     let mut log_first = recommended.clone();
     log_first.swap(0, 1);
@@ -117,7 +119,12 @@ fn orders() -> Vec<Vec<&'static str>> {
     inside.insert(1, "compression");
     let at = inside.iter().position(|e| *e == "login_limit").unwrap();
     inside.splice(at..at, ["cors", "security_headers"]);
-    vec![recommended, log_first, inside]
+    vec![
+        (recommended.clone(), false),
+        (log_first, false),
+        (inside, false),
+        (recommended, true),
+    ]
 }
 
 struct Setup {
@@ -239,7 +246,27 @@ struct Answer {
     bytes: u64,
 }
 
+/// HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) clients.
+struct Clients {
+    http1: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    http2: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Clients {
+    fn new() -> Self {
+        Self {
+            http1: Client::builder(TokioExecutor::new()).build_http(),
+            http2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn send(
+    clients: &Clients,
+    http2: bool,
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
@@ -247,7 +274,11 @@ async fn send(
     key: Option<&str>,
     body: Option<Vec<u8>>,
 ) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = if http2 {
+        &clients.http2
+    } else {
+        &clients.http1
+    };
     let mut req = http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -264,6 +295,12 @@ async fn send(
         .await
         .expect("answered")
         .expect("request");
+    let expected = if http2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    assert_eq!(res.version(), expected, "{case}");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Answer {
@@ -338,8 +375,9 @@ fn records(path: &std::path::Path) -> HashMap<String, Vec<serde_json::Value>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_is_logged_as_the_client_got_it_in_every_order() {
     let stalled = common::OwnRedis::start().await;
-    for (n, order) in orders().iter().enumerate() {
-        let recommended = n == 0;
+    let clients = Clients::new();
+    for (n, (order, http2)) in orders().iter().enumerate() {
+        let recommended = order[..] == RECOMMENDED[..];
         let (stack, setup) = setup(&stalled.url(), order, n).await;
         let page = LivePage::new();
         let metrics = Metrics::new();
@@ -374,7 +412,7 @@ async fn every_answer_is_logged_as_the_client_got_it_in_every_order() {
             if case == "stalled-store-503" {
                 stalled.stall();
             }
-            let answer = send(addr, method, path, case, key, body).await;
+            let answer = send(&clients, *http2, addr, method, path, case, key, body).await;
             if case == "stalled-store-503" {
                 stalled.unstall();
             }
