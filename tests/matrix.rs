@@ -1,9 +1,8 @@
 //! The production matrix: every battery together, built from a configuration file and served
 //! over real sockets, in the recommended order (over HTTP/1.1 and HTTP/2) and in orders the
-//! linter warns about. For
-//! every kind of answer, the access log's status and bytes are what the client received, the
-//! request id is on the response and in the log, and CORS and security headers are on every
-//! answer.
+//! linter warns about. For every kind of answer, the access log's status and bytes are what
+//! the client received, the request id is on the response and in the log, and CORS and
+//! security headers are on every answer.
 
 mod common;
 
