@@ -16,6 +16,6 @@ pub use capability::Capabilities;
 pub(crate) use capability::Order;
 pub use guard::{Refused, StoreGuard};
 
-pub(crate) use observe::{apply as apply_observers, observe_boxed, Collecting, Observe};
+pub(crate) use observe::{apply as apply_observers, observe_boxed, Chain, Collecting, Observe};
 pub use observe::{observe, Delivered};
 pub use rules::{is_preflight, PathRules};

@@ -1,9 +1,11 @@
 //! The clocks, one place for all of them.
 //!
-//! - [`wall_ms`] / [`wall`]: wall time, for what is compared across instances (a session's or
-//!   an API key's expiry kept in a shared store) and what is written down (log and span
-//!   timestamps). Read once from the system, then advanced by tokio's clock, so a test that
-//!   pauses time (`tokio::time::pause`) moves sessions and keys towards their expiry.
+//! - [`wall_ms`]: wall time for what is compared across instances (a session's or an API key's
+//!   expiry kept in a shared store). Read once from the system, then advanced by tokio's clock,
+//!   so a test that pauses time (`tokio::time::pause`) moves sessions and keys towards their
+//!   expiry.
+//! - [`wall`] / [`wall_ns`]: the system's time as it is, for what is written down (log and span
+//!   timestamps): one read, no arithmetic on the request's path.
 //! - [`Monotonic`]: microseconds since a start, on tokio's clock, for durations a battery keeps
 //!   in its own state (a rate limiter's buckets, a store guard's cooldown); paused in tests
 //!   likewise.
@@ -17,32 +19,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The wall clock's anchor: the system's time once, and tokio's instant at that moment.
 struct Anchor {
-    at: SystemTime,
     epoch_ms: u64,
     instant: tokio::time::Instant,
 }
 
 fn anchor() -> &'static Anchor {
     static ANCHOR: OnceLock<Anchor> = OnceLock::new();
-    ANCHOR.get_or_init(|| {
-        let at = SystemTime::now();
-        Anchor {
-            at,
-            epoch_ms: at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            instant: tokio::time::Instant::now(),
-        }
+    ANCHOR.get_or_init(|| Anchor {
+        epoch_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        instant: tokio::time::Instant::now(),
     })
 }
 
-/// Wall time now.
+/// The system's time now, for timestamps.
 pub(crate) fn wall() -> SystemTime {
-    let anchor = anchor();
-    anchor.at + anchor.instant.elapsed()
+    SystemTime::now()
 }
 
-/// Wall time now, in milliseconds since the Unix epoch.
+/// Wall time now, in milliseconds since the Unix epoch, on tokio's clock (for expiry).
 pub(crate) fn wall_ms() -> u64 {
     let anchor = anchor();
     anchor
@@ -50,7 +46,7 @@ pub(crate) fn wall_ms() -> u64 {
         .saturating_add(u64::try_from(anchor.instant.elapsed().as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Wall time now, in nanoseconds since the Unix epoch.
+/// The system's time now, in nanoseconds since the Unix epoch, for timestamps.
 #[cfg_attr(not(any(feature = "otel", feature = "log-shipping")), allow(dead_code))]
 pub(crate) fn wall_ns() -> u64 {
     wall()

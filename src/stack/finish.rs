@@ -40,9 +40,10 @@ pub(super) fn without_forbidden_body(method: &http::Method, res: &mut Response) 
 
 /// Runs the response's background tasks once its body has been sent, or dropped.
 pub(super) fn after_body(
-    res: &mut Response,
+    res: &Response,
     tasks: crate::BackgroundTasks,
     tracker: &Arc<crate::background::Tracker>,
+    observers: &mut crate::battery::Chain,
 ) {
     let request_id = res
         .headers()
@@ -53,7 +54,7 @@ pub(super) fn after_body(
         let tracker = Arc::clone(tracker);
         move || crate::background::run(&tracker, tasks.take(), request_id)
     }));
-    crate::battery::observe(res, move |_| drop(run));
+    observers.observe(move |_| drop(run));
 }
 
 /// Calls its closure when dropped: when the response's observers are told, or dropped unused.

@@ -286,17 +286,22 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             ctx: &ctx,
         };
         // Observers of the response registered while the stack runs are collected here.
-        let (mut res, observed) =
-            crate::battery::Collecting::new(next.start(req), spanned.then_some(&span)).await;
+        let mut observers = crate::battery::Chain::default();
+        let mut res = crate::battery::Collecting::new(
+            next.start(req),
+            spanned.then_some(&span),
+            &mut observers,
+        )
+        .await;
         unfinished.armed = false;
         let live_uri = unfinished.live.take();
         let recorded = live_uri.is_some();
         without_forbidden_body(&ctx.method, &mut res);
         if let Some(tasks) = res.extensions_mut().remove::<crate::BackgroundTasks>() {
-            after_body(&mut res, tasks, &inner.background);
+            after_body(&res, tasks, &inner.background, &mut observers);
         }
         // One body wrapper for everything that waits for the end of the response.
-        res = crate::battery::apply_observers(res, observed);
+        crate::battery::apply_observers(&mut res, observers);
 
         let route_label = ctx.route_label();
         let route: &str = &route_label;

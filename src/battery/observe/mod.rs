@@ -8,7 +8,7 @@
 //! inner observer believe the client went away, because the observers travel in the
 //! response's extensions, not in its body.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,70 +55,91 @@ impl Delivered {
 pub(crate) trait Observe: Send + 'static {
     /// The response has been sent in full, or dropped.
     fn delivered(self: Box<Self>, delivered: &Delivered);
+
+    /// Where the observer registered after this one is linked: a response's observers are
+    /// chained through their own boxes, so registering one allocates nothing more.
+    fn next(&mut self) -> &mut Chain;
 }
 
-impl<F: FnOnce(&Delivered) + Send + 'static> Observe for F {
+/// A closure as an observer, with its link.
+struct Node<F> {
+    next: Chain,
+    observer: F,
+}
+
+impl<F: FnOnce(&Delivered) + Send + 'static> Observe for Node<F> {
     fn delivered(self: Box<Self>, delivered: &Delivered) {
-        (*self)(delivered);
+        let Self { observer, .. } = *self;
+        observer(delivered);
+    }
+
+    fn next(&mut self) -> &mut Chain {
+        &mut self.next
     }
 }
 
 type Callback = Box<dyn Observe>;
 
-/// The observers registered on a response, in its extensions until the stack applies them:
-/// the first two inline (the common case allocates no list), any more in a list.
+/// A response's observers, in the order they were registered, linked through their boxes.
+#[derive(Default)]
+pub(crate) struct Chain(Option<Callback>);
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_empty() {
+            "Chain([])"
+        } else {
+            "Chain([..])"
+        })
+    }
+}
+
+impl Chain {
+    /// Adds `observer` (and any it links to) at the end.
+    pub(crate) fn push(&mut self, observer: Callback) {
+        let mut slot = &mut self.0;
+        while let Some(node) = slot {
+            slot = &mut node.next().0;
+        }
+        *slot = Some(observer);
+    }
+
+    /// Adds a closure at the end.
+    pub(crate) fn observe(&mut self, observer: impl FnOnce(&Delivered) + Send + 'static) {
+        self.push(Box::new(Node {
+            next: Chain::default(),
+            observer,
+        }));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Adds the observers of `other` at the end.
+    fn push_chain(&mut self, other: Chain) {
+        if let Some(first) = other.0 {
+            self.push(first);
+        }
+    }
+
+    /// Tells each observer, once, in order.
+    fn tell(&mut self, delivered: &Delivered) {
+        let mut next = self.0.take();
+        while let Some(mut observer) = next {
+            next = observer.next().0.take();
+            observer.delivered(delivered);
+        }
+    }
+}
+
+/// The observers registered on a response outside a stack's poll, in its extensions until the
+/// stack applies them.
 ///
 /// Extensions must be `Clone` and `Sync`: a clone carries no observers (each runs once), and
 /// the mutex is only ever reached through `&mut` (no lock is taken).
 #[derive(Default)]
-pub(crate) struct Observers(Mutex<List>);
-
-#[derive(Default)]
-struct List {
-    first: Option<Callback>,
-    second: Option<Callback>,
-    more: Vec<Callback>,
-}
-
-impl List {
-    fn push(&mut self, callback: Callback) {
-        if self.first.is_none() {
-            self.first = Some(callback);
-        } else if self.second.is_none() {
-            self.second = Some(callback);
-        } else {
-            self.more.push(callback);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    fn append(&mut self, other: List) {
-        for observer in [other.first, other.second].into_iter().flatten() {
-            self.push(observer);
-        }
-        for observer in other.more {
-            self.push(observer);
-        }
-    }
-
-    /// Tells each observer, once.
-    fn tell(&mut self, delivered: &Delivered) {
-        if let Some(observer) = self.first.take() {
-            observer.delivered(delivered);
-        }
-        if let Some(observer) = self.second.take() {
-            observer.delivered(delivered);
-        }
-        if !self.more.is_empty() {
-            for observer in self.more.drain(..) {
-                observer.delivered(delivered);
-            }
-        }
-    }
-}
+pub(crate) struct Observers(Mutex<Chain>);
 
 impl Clone for Observers {
     fn clone(&self) -> Self {
@@ -127,7 +148,7 @@ impl Clone for Observers {
 }
 
 impl Observers {
-    fn take(self) -> List {
+    fn take(self) -> Chain {
         self.0.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -171,7 +192,13 @@ impl Observers {
 /// # });
 /// ```
 pub fn observe(res: &mut Response, observer: impl FnOnce(&Delivered) + Send + 'static) {
-    observe_boxed(res, Box::new(observer));
+    observe_boxed(
+        res,
+        Box::new(Node {
+            next: Chain::default(),
+            observer,
+        }),
+    );
 }
 
 /// [`observe`] with an observer already boxed (a battery's per-request state, say: no second
@@ -179,12 +206,13 @@ pub fn observe(res: &mut Response, observer: impl FnOnce(&Delivered) + Send + 's
 pub(crate) fn observe_boxed(res: &mut Response, observer: Callback) {
     // Inside a stack's poll, the stack collects it (no extension, no map to allocate);
     // anywhere else (a task of its own, say), it travels in the response's extensions.
-    let Some(observer) = COLLECTING.with(|collecting| match &mut *collecting.borrow_mut() {
-        Collector::On(list) => {
-            list.get_or_insert_with(Box::default).push(observer);
+    let Some(observer) = COLLECTING.with(|collecting| match collecting.take() {
+        Some(mut chain) => {
+            chain.push(observer);
+            collecting.set(Some(chain));
             None
         }
-        Collector::Off => Some(observer),
+        None => Some(observer),
     }) else {
         return;
     };
@@ -201,98 +229,69 @@ pub(crate) fn observe_boxed(res: &mut Response, observer: Callback) {
 /// extensions need looking into (a map lookup on every response saved).
 static IN_EXTENSIONS: AtomicBool = AtomicBool::new(false);
 
-/// Whether a stack is polling a request on this thread, and what was registered so far.
-enum Collector {
-    Off,
-    On(Option<Box<List>>),
-}
-
 thread_local! {
-    /// The observers registered while a stack polls a request, collected for its response.
-    static COLLECTING: RefCell<Collector> = const { RefCell::new(Collector::Off) };
+    /// While a stack polls a request on this thread, the observers registered so far in that
+    /// poll (`None`: no stack is polling).
+    static COLLECTING: Cell<Option<Chain>> = const { Cell::new(None) };
 }
 
 pin_project_lite::pin_project! {
     /// A request through a stack, polled inside its span: the observers registered while it
-    /// is polled are collected into the request's own list (boxed once there is one: the
-    /// request's future stays small), then applied with those in the response's extensions.
+    /// is polled are collected into `chain`, the request's own, to [`apply`] to its response.
     pub(crate) struct Collecting<'a, F> {
         #[pin]
         inner: F,
         span: Option<&'a tracing::Span>,
-        list: Option<Box<List>>,
+        chain: &'a mut Chain,
     }
 }
 
 impl<'a, F> Collecting<'a, F> {
-    pub(crate) fn new(inner: F, span: Option<&'a tracing::Span>) -> Self {
-        Self {
-            inner,
-            span,
-            list: None,
-        }
+    pub(crate) fn new(inner: F, span: Option<&'a tracing::Span>, chain: &'a mut Chain) -> Self {
+        Self { inner, span, chain }
     }
 }
 
 /// Puts back what was being collected when a poll began, even if the poll panics.
 struct Restore<'a> {
-    outer: Option<Collector>,
-    list: &'a mut Option<Box<List>>,
+    outer: Option<Chain>,
+    chain: &'a mut Chain,
 }
 
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
-        let outer = self.outer.take().unwrap_or(Collector::Off);
-        if let Collector::On(ours) = COLLECTING.with(|collecting| collecting.replace(outer)) {
-            *self.list = ours;
-        }
+        let ours = COLLECTING.with(|collecting| collecting.replace(self.outer.take()));
+        *self.chain = ours.unwrap_or_default();
     }
 }
 
-/// The observers collected while a request was polled, to [`apply`] to its response.
-pub(crate) struct Collected(Option<Box<List>>);
-
 impl<F: Future<Output = Response>> Future for Collecting<'_, F> {
-    type Output = (Response, Collected);
+    type Output = Response;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
         let this = self.project();
         let _entered = this.span.map(tracing::Span::enter);
         // A stack inside a route of another collects its own, then lets the outer go on.
-        let ours = Collector::On(this.list.take());
-        let outer = COLLECTING.with(|collecting| collecting.replace(ours));
-        let restore = Restore {
-            outer: Some(outer),
-            list: this.list,
+        let ours = std::mem::take(&mut **this.chain);
+        let outer = COLLECTING.with(|collecting| collecting.replace(Some(ours)));
+        let _restore = Restore {
+            outer,
+            chain: this.chain,
         };
-        let polled = this.inner.poll(cx);
-        drop(restore);
-        match polled {
-            Poll::Ready(res) => Poll::Ready((res, Collected(this.list.take()))),
-            Poll::Pending => Poll::Pending,
-        }
+        this.inner.poll(cx)
     }
 }
 
 /// Wraps the body of `res` once for every observer registered on it, `collected` while the
 /// stack polled the request or in its extensions (none: untouched).
-pub(crate) fn apply(mut res: Response, collected: Collected) -> Response {
-    let in_extensions = if IN_EXTENSIONS.load(Ordering::Relaxed) {
-        res.extensions_mut().remove::<Observers>()
-    } else {
-        None
-    };
-    let mut observers = match (collected.0, in_extensions) {
-        (None, None) => return res,
-        (Some(list), None) => list,
-        (list, Some(more)) => {
-            let mut list = list.unwrap_or_default();
-            list.append(more.take());
-            list
+pub(crate) fn apply(res: &mut Response, mut observers: Chain) {
+    if IN_EXTENSIONS.load(Ordering::Relaxed) {
+        if let Some(more) = res.extensions_mut().remove::<Observers>() {
+            observers.push_chain(more.take());
         }
-    };
+    }
     if observers.is_empty() {
-        return res;
+        return;
     }
     let status = res.status();
     if http_body::Body::is_end_stream(res.body()) {
@@ -301,16 +300,15 @@ pub(crate) fn apply(mut res: Response, collected: Collected) -> Response {
             bytes: 0,
             complete: true,
         });
-        return res;
+        return;
     }
-    res.map(|body| {
-        Body::new(Observed {
-            body,
-            observers,
-            status,
-            bytes: 0,
-        })
-    })
+    let body = std::mem::take(res.body_mut());
+    *res.body_mut() = Body::new(Observed {
+        body,
+        observers,
+        status,
+        bytes: 0,
+    });
 }
 
 pin_project_lite::pin_project! {
@@ -318,7 +316,7 @@ pin_project_lite::pin_project! {
     struct Observed {
         #[pin]
         body: Body,
-        observers: Box<List>,
+        observers: Chain,
         status: StatusCode,
         bytes: u64,
     }
@@ -333,7 +331,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-fn tell(observers: &mut List, status: StatusCode, bytes: u64, complete: bool) {
+fn tell(observers: &mut Chain, status: StatusCode, bytes: u64, complete: bool) {
     if observers.is_empty() {
         return;
     }

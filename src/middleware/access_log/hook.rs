@@ -13,6 +13,8 @@ pub struct Pending {
     started: Instant,
     shared: Arc<Shared>,
     bytes_in: Option<Arc<AtomicU64>>,
+    /// The observer of the response registered after this one.
+    next: crate::battery::Chain,
 }
 
 impl Pending {
@@ -24,7 +26,7 @@ impl Pending {
         let record = &mut self.record;
         record.status = status.unwrap_or(499);
         record.bytes_out = bytes_out;
-        record.duration_ms = record::millis(self.started.elapsed());
+        record.duration_us = record::micros(self.started.elapsed());
         if let Some(counted) = &self.bytes_in {
             record.bytes_in = counted.load(Ordering::Relaxed);
         }
@@ -48,6 +50,10 @@ impl crate::battery::Observe for Pending {
     fn delivered(mut self: Box<Self>, delivered: &crate::battery::Delivered) {
         let status = delivered.complete().then(|| delivered.status().as_u16());
         self.finish(status, delivered.bytes());
+    }
+
+    fn next(&mut self) -> &mut crate::battery::Chain {
+        &mut self.next
     }
 }
 
@@ -84,38 +90,39 @@ impl Hook for AccessLog {
             None
         };
         let header = |name| req.headers().get(name).cloned();
-        let record = Record {
-            client_ip: ClientIp::of(req).map(|ip| ip.0),
-            method: req.method().clone(),
-            route: None,
-            uri: req.uri().clone(),
-            redact: !shared.redact.is_empty(),
-            protocol: record::protocol(req.version()),
-            status: 0,
-            bytes_in: declared.unwrap_or(0),
-            bytes_out: 0,
-            ttfb_ms: None,
-            duration_ms: 0.0,
-            request_id: RequestId::of(req).map(|id| id.header_value().clone()),
-            user_agent: header(header::USER_AGENT),
-            referer: header(header::REFERER),
-            answered_by: None,
-            user: None,
-            #[cfg(feature = "otel")]
-            trace_id: req
-                .extensions()
-                .get::<crate::telemetry::TraceContext>()
-                .map(|t| t.trace_id().into()),
-            #[cfg(not(feature = "otel"))]
-            trace_id: None,
-            at: crate::clock::wall(),
-        };
+        // Built in its box's place (one copy of the record, not two).
         let pending = Box::new(Pending {
-            record,
+            record: Record {
+                client_ip: ClientIp::of(req).map(|ip| ip.0),
+                method: req.method().clone(),
+                route: None,
+                uri: req.uri().clone(),
+                redact: !shared.redact.is_empty(),
+                protocol: record::protocol(req.version()),
+                status: 0,
+                bytes_in: declared.unwrap_or(0),
+                bytes_out: 0,
+                ttfb_us: None,
+                duration_us: 0,
+                request_id: RequestId::of(req).map(|id| id.header_value().clone()),
+                user_agent: header(header::USER_AGENT),
+                referer: header(header::REFERER),
+                answered_by: None,
+                user: None,
+                #[cfg(feature = "otel")]
+                trace_id: req
+                    .extensions()
+                    .get::<crate::telemetry::TraceContext>()
+                    .map(|t| t.trace_id().into()),
+                #[cfg(not(feature = "otel"))]
+                trace_id: None,
+                at: crate::clock::wall(),
+            },
             done: false,
             started: Instant::now(),
             shared: Arc::clone(shared),
             bytes_in,
+            next: crate::battery::Chain::default(),
         });
         if shared.on_full == OnFull::Block && !shared.queue.has_room() {
             return Flow::wait(async move {
@@ -131,7 +138,7 @@ impl Hook for AccessLog {
             return Flow::Continue(());
         };
         let record = &mut pending.record;
-        record.ttfb_ms = Some(record::millis(pending.started.elapsed()));
+        record.ttfb_us = Some(record::micros(pending.started.elapsed()));
         record.route = res.extensions().get::<MatchedPath>().cloned();
         record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
         record.user = res.extensions().get::<crate::UserId>().cloned();

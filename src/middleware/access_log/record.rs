@@ -31,8 +31,10 @@ pub(super) struct Record {
     pub(super) status: u16,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
-    pub(super) ttfb_ms: Option<f64>,
-    pub(super) duration_ms: f64,
+    /// Time to the response's head, in microseconds.
+    pub(super) ttfb_us: Option<u64>,
+    /// Time to the body's end (or the client's leaving), in microseconds.
+    pub(super) duration_us: u64,
     pub(super) request_id: Option<http::HeaderValue>,
     pub(super) user_agent: Option<http::HeaderValue>,
     pub(super) referer: Option<http::HeaderValue>,
@@ -55,8 +57,32 @@ impl Record {
     }
 }
 
-pub(super) fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
+/// A duration in whole microseconds, rounded.
+pub(super) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().saturating_add(500) / 1000).unwrap_or(u64::MAX)
+}
+
+/// Microseconds as milliseconds with at most three decimals, as the shortest float would be
+/// written (`12.5`, `3.0`, `0.042`): by integer arithmetic, a tenth of a float formatter's cost
+/// (callgrind, `bench/instructions.py batteries`).
+fn push_millis(line: &mut String, us: u64, int: &mut itoa::Buffer) {
+    line.push_str(int.format(us / 1000));
+    line.push('.');
+    let mut fraction = us % 1000;
+    if fraction == 0 {
+        line.push('0');
+        return;
+    }
+    let mut width = 3;
+    while fraction % 10 == 0 {
+        fraction /= 10;
+        width -= 1;
+    }
+    let digits = int.format(fraction);
+    for _ in digits.len()..width {
+        line.push('0');
+    }
+    line.push_str(digits);
 }
 
 pub(super) fn protocol(version: http::Version) -> &'static str {
@@ -128,10 +154,9 @@ impl Record {
                 json_str(&mut line, Some(self.uri.path().as_bytes()));
                 line.push_str(",\"query\":");
                 json_str(&mut line, query.as_deref().map(str::as_bytes));
-                // Numbers by itoa and ryu: the formatting machinery was a third of a record's
-                // cost (callgrind, bench/sinks.sh MODE=instructions).
+                // Numbers by itoa: the formatting machinery was a third of a record's cost
+                // (callgrind, bench/sinks.sh MODE=instructions).
                 let mut int = itoa::Buffer::new();
-                let mut float = ryu::Buffer::new();
                 line.push_str(",\"protocol\":\"");
                 line.push_str(self.protocol);
                 line.push_str("\",\"status\":");
@@ -141,16 +166,12 @@ impl Record {
                 line.push_str(",\"bytes_out\":");
                 line.push_str(int.format(self.bytes_out));
                 line.push_str(",\"ttfb_ms\":");
-                match self.ttfb_ms.filter(|ms| ms.is_finite()) {
-                    Some(ms) => line.push_str(float.format_finite(ms)),
+                match self.ttfb_us {
+                    Some(us) => push_millis(&mut line, us, &mut int),
                     None => line.push_str("null"),
                 }
                 line.push_str(",\"duration_ms\":");
-                if self.duration_ms.is_finite() {
-                    line.push_str(float.format_finite(self.duration_ms));
-                } else {
-                    line.push_str("null");
-                }
+                push_millis(&mut line, self.duration_us, &mut int);
                 line.push_str(",\"request_id\":");
                 json_str(
                     &mut line,
@@ -335,6 +356,18 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_are_written_as_the_shortest_float() {
+        let mut int = itoa::Buffer::new();
+        // Up to years: where a float still holds every microsecond.
+        let values = (0..20_000u64).chain([999_999, 1_000_000, 86_400_000_123, 10u64.pow(15) + 7]);
+        for us in values {
+            let mut line = String::new();
+            push_millis(&mut line, us, &mut int);
+            assert_eq!(line, format!("{:?}", us as f64 / 1e3), "{us} µs");
+        }
+    }
 
     #[test]
     fn dates_and_quoting() {
