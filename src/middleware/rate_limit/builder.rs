@@ -121,8 +121,11 @@ impl RateLimitBuilder {
     }
 
     /// Counts only the responses with these statuses (`[401, 403]`: failed
-    /// authentications), once they are answered; a caller out of quota is refused before its
-    /// request runs. Put the limiter outside (before) the middleware whose answers it counts.
+    /// authentications). Every request is charged before it runs and the charge is given back
+    /// when its status is not one of these, so concurrent guesses (on many connections, or as
+    /// the streams of one HTTP/2 connection) cannot all pass before any is answered: at most
+    /// the quota is in flight at once. A caller out of quota is refused before its request
+    /// runs. Put the limiter outside (before) the middleware whose answers it counts.
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), callnext::ConfigError> {

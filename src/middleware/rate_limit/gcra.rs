@@ -48,6 +48,15 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// No decision: no policy decided (a refund's answer).
+    pub fn none() -> Self {
+        Self {
+            allowed: true,
+            outcomes: [Outcome::default(); MAX_POLICIES],
+            len: 0,
+        }
+    }
+
     /// The policies' outcomes.
     pub fn outcomes(&self) -> &[Outcome] {
         &self.outcomes[..self.len]
@@ -75,21 +84,14 @@ impl Decision {
     }
 }
 
-impl Decision {
-    /// Reads a decision of cost 0 (which takes nothing) as the decision a request of `cost`
-    /// would get, without taking it: refused when a policy has less than `cost` remaining.
-    pub fn as_if(mut self, rates: &[Rate], cost: u64) -> Decision {
-        for (outcome, rate) in self.outcomes[..self.len].iter_mut().zip(rates) {
-            if outcome.remaining < cost {
-                self.allowed = false;
-                // The request's TAT would be `now + reset + T·cost`; the limit is `now + T·B`.
-                outcome.retry_us = outcome
-                    .reset_us
-                    .saturating_add(rate.interval_us.saturating_mul(cost))
-                    .saturating_sub(rate.capacity_us());
-            }
-        }
-        self
+/// Gives back a charge of `cost` taken earlier: each stored TAT moves back by `T·cost`, never
+/// before `now` (a bucket cannot hold more than full). Other requests charged in between keep
+/// their part: the TAT is a sum of charges, and only this one's is taken out.
+pub fn refund(tats: &mut [u64], now: u64, rates: &[Rate], cost: u64) {
+    for (tat, rate) in tats.iter_mut().zip(rates) {
+        *tat = tat
+            .saturating_sub(rate.interval_us.saturating_mul(cost))
+            .max(now);
     }
 }
 
@@ -193,6 +195,29 @@ mod tests {
 
     fn rate() -> impl Strategy<Value = Rate> {
         (1u64..5_000_000, 1u64..50).prop_map(|(interval_us, burst)| Rate { interval_us, burst })
+    }
+
+    #[test]
+    fn a_refund_gives_back_only_its_own_charge() {
+        let rates = [Rate {
+            interval_us: 1_000_000,
+            burst: 3,
+        }];
+        let mut tats = [None];
+        // Three charges at once fill the bucket; giving one back lets exactly one more pass.
+        for _ in 0..3 {
+            assert!(decide(&mut tats, 10, &rates, 1).allowed);
+        }
+        assert!(!decide(&mut tats, 10, &rates, 1).allowed);
+        let mut stored = [tats[0].unwrap()];
+        refund(&mut stored, 10, &rates, 1);
+        let mut tats = [Some(stored[0])];
+        assert!(decide(&mut tats, 10, &rates, 1).allowed);
+        assert!(!decide(&mut tats, 10, &rates, 1).allowed);
+        // A refund never fills a bucket past full.
+        let mut stored = [tats[0].unwrap()];
+        refund(&mut stored, 10, &rates, 100);
+        assert_eq!(stored, [10]);
     }
 
     proptest! {

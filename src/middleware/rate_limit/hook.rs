@@ -1,5 +1,6 @@
-//! The limiter as a hook: decided before the request runs, charged after it when only some
-//! statuses count, its headers on the answer.
+//! The limiter as a hook: decided and charged before the request runs, the charge given back
+//! on the response when only some statuses count and its status is not one of them; its
+//! headers on the answer.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -32,33 +33,21 @@ impl Hook for RateLimit {
         let shared = &self.shared;
         let caller = shared.callers.caller(req);
         let cost = shared.cost.as_ref().map_or(shared.fixed_cost, |f| f(req));
-        // Counting only some answers: look (cost 0 takes nothing), charge on the response.
-        let (charge, ask) = if shared.count_statuses.is_empty() {
-            (None, cost)
-        } else {
-            (Some((caller.clone(), cost)), 0)
-        };
-        let with_charge = move |decided: Decided| Decided(decided.0, charge);
-        let peeked = move |decision: Decision| {
-            if ask == cost {
-                decision
-            } else {
-                decision.as_if(&shared.rates, cost)
-            }
-        };
+        // Counting only some answers: charged up front all the same (so concurrent requests
+        // cannot all pass a check made before any of them is answered), and given back on
+        // the response when its status does not count.
         match &shared.store {
             Store::Memory(memory) => {
-                match self.settle(peeked(memory.check(&caller, &shared.rates, ask))) {
-                    Ok(decided) => Flow::Continue(with_charge(decided)),
+                let decision = memory.check(&caller, &shared.rates, cost);
+                match self.settle_charged(decision, caller, cost, false) {
+                    Ok(decided) => Flow::Continue(decided),
                     Err(res) => Flow::Respond(res),
                 }
             }
             #[cfg(feature = "redis")]
-            Store::Redis { store, local } => Flow::wait(async move {
-                self.check_redis(store, local.as_ref(), caller, ask, peeked)
-                    .await
-                    .map(with_charge)
-            }),
+            Store::Redis { store, local } => {
+                Flow::wait(self.check_redis(store, local.as_ref(), caller, cost))
+            }
         }
     }
 
@@ -69,22 +58,32 @@ impl Hook for RateLimit {
                 .rendered
                 .write(res.headers_mut(), decision, &shared.policies);
         }
-        let Decided(_, Some((caller, cost))) = decided else {
+        let Decided(_, Some(charge)) = decided else {
             return Flow::Continue(());
         };
-        if !shared.count_statuses.contains(&res.status()) {
+        if shared.count_statuses.contains(&res.status()) {
             return Flow::Continue(());
         }
         match &shared.store {
             Store::Memory(memory) => {
-                memory.check(&caller, &shared.rates, cost);
+                memory.refund(&charge.caller, &shared.rates, charge.cost);
                 Flow::Continue(())
             }
             #[cfg(feature = "redis")]
-            Store::Redis { store, local } => Flow::wait(async move {
-                // The answer stands whatever the store says; its failures are counted there.
-                let _ = self
-                    .check_redis(store, local.as_ref(), caller, cost, |d| d)
+            Store::Redis {
+                local: Some(memory),
+                ..
+            } if charge.local => {
+                memory.refund(&charge.caller, &shared.rates, charge.cost);
+                Flow::Continue(())
+            }
+            #[cfg(feature = "redis")]
+            Store::Redis { store, .. } => Flow::wait(async move {
+                // A refund the store does not take leaves the charge: the caller is limited
+                // a little early, never late. Its failures are counted by the guard.
+                let keys = self.redis_keys(&charge.caller);
+                let _ = store
+                    .refund(&keys, &shared.rates, charge.cost, &shared.name)
                     .await;
                 Ok::<(), Response>(())
             }),
@@ -101,6 +100,40 @@ impl RateLimit {
             return false;
         }
         shared.paths.is_empty() || shared.paths.matches(req.uri().path())
+    }
+
+    /// [`settle`](Self::settle), keeping the charge to give back when only some statuses
+    /// count and the request was charged (allowed, at a cost).
+    #[allow(clippy::result_large_err)]
+    fn settle_charged(
+        &self,
+        decision: Decision,
+        caller: Caller,
+        cost: u64,
+        local: bool,
+    ) -> Result<Decided, Response> {
+        let charged = decision.allowed && cost > 0 && !self.shared.count_statuses.is_empty();
+        let Decided(decision, _) = self.settle(decision)?;
+        Ok(Decided(
+            decision,
+            charged.then_some(Charge {
+                caller,
+                cost,
+                local,
+            }),
+        ))
+    }
+
+    /// The caller's keys in Redis, one per policy, sharing the caller's hash tag.
+    #[cfg(feature = "redis")]
+    fn redis_keys(&self, caller: &Caller) -> Vec<String> {
+        let shared = &self.shared;
+        let tag = caller.to_string();
+        shared
+            .policies
+            .iter()
+            .map(|p| format!("{}:{{{tag}}}:{}", shared.prefix, p.name))
+            .collect()
     }
 
     /// The answer to a decided request: on with its decision, or the 429.
@@ -140,15 +173,9 @@ impl RateLimit {
         local: Option<&MemoryStore>,
         caller: Caller,
         cost: u64,
-        peeked: impl FnOnce(Decision) -> Decision,
     ) -> Result<Decided, Response> {
         let shared = &self.shared;
-        let tag = caller.to_string();
-        let keys: Vec<String> = shared
-            .policies
-            .iter()
-            .map(|p| format!("{}:{{{tag}}}:{}", shared.prefix, p.name))
-            .collect();
+        let keys = self.redis_keys(&caller);
         let started = crate::clock::ticks::now();
         let result = store.check(&keys, &shared.rates, cost, &shared.name).await;
         // A call the open breaker refused took no time at the store: not a latency.
@@ -163,7 +190,7 @@ impl RateLimit {
         #[cfg(not(feature = "prometheus"))]
         let _ = started;
         let failed = match result {
-            Ok(decision) => return self.settle(peeked(decision)),
+            Ok(decision) => return self.settle_charged(decision, caller, cost, false),
             Err(err) => err,
         };
         tracing::debug!(
@@ -178,7 +205,8 @@ impl RateLimit {
         }
         match (shared.on_store_error, local) {
             (OnStoreError::Local, Some(memory)) => {
-                self.settle(peeked(memory.check(&caller, &shared.rates, cost)))
+                let decision = memory.check(&caller, &shared.rates, cost);
+                self.settle_charged(decision, caller, cost, true)
             }
             (OnStoreError::Closed, _) => {
                 let mut res =

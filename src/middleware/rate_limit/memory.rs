@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use hashbrown::HashTable;
 
-use super::gcra::{decide, Decision, Rate, MAX_POLICIES};
+use super::gcra::{decide, refund, Decision, Rate, MAX_POLICIES};
 use crate::battery::Caller;
 
 /// Shards: enough that two cores rarely meet on one lock.
@@ -95,7 +95,23 @@ impl MemoryStore {
         self.check_at(caller, rates, cost, self.now_us())
     }
 
+    /// Gives back a charge of `cost` that `check` took from `caller` (see [`refund`]).
+    pub(crate) fn refund(&self, caller: &Caller, rates: &[Rate], cost: u64) {
+        self.run_at(caller, rates, cost, self.now_us(), true);
+    }
+
     fn check_at(&self, caller: &Caller, rates: &[Rate], cost: u64, now: u64) -> Decision {
+        self.run_at(caller, rates, cost, now, false)
+    }
+
+    fn run_at(
+        &self,
+        caller: &Caller,
+        rates: &[Rate],
+        cost: u64,
+        now: u64,
+        refunding: bool,
+    ) -> Decision {
         let hash = self.hasher.hash_one(caller);
         // Bits the shard's table does not use for its buckets (low) or tags (top seven).
         let index = ((hash >> 40) as usize) % SHARDS;
@@ -105,6 +121,7 @@ impl MemoryStore {
             cost,
             now,
             cap: self.shard_cap,
+            refunding,
         };
         let (decision, evicted) = match &self.shards {
             Shards::One(s) => self.check_in(&s[index], caller, &at),
@@ -198,6 +215,8 @@ struct At<'a> {
     cost: u64,
     now: u64,
     cap: usize,
+    /// Giving back a charge instead of deciding.
+    refunding: bool,
 }
 
 /// One decision in one of a shard's maps; also how many live entries had to go.
@@ -215,6 +234,12 @@ where
     let n = at.rates.len().min(N);
     let mut tats = [None; MAX_POLICIES];
     let slot = map(shard).find_mut(at.hash, |(k, _)| k.borrow() == key);
+    if at.refunding {
+        if let Some((_, stored)) = slot {
+            refund(&mut stored[..n], at.now, &at.rates[..n], at.cost);
+        }
+        return (Decision::none(), 0);
+    }
     if let Some((_, stored)) = &slot {
         for (tat, stored) in tats.iter_mut().zip(stored.iter()) {
             *tat = Some(*stored);

@@ -204,10 +204,21 @@ impl std::fmt::Debug for RateLimit {
     }
 }
 
-/// What the response side needs: the decision, when one was made, and what to charge when
-/// only some statuses count.
+/// What the response side needs: the decision, when one was made, and the charge to give back
+/// when only some statuses count.
 #[derive(Debug)]
-pub struct Decided(Option<Decision>, Option<(Caller, u64)>);
+pub struct Decided(Option<Decision>, Option<Charge>);
+
+/// A charge taken up front from a limiter that counts only some statuses: given back when the
+/// answer's status is not one of them.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    caller: Caller,
+    cost: u64,
+    /// Taken from the `local` fallback's memory, not from Redis.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    local: bool,
+}
 
 impl RateLimit {
     /// A builder with no policy yet.

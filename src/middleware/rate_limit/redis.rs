@@ -64,6 +64,28 @@ end
 return out
 ";
 
+/// Gives back a charge the script took: each policy's TAT moves back by `T·cost`, never before
+/// now (see [`gcra::refund`](super::gcra::refund)); a TAT at or before now is a full bucket,
+/// so its key goes. Same `KEYS` and `ARGV` as [`SCRIPT`].
+const REFUND: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local T = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat then
+    local back = tat - T * cost
+    if back <= now then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], string.format('%.0f', back), 'PX', math.ceil((back - now) / 1000))
+    end
+  end
+end
+return 1
+";
+
 /// Why the store gave no decision: the guard's refusal, or Redis's error.
 pub(crate) type StoreError = Refused<redis::RedisError>;
 
@@ -72,6 +94,7 @@ pub(crate) type StoreError = Refused<redis::RedisError>;
 pub(crate) struct RedisStore {
     redis: Redis,
     script: Script,
+    refund: Script,
     guard: StoreGuard,
 }
 
@@ -81,6 +104,7 @@ impl RedisStore {
             guard: StoreGuard::new("rate limit store", redis.url(), timeout),
             redis,
             script: Script::new(SCRIPT),
+            refund: Script::new(REFUND),
         }
     }
 
@@ -117,6 +141,29 @@ impl RedisStore {
                     "unexpected reply from the rate-limit script",
                 ))
             })
+        };
+        self.guard.call(limiter, call).await
+    }
+
+    /// One round trip: gives back a charge of `cost` over `keys`.
+    pub(crate) async fn refund(
+        &self,
+        keys: &[String],
+        rates: &[Rate],
+        cost: u64,
+        limiter: &str,
+    ) -> Result<(), StoreError> {
+        let call = async {
+            let mut connection = self.redis.connection().await?;
+            let mut invocation = self.refund.prepare_invoke();
+            invocation.arg(cost);
+            for (key, rate) in keys.iter().zip(rates) {
+                invocation.key(key).arg(rate.interval_us).arg(rate.burst);
+            }
+            invocation
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map(drop)
         };
         self.guard.call(limiter, call).await
     }
