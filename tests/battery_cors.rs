@@ -66,20 +66,34 @@ async fn later_entries_early_answers_carry_cors_headers() {
     assert_eq!(res.status(), 429);
     assert_eq!(res.header("access-control-allow-origin"), Some(ORIGIN));
 
-    // No Origin: no CORS headers at all; another origin: none either.
+    // No Origin: no CORS headers at all; another origin: none either. Both still vary on
+    // Origin: a cache keeping either must not serve it to the allowed origin, nor the allowed
+    // origin's answer to them.
     let res = client.get("/").bearer("t").await;
     assert_eq!(res.status(), 200);
     assert!(res
         .headers()
         .keys()
         .all(|k| !k.as_str().starts_with("access-control-")));
-    assert_eq!(res.header("vary"), None);
+    assert_eq!(res.header("vary"), Some("Origin"));
     let res = client
         .get("/")
         .bearer("t")
         .header("origin", "https://evil.example")
         .await;
     assert_eq!(res.header("access-control-allow-origin"), None);
+    assert_eq!(res.header("vary"), Some("Origin"));
+    let res = client.get("/varied").bearer("t").await;
+    let vary: Vec<_> = res.headers().get_all("vary").iter().collect();
+    assert_eq!(vary, ["Accept-Encoding, Origin"]);
+}
+
+#[tokio::test]
+async fn a_wildcard_without_credentials_does_not_vary_on_origin() {
+    let client = client(Cors::builder().allow_origins(["*"]).build().unwrap());
+    let res = client.get("/").bearer("t").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.header("vary"), None);
 }
 
 #[tokio::test]

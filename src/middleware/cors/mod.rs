@@ -8,8 +8,10 @@
 //!   `{"detail":"Disallowed CORS origin, method, headers"}` naming what was refused.
 //! - Other requests from an allowed origin get `Access-Control-Allow-Origin` (and
 //!   `-Allow-Credentials`, `-Expose-Headers`) on every response, errors and early answers of
-//!   later middlewares included. `Vary: Origin` is added only when the answer depends on the
-//!   origin, merged into the response's `Vary`, never twice. A request with credentials
+//!   later middlewares included. `Vary: Origin` is on every response when the answer depends
+//!   on the origin (a list of origins, or credentials): on those to requests without `Origin`
+//!   or from a refused one too, so that a cache cannot serve one origin's answer to another;
+//!   merged into the response's `Vary`, never twice. A request with credentials
 //!   (`Cookie` or `Authorization`) to a wildcard configuration gets its own origin back,
 //!   never `*`.
 //!
@@ -30,7 +32,10 @@
 //! let res = client.get("/").header("origin", "https://app.example").await;
 //! assert_eq!(res.header("access-control-allow-origin"), Some("https://app.example"));
 //! assert_eq!(res.header("vary"), Some("Origin"));
-//! assert_eq!(client.get("/").await.header("access-control-allow-origin"), None);
+//! // Not a CORS request: no CORS headers, but a cache must still tell origins apart.
+//! let res = client.get("/").await;
+//! assert_eq!(res.header("access-control-allow-origin"), None);
+//! assert_eq!(res.header("vary"), Some("Origin"));
 //! # });
 //! ```
 //!
@@ -223,6 +228,11 @@ impl Cors {
 
 /// Adds `Origin` to the response's `Vary`, once, keeping what is there.
 fn merge_vary(res: &mut Response) {
+    if !res.headers().contains_key(header::VARY) {
+        res.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Origin"));
+        return;
+    }
     let existing: Vec<String> = res
         .headers()
         .get_all(header::VARY)
@@ -278,6 +288,10 @@ impl Hook for Cors {
     fn on_response<'a>(&'a self, state: CorsState, res: &'a mut Response) -> Flow<'a> {
         if let CorsState(Some((origin, credentialed))) = state {
             self.allow_origin(res, &origin, credentialed);
+        } else if !self.any_origin || self.credentials {
+            // No CORS headers here, but another origin's request to the same URL gets some: a
+            // cache must not answer it with this response.
+            merge_vary(res);
         }
         Flow::Continue(())
     }
