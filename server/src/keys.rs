@@ -19,10 +19,11 @@ pub(crate) enum KeysAction {
     },
     /// List the keys (id, name, scopes, made, revoked); never the keys themselves.
     List,
-    /// Revoke the key with this public id (`cnk_<id>_...`).
+    /// Revoke the key with this public id (`cnk_<id>_...`), or every live key of this name;
+    /// exits 1 when there was no such live key.
     Revoke {
-        /// The key's public id.
-        id: String,
+        /// The key's public id, or the name it was made with.
+        key: String,
     },
 }
 
@@ -89,18 +90,24 @@ pub(crate) fn run(config: &Config, store: Option<String>, action: KeysAction) ->
                     );
                 }
             }
-            KeysAction::Revoke { id } => {
-                if keys.revoke(&id).await? {
-                    println!("revoked {id}");
+            KeysAction::Revoke { key } => {
+                if keys.revoke(&key).await? {
+                    println!("revoked {key}");
                 } else {
-                    println!("no live key {id}");
+                    let named = keys.revoke_named(&key).await?;
+                    if named == 0 {
+                        // A script revoking a leaked key must see that nothing was done.
+                        eprintln!("error: no live key with id or name `{key}`");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    println!("revoked {named} key(s) named {key}");
                 }
             }
         }
-        Ok::<_, callnext::middleware::auth::KeyStoreError>(())
+        Ok::<_, callnext::middleware::auth::KeyStoreError>(ExitCode::SUCCESS)
     });
     match done {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE

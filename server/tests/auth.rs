@@ -82,8 +82,24 @@ async fn keys_made_by_the_command_open_the_server_until_revoked() {
     // `/` is public by default.
     assert_eq!(status(&server.url("/"), None).await, 200);
 
+    // Nothing to revoke: an unknown id or name fails, saying so.
+    let (ok, _, err) = keys(&config, &["revoke", "0123456789abcdef"]);
+    assert!(
+        !ok && err.contains("no live key with id or name `0123456789abcdef`"),
+        "{err}"
+    );
     let (ok, out, _) = keys(&config, &["revoke", &id]);
     assert!(ok && out.contains("revoked"), "{out}");
+    // Revoked already: nothing done, and the exit code says so.
+    let (ok, _, err) = keys(&config, &["revoke", &id]);
+    assert!(!ok && err.contains("no live key"), "{err}");
+    // By name.
+    let (ok, out, _) = keys(&config, &["revoke", "no-scopes"]);
+    assert!(
+        ok && out.contains("revoked 1 key(s) named no-scopes"),
+        "{out}"
+    );
+    assert_eq!(status(&items, Some(other.trim())).await, 403);
     // Seen by the running server once its cache of the key expires (200 ms here).
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(status(&items, Some(&key)).await, 401);

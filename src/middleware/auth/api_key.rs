@@ -75,9 +75,12 @@ pub struct NewKey {
 /// operating system's CSPRNG (through uuid's v4, which draws from rand's generator seeded by
 /// it; two v4 ids give 244 random bits, so four are used for the secret).
 pub fn generate(name: &str, scopes: &[String], now_ms: u64) -> NewKey {
-    let random = || uuid::Uuid::new_v4().simple().to_string();
-    let id = random()[..ID_HEX].to_owned();
-    let secret: String = (0..4).map(|_| random()).collect::<String>()[..SECRET_HEX].to_owned();
+    // The operating system's generator: 8 bytes of id, 32 of secret (256 bits).
+    let mut bytes = [0u8; ID_HEX / 2 + SECRET_HEX / 2];
+    getrandom::fill(&mut bytes).expect("the operating system's random generator failed");
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let id = hex(&bytes[..ID_HEX / 2]);
+    let secret = hex(&bytes[ID_HEX / 2..]);
     let key = format!("{KEY_PREFIX}{id}_{secret}");
     NewKey {
         stored: StoredKey {
@@ -265,6 +268,21 @@ fn verify(stored: Arc<StoredKey>, key: &str) -> Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hex_digit_of_a_secret_is_random() {
+        // Two UUIDv4s fix a version and a variant digit in every 32: those places would show
+        // one digit (or four) in every key.
+        let secrets: Vec<String> = (0..300)
+            .map(|_| generate("ci", &[], 1).key[KEY_PREFIX.len() + ID_HEX + 1..].to_owned())
+            .collect();
+        for place in 0..SECRET_HEX {
+            let mut seen: Vec<u8> = secrets.iter().map(|s| s.as_bytes()[place]).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            assert!(seen.len() > 8, "place {place}: only {:?}", seen);
+        }
+    }
 
     #[test]
     fn keys_are_well_formed_and_only_their_digest_is_kept() {

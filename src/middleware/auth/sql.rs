@@ -130,6 +130,19 @@ impl SqlKeyStore {
         let done = execute!(pool, sql, |q| q.bind(now).bind(id)).map_err(failed)?;
         Ok(done > 0)
     }
+
+    /// Revokes every live key named `name`; how many there were.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn revoke_named(&self, name: &str) -> Result<u64, KeyStoreError> {
+        let sql =
+            "UPDATE callnext_api_keys SET revoked_ms = $1 WHERE name = $2 AND revoked_ms IS NULL";
+        let now = ms(now_ms());
+        let pool = self.pool().await?;
+        execute!(pool, sql, |q| q.bind(now).bind(name)).map_err(failed)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -164,11 +177,11 @@ where
         digest: unhex(&digest).unwrap_or([0xff; 32]),
         scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         created_ms: time(r.try_get("created_ms").unwrap_or(0)),
-        revoked_ms: r
-            .try_get::<Option<i64>, _>("revoked_ms")
-            .ok()
-            .flatten()
-            .map(time),
+        // A value that does not read as a time still says the key was revoked.
+        revoked_ms: match r.try_get::<Option<i64>, _>("revoked_ms") {
+            Ok(revoked) => revoked.map(time),
+            Err(_) => Some(0),
+        },
     }
 }
 
@@ -236,6 +249,32 @@ mod tests {
     fn client(auth: &Auth) -> TestClient<crate::StackService> {
         let app = Router::new().route("/", get(|| async { "in" }));
         TestClient::new(Stack::new().hook(auth.clone()).service(app))
+    }
+
+    #[tokio::test]
+    async fn a_revocation_time_that_does_not_read_still_revokes() {
+        let url = sqlite_url("api-keys-odd-revoked");
+        let keys = SqlKeyStore::open(&url).unwrap();
+        let made = keys.create("ci", &[]).await.unwrap();
+        let id = made.stored.id.clone();
+        let auth = Auth::builder().api_keys(keys.clone()).build().unwrap();
+        assert_eq!(client(&auth).get("/").bearer(&made.key).await.status(), 200);
+        // SQLite keeps whatever it is given: a text where a time belongs.
+        let pool = keys.pool().await.unwrap();
+        execute!(
+            pool,
+            "UPDATE callnext_api_keys SET revoked_ms = 'yesterday' WHERE id = $1",
+            |q| q.bind(&id)
+        )
+        .unwrap();
+        let found = keys.find(&id).await.unwrap().unwrap();
+        assert!(found.revoked_ms.is_some(), "{found:?}");
+        let fresh = Auth::builder().api_keys(keys).build().unwrap();
+        assert_eq!(
+            client(&fresh).get("/").bearer(&made.key).await.status(),
+            401
+        );
+        let _ = std::fs::remove_file(url.trim_start_matches("sqlite://"));
     }
 
     #[tokio::test]
