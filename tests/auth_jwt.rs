@@ -404,3 +404,79 @@ fn the_configuration_table_builds_the_battery_and_names_its_mistakes() {
         "app.toml:3: `middleware.auth.jwt_algorithms`: invalid `jwt_algorithms`: name at least one algorithm (RS256, ES256, EdDSA, ...)"
     );
 }
+
+#[tokio::test]
+async fn a_token_for_another_application_needs_an_audience_waived_on_purpose() {
+    let jwks = jwks_server(vec![jwk(KEY_A, "a")]).await;
+    let for_other_app = token(
+        KEY_A,
+        Some("a"),
+        &claims(json!({"aud": "https://billing.other.test"})),
+    );
+    // No audience: refused when built, naming the way out.
+    let err = Auth::builder()
+        .jwt(Jwt::jwks(&jwks.url).issuer(ISSUER))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid `jwt_audience`: name the audience this API's tokens are issued for (its identifier at the identity provider), or set `any_audience = true` to accept tokens issued to any of its applications"
+    );
+    // With the audience: the other application's token is refused.
+    let res = client(settings(&jwks.url))
+        .get("/reports")
+        .bearer(&for_other_app)
+        .await;
+    assert_eq!(res.status(), 401);
+    // Waived on purpose: accepted, and the linter says so.
+    let waived = Jwt::jwks(&jwks.url).issuer(ISSUER).any_audience(true);
+    let res = client(waived.clone())
+        .get("/reports")
+        .bearer(&for_other_app)
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text());
+    let stack = Stack::new().hook(Auth::builder().jwt(waived).build().unwrap());
+    let warnings = stack.lint();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].rule(), "jwt-any-audience");
+    assert!(!warnings[0].is_order_rule());
+    assert!(warnings[0]
+        .to_string()
+        .starts_with("`auth`: accepts JWTs issued to any application"));
+}
+
+#[test]
+fn a_jwks_url_over_plain_http_is_only_for_this_machine() {
+    let jwt = |url: &str| {
+        Auth::builder()
+            .jwt(Jwt::jwks(url).audience(AUDIENCE))
+            .build()
+    };
+    for url in [
+        "http://login.example/jwks",
+        "http://10.0.0.5/jwks",
+        "http://127.0.0.1.evil.example/jwks",
+    ] {
+        assert_eq!(
+            jwt(url).unwrap_err().to_string(),
+            "invalid `jwks_url`: plain http:// only to a loopback address (anyone on the path could hand out keys); use https://",
+            "{url}"
+        );
+    }
+    for url in [
+        "https://login.example/jwks",
+        "http://127.0.0.1:8080/jwks",
+        "http://[::1]/jwks",
+        "http://localhost/jwks",
+    ] {
+        assert!(jwt(url).is_ok(), "{url}");
+    }
+    let err = common::stack_from_config(
+        "[middleware.auth]\njwks_url = \"https://login.test/jwks\"\njwt_issuer = \"https://login.test/\"\n",
+    )
+    .unwrap_err();
+    assert!(err.contains("invalid `jwt_audience`"), "{err}");
+    let waived = "[middleware.auth]\njwks_url = \"https://login.test/jwks\"\nany_audience = true\n";
+    let stack = common::stack_from_config(waived).unwrap();
+    assert_eq!(stack.lint()[0].rule(), "jwt-any-audience");
+}

@@ -54,6 +54,8 @@ pub struct Capabilities {
     pub(crate) flush: Option<Flusher>,
     #[cfg(feature = "prometheus")]
     pub(crate) metrics: Option<MetricsHook>,
+    /// Settings the operator chose that weaken what the entry guarantees: rule, message.
+    pub(crate) cautions: Vec<(&'static str, String)>,
 }
 
 /// An entry's place in the recommended order, as the linter reads it.
@@ -146,6 +148,14 @@ impl Capabilities {
     /// [`identifies`](Self::identifies) (the linter's `limit-after-auth`).
     pub fn needs_identity(mut self) -> Self {
         self.order.needs_identity = true;
+        self
+    }
+
+    /// A setting that weakens what the entry guarantees, chosen on purpose (a JWT check that
+    /// accepts any audience, say): reported by the linter (`--print-stack`, the warning logged
+    /// when the stack is built) under `rule`, though never refused by a strict order.
+    pub fn caution(mut self, rule: &'static str, message: impl Into<String>) -> Self {
+        self.cautions.push((rule, message.into()));
         self
     }
 

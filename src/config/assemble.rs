@@ -127,7 +127,7 @@ impl Config {
             .validate()
             .map_err(|err| self.error("stack.order", err))?;
         if settings.strict_order {
-            if let Some(warning) = stack.lint().first() {
+            if let Some(warning) = stack.lint().into_iter().find(|w| w.is_order_rule()) {
                 return Err(self.error("stack.order", warning));
             }
         }

@@ -303,7 +303,7 @@ impl Stack {
     pub fn try_service<S: HttpService>(&self, app: S) -> Result<StackService, ConfigError> {
         self.validate()?;
         for warning in self.lint() {
-            if self.settings.strict_order {
+            if self.settings.strict_order && warning.is_order_rule() {
                 return Err(ConfigError::new(
                     crate::ConfigErrorKind::OrderRule,
                     warning.to_string(),

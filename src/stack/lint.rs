@@ -25,13 +25,22 @@ use crate::battery::Order;
 pub struct OrderWarning {
     rule: &'static str,
     message: String,
+    /// A rule of the order (refused by a strict order), not an entry's caution.
+    order: bool,
 }
 
 impl OrderWarning {
     /// The rule's short name (`request-id-first`, `cors-outside`, `access-log-outside`,
-    /// `limit-after-auth`).
+    /// `limit-after-auth`), or an entry's caution (`jwt-any-audience`; see
+    /// [`Capabilities::caution`](crate::battery::Capabilities::caution)).
     pub fn rule(&self) -> &'static str {
         self.rule
+    }
+
+    /// Whether it is a rule of the order, which a strict order refuses (an entry's caution is
+    /// reported only).
+    pub fn is_order_rule(&self) -> bool {
+        self.order
     }
 }
 
@@ -47,6 +56,7 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
     if let Some(i) = of(|o| o.first) {
         if i > 0 {
             warnings.push(OrderWarning {
+                order: true,
                 rule: "request-id-first",
                 message: format!(
                     "`{}` runs after `{}`: put the request id first, so every entry, log line and response carries it",
@@ -58,6 +68,7 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
     if let Some(cors) = of(|o| o.cors) {
         for early in entries[..cors].iter().filter(|e| e.caps.order.inside_cors) {
             warnings.push(OrderWarning {
+                order: true,
                 rule: "cors-outside",
                 message: format!(
                     "`{}` runs after `{}`: put CORS before it, so its answers carry CORS headers and preflights pass",
@@ -69,6 +80,7 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
     if let Some(log) = of(|o| o.logs) {
         for early in entries[..log].iter().filter(|e| e.caps.order.answers_early) {
             warnings.push(OrderWarning {
+                order: true,
                 rule: "access-log-outside",
                 message: format!(
                     "`{}` runs after `{}`, which can answer early: put the access log before it, so those answers are logged",
@@ -83,11 +95,21 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
             .filter(|e| e.caps.order.needs_identity)
         {
             warnings.push(OrderWarning {
+                order: true,
                 rule: "limit-after-auth",
                 message: format!(
                     "`{}` is keyed by user or API key but runs before `{}`: put it after auth, or every request counts against its client address",
                     limit.name, entries[auth].name
                 ),
+            });
+        }
+    }
+    for entry in entries {
+        for (rule, message) in &entry.caps.cautions {
+            warnings.push(OrderWarning {
+                order: false,
+                rule,
+                message: format!("`{}`: {message}", entry.name),
             });
         }
     }

@@ -21,6 +21,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
         jwt_algorithms: Vec<String>,
         jwt_issuer: String,
         jwt_audience: OneOrMany<String>,
+        any_audience: bool,
         jwt_leeway: Duration,
         jwks_min_refresh: Duration,
         jwks_max_age: Duration,
@@ -46,6 +47,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
                 jwt_algorithms: vec!["RS256".to_owned()],
                 jwt_issuer: String::new(),
                 jwt_audience: OneOrMany::Many(Vec::new()),
+                any_audience: false,
                 jwt_leeway: Duration::from_secs(60),
                 jwks_min_refresh: Duration::from_secs(10),
                 jwks_max_age: Duration::from_secs(300),
@@ -87,7 +89,8 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
             .leeway(s.jwt_leeway.get())
             .min_refresh_interval(s.jwks_min_refresh.get())
             .jwks_max_age(s.jwks_max_age.get())
-            .timeout(s.jwks_timeout.get());
+            .timeout(s.jwks_timeout.get())
+            .any_audience(s.any_audience);
         if !s.jwt_issuer.is_empty() {
             jwt = jwt.issuer(s.jwt_issuer);
         }

@@ -183,6 +183,13 @@ impl Hook for Auth {
         for store in self.backends() {
             caps = caps.store(store);
         }
+        #[cfg(feature = "jwt")]
+        if self.shared.jwt.as_ref().is_some_and(|jwt| jwt.any_audience) {
+            caps = caps.caution(
+                "jwt-any-audience",
+                "accepts JWTs issued to any application of its identity provider (`any_audience = true`): name the audience instead",
+            );
+        }
         caps
     }
 

@@ -23,6 +23,20 @@ use super::*;
 ///     .build();
 /// assert!(auth.is_ok());
 ///
+/// // A token issued to another application of the same identity provider is not for this one.
+/// let err = Auth::builder().jwt(Jwt::jwks("https://login.example/jwks")).build();
+/// assert_eq!(
+///     err.unwrap_err().to_string(),
+///     "invalid `jwt_audience`: name the audience this API's tokens are issued for (its identifier at the identity provider), or set `any_audience = true` to accept tokens issued to any of its applications"
+/// );
+///
+/// // The key set decides which tokens are trusted: plain HTTP only to this machine.
+/// let err = Auth::builder().jwt(Jwt::jwks("http://login.example/jwks").audience("api")).build();
+/// assert_eq!(
+///     err.unwrap_err().to_string(),
+///     "invalid `jwks_url`: plain http:// only to a loopback address (anyone on the path could hand out keys); use https://"
+/// );
+///
 /// let err = Auth::builder().jwt(Jwt::jwks("https://login.example/jwks").algorithms(["HS256"])).build();
 /// assert_eq!(
 ///     err.unwrap_err().to_string(),
@@ -36,6 +50,7 @@ pub struct Jwt {
     algorithms: Vec<String>,
     issuer: Option<String>,
     audience: Vec<String>,
+    any_audience: bool,
     leeway: Duration,
     min_refresh: Duration,
     max_age: Duration,
@@ -44,8 +59,10 @@ pub struct Jwt {
 }
 
 impl Jwt {
-    /// Tokens signed by the keys published at `url` (a JSON Web Key Set, over HTTP or HTTPS).
-    /// Defaults: RS256 only, no issuer or audience check, 60 s of leeway, a key set refreshed
+    /// Tokens signed by the keys published at `url` (a JSON Web Key Set, over HTTPS; plain
+    /// HTTP only to a loopback address). An [`audience`](Self::audience) is required (or
+    /// [`any_audience`](Self::any_audience)). Defaults: RS256 only, no issuer check, 60 s of
+    /// leeway, a key set refreshed
     /// every 5 minutes and at most every 10 s for an unknown key id, 5 s to fetch it.
     pub fn jwks(url: impl Into<String>) -> Self {
         Self {
@@ -53,6 +70,7 @@ impl Jwt {
             algorithms: vec!["RS256".to_owned()],
             issuer: None,
             audience: Vec::new(),
+            any_audience: false,
             leeway: Duration::from_secs(60),
             min_refresh: Duration::from_secs(10),
             max_age: Duration::from_secs(300),
@@ -77,6 +95,15 @@ impl Jwt {
     /// An `aud` a token must carry (call again to accept several).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audience.push(audience.into());
+        self
+    }
+
+    /// Accepts tokens whatever their `aud`: every token the key set signed, including those
+    /// the identity provider issued to other applications (a shared Keycloak realm, Auth0
+    /// tenant or Entra ID directory). Off by default; the order linter and `--print-stack`
+    /// report it when on.
+    pub fn any_audience(mut self, any: bool) -> Self {
+        self.any_audience = any;
         self
     }
 
@@ -108,6 +135,12 @@ impl Jwt {
 
     pub(in crate::middleware::auth) fn build(self) -> Result<JwtChecker, ConfigError> {
         let url = crate::http_client::http_url("jwks_url", &self.jwks_url)?;
+        if url.scheme_str() == Some("http") && !is_loopback(url.host().unwrap_or("")) {
+            return Err(ConfigError::invalid(
+                "jwks_url",
+                "plain http:// only to a loopback address (anyone on the path could hand out keys); use https://",
+            ));
+        }
         if self.algorithms.is_empty() {
             return Err(ConfigError::invalid(
                 "jwt_algorithms",
@@ -147,6 +180,12 @@ impl Jwt {
             return Err(ConfigError::invalid(
                 "jwks_max_age",
                 "must be greater than zero and at least `min_refresh_interval`",
+            ));
+        }
+        if self.audience.is_empty() && !self.any_audience {
+            return Err(ConfigError::invalid(
+                "jwt_audience",
+                "name the audience this API's tokens are issued for (its identifier at the identity provider), or set `any_audience = true` to accept tokens issued to any of its applications",
             ));
         }
         // jsonwebtoken picks its backend from its features; with more than one enabled in a
@@ -190,6 +229,16 @@ impl Jwt {
             min_refresh: self.min_refresh,
             max_age: self.max_age,
             timeout: self.timeout,
+            any_audience: self.audience.is_empty(),
         })
     }
+}
+
+/// `localhost`, or an address of 127.0.0.0/8 or `::1`.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }

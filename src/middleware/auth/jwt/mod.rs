@@ -110,6 +110,8 @@ pub(crate) struct JwtChecker {
     min_refresh: Duration,
     max_age: Duration,
     timeout: Duration,
+    /// Tokens for any audience are accepted (`any_audience`): the linter says so.
+    pub(in crate::middleware::auth) any_audience: bool,
 }
 
 /// What a token's header says, once checked against the pinned algorithms.
