@@ -70,6 +70,19 @@ async fn service() -> Service {
                     )
                         .into_response(),
                     "forbidden" => StatusCode::FORBIDDEN.into_response(),
+                    // Allowed for one client on one host only.
+                    "bound" => {
+                        let is = |name: &str, value: &str| {
+                            headers.get(name).and_then(|v| v.to_str().ok()) == Some(value)
+                        };
+                        if is("x-forwarded-host", "app.example")
+                            && is("x-forwarded-for", "192.0.2.1")
+                        {
+                            ([("x-auth-user", "ann")], "").into_response()
+                        } else {
+                            StatusCode::FORBIDDEN.into_response()
+                        }
+                    }
                     "slow" => {
                         tokio::time::sleep(Duration::from_secs(10)).await;
                         StatusCode::OK.into_response()
@@ -281,6 +294,67 @@ async fn decisions_are_cached_by_credential_method_and_path() {
     client.post("/items").bearer("good").send().await;
     client.get("/items").bearer("admin").await;
     assert_eq!(svc.calls.load(Ordering::SeqCst), 5);
+}
+
+/// The service decides on the client's address and the host too: one client's "allow" is not
+/// replayed to another client, nor to another host.
+#[tokio::test]
+async fn a_decision_is_not_replayed_to_another_client_or_host() {
+    let svc = service().await;
+    let app = || stack(ExternalAuth::new(&svc.url)).service(app());
+    let peer = |ip: &str| std::net::SocketAddr::new(ip.parse().unwrap(), 4000);
+    let allowed = TestClient::new(app()).peer(peer("192.0.2.1"));
+    let other = TestClient::new(app()).peer(peer("198.51.100.7"));
+    let get = |client: &TestClient<callnext::StackService>, host: &'static str| {
+        client
+            .get("/items")
+            .header("host", host)
+            .bearer("bound")
+            .send()
+    };
+    assert_eq!(get(&allowed, "app.example").await.status(), 200);
+    assert_eq!(get(&allowed, "app.example").await.status(), 200);
+    assert_eq!(
+        svc.calls.load(Ordering::SeqCst),
+        1,
+        "cached for the same client"
+    );
+    assert_eq!(get(&other, "app.example").await.status(), 403);
+    assert_eq!(get(&allowed, "admin.example").await.status(), 403);
+    assert_eq!(svc.calls.load(Ordering::SeqCst), 3);
+}
+
+/// The identity headers the service sets are never taken from the client, even when they are
+/// not among the copied ones.
+#[tokio::test]
+async fn the_services_identity_headers_are_removed_from_the_clients_request() {
+    let svc = service().await;
+    let app = Router::new().route(
+        "/echo",
+        get(|headers: HeaderMap| async move {
+            let seen = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+            json!({"user": seen("x-auth-user"), "scopes": seen("x-auth-scopes")}).to_string()
+        }),
+    );
+    let client = TestClient::new(stack(ExternalAuth::new(&svc.url)).service(app));
+    let res = client
+        .get("/echo")
+        .bearer("good")
+        .header("x-auth-user", "root")
+        .header("x-auth-scopes", "admin")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>(), json!({"user": null, "scopes": null}));
+    // Nor sent to the service as the client's own.
+    let seen = svc.seen.lock().unwrap();
+    assert!(
+        !seen
+            .headers
+            .iter()
+            .any(|(k, _)| k == "x-auth-user" || k == "x-auth-scopes"),
+        "{:?}",
+        seen.headers
+    );
 }
 
 /// The recipe of the README: a limiter that counts only 401s, keyed by client address, outside

@@ -29,8 +29,10 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// - Any other answer, no answer within `timeout` (1 s by default) or a failed connection:
 ///   503 with `Retry-After`, never a 401.
 /// - Decisions are cached for `cache_ttl` (5 s by default; zero turns the cache off), keyed
-///   by a SHA-256 digest of the method, the path and the forwarded headers, at most
-///   `cache_capacity` (10,000) of them.
+///   by a SHA-256 digest of everything the service is sent (the method, the forwarded headers,
+///   the path, the host and the client's address), at most `cache_capacity` (10,000) of them.
+/// - The headers the service vouches for (the subject, the scopes and the copied ones) are
+///   removed from every request first: a client cannot send its own.
 ///
 /// ```
 /// use std::time::Duration;
@@ -200,28 +202,25 @@ pub(crate) struct ExternalChecker {
 }
 
 impl ExternalChecker {
-    /// The headers copied from the service's answer, which a client must not send itself.
-    pub(crate) fn copied(&self) -> &[HeaderName] {
-        &self.copy
+    /// The headers the service's answer vouches for (the subject, the scopes and the copied
+    /// ones): a client must not send them itself, so they are removed from every request.
+    pub(crate) fn vouched(&self) -> impl Iterator<Item = &HeaderName> {
+        [&self.subject_header, &self.scopes_header]
+            .into_iter()
+            .chain(&self.copy)
     }
 
-    /// The cache key: what the decision can depend on.
+    /// The cache key: a digest of everything the service is sent (its decision can depend on
+    /// any of it: the client's address and the host too), so one client's answer is never
+    /// replayed to another.
     fn key(&self, req: &Request) -> [u8; 32] {
         let mut hash = Sha256::new();
         hash.update(req.method().as_str());
-        hash.update([0]);
-        hash.update(
-            req.uri()
-                .path_and_query()
-                .map_or("/", http::uri::PathAndQuery::as_str),
-        );
-        for name in &self.forward {
-            for value in req.headers().get_all(name) {
-                hash.update([0]);
-                hash.update(name.as_str());
-                hash.update([1]);
-                hash.update(value.as_bytes());
-            }
+        for (name, value) in self.sent(req) {
+            hash.update([0]);
+            hash.update(name.as_str());
+            hash.update([1]);
+            hash.update(value.as_bytes());
         }
         hash.finalize().into()
     }
@@ -273,24 +272,22 @@ impl ExternalChecker {
         }
     }
 
-    /// The sub-request for `req`: its method, the forwarded headers, no body.
-    fn sub_request(&self, req: &Request) -> Result<http::Request<Full<Bytes>>, String> {
-        let mut sub = http::Request::builder()
-            .method(req.method().clone())
-            .uri(self.url.clone());
-        let headers = sub.headers_mut().expect("the builder has no error yet");
+    /// The headers the service is sent about `req`: the forwarded ones, then
+    /// `X-Forwarded-Method`, `-Uri`, `-Host` and `-For`.
+    fn sent(&self, req: &Request) -> Vec<(HeaderName, HeaderValue)> {
+        let mut sent = Vec::with_capacity(self.forward.len() + 4);
         for name in &self.forward {
             for value in req.headers().get_all(name) {
-                headers.append(name.clone(), value.clone());
+                sent.push((name.clone(), value.clone()));
             }
         }
-        headers.insert(
+        sent.push((
             HeaderName::from_static("x-forwarded-method"),
             HeaderValue::from_str(req.method().as_str()).expect("a method is a header value"),
-        );
+        ));
         if let Some(pq) = req.uri().path_and_query() {
             if let Ok(v) = HeaderValue::from_str(pq.as_str()) {
-                headers.insert(HeaderName::from_static("x-forwarded-uri"), v);
+                sent.push((HeaderName::from_static("x-forwarded-uri"), v));
             }
         }
         if let Some(host) = req.headers().get(http::header::HOST).cloned().or_else(|| {
@@ -298,13 +295,29 @@ impl ExternalChecker {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         }) {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+            sent.push((HeaderName::from_static("x-forwarded-host"), host));
         }
         if let Some(ClientIp(ip)) = ClientIp::of(req) {
-            headers.insert(
+            sent.push((
                 HeaderName::from_static("x-forwarded-for"),
                 HeaderValue::from_str(&ip.to_string()).expect("an address is a header value"),
-            );
+            ));
+        }
+        sent
+    }
+
+    /// The sub-request for `req`: its method, what [`sent`](Self::sent) lists, no body.
+    fn sub_request(&self, req: &Request) -> Result<http::Request<Full<Bytes>>, String> {
+        let mut sub = http::Request::builder()
+            .method(req.method().clone())
+            .uri(self.url.clone());
+        let headers = sub.headers_mut().expect("the builder has no error yet");
+        for (name, value) in self.sent(req) {
+            if name.as_str().starts_with("x-forwarded-") {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
+            }
         }
         sub.body(Full::new(Bytes::new())).map_err(|e| e.to_string())
     }

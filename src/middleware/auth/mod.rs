@@ -197,7 +197,7 @@ impl Hook for Auth {
         // Headers the external service vouches for are never taken from the client.
         #[cfg(feature = "external-auth")]
         if let Some(external) = &self.shared.external {
-            for name in external.copied() {
+            for name in external.vouched() {
                 req.headers_mut().remove(name);
             }
         }
