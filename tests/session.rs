@@ -22,6 +22,11 @@ async fn the_cookie_and_tampered_or_unknown_ids() {
     session_suite::the_cookie_and_tampered_or_unknown_ids(store()).await;
 }
 
+#[tokio::test]
+async fn every_cookie_field_is_read_and_a_tossed_cookie_loses() {
+    session_suite::every_cookie_field_is_read_and_a_tossed_cookie_loses(store()).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_and_absolute_timeouts() {
     session_suite::idle_and_absolute_timeouts(store()).await;

@@ -197,6 +197,48 @@ pub async fn the_cookie_and_tampered_or_unknown_ids(store: impl SessionStore) {
     assert_eq!(get_key(&client, &foreign, "colour").await, "None");
 }
 
+/// The session cookie is looked for in every `Cookie` field (HTTP/2 clients send one per
+/// cookie), by its exact name, and among several of that name (one tossed in by a sibling
+/// domain) the one whose signature verifies wins: none of these is a logout.
+pub async fn every_cookie_field_is_read_and_a_tossed_cookie_loses(store: impl SessionStore) {
+    let client = client(store, Gates::default());
+    let id = cookie(&client.post("/set/colour/blue").await);
+    let value = id.strip_prefix("id=").unwrap();
+    let read = |fields: Vec<String>| {
+        let mut req = client.get("/get/colour");
+        for field in fields {
+            req = req.header("cookie", field);
+        }
+        req.send()
+    };
+    let cases = [
+        vec!["_gid=x; uid=y".to_owned(), id.clone()],
+        vec![format!("id=bogus; {id}")],
+        vec!["id=bogus".to_owned(), id.clone()],
+        vec![format!("xid=1; {id}; sid=2")],
+    ];
+    for fields in cases {
+        let res = read(fields.clone()).await;
+        assert_eq!(res.text(), "Some(\"blue\")", "{fields:?}");
+    }
+    // Only the exact name: `xid` or `id2` carrying a valid value is not the session.
+    for field in [format!("xid={value}"), format!("id2={value}")] {
+        assert_eq!(read(vec![field.clone()]).await.text(), "None", "{field}");
+    }
+    // A write after a tossed cookie keeps the session: no new cookie is issued.
+    let res = client
+        .post("/set/colour/green")
+        .header("cookie", format!("id=bogus; {id}"))
+        .send()
+        .await;
+    assert!(
+        res.header("set-cookie").is_none(),
+        "{:?}",
+        res.header("set-cookie")
+    );
+    assert_eq!(read(vec![id.clone()]).await.text(), "Some(\"green\")");
+}
+
 pub async fn idle_and_absolute_timeouts(store: impl SessionStore) {
     let client = client(store, Gates::default());
     let id = cookie(&client.post("/set/k/v").await);

@@ -10,11 +10,9 @@ impl Session {
         let mut state = self.inner.state.lock().await;
         if matches!(state.loaded, Loaded::NotYet) {
             let shared = &self.inner.shared;
-            state.cookie_id = state
-                .cookie_header
-                .as_ref()
-                .and_then(|h| cookie_value(h, &shared.cookie))
-                .and_then(|raw| shared.verify(raw));
+            let verified = cookie_values(&state.cookie_headers, &shared.cookie)
+                .find_map(|raw| shared.verify(raw));
+            state.cookie_id = verified;
             state.loaded = match state.cookie_id.clone() {
                 None => Loaded::Absent,
                 Some(id) => match shared.store.load(&id).await.map_err(|e| unavailable(&e))? {

@@ -109,29 +109,37 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// The `Cookie` header that names the session cookie, if the request has one. Only a
-    /// search for `name=` here (the header is shared, not copied); the value is read out and
-    /// its signature checked only if the session is used.
-    fn cookie_header(&self, req: &Request) -> Option<HeaderValue> {
+    /// Every `Cookie` field that may carry the session cookie (HTTP/2 clients send one field
+    /// per cookie). Only a search for `name=` here (the fields are shared, not copied; no
+    /// allocation without one); the values are read out and their signatures checked only if
+    /// the session is used.
+    fn cookie_headers(&self, req: &Request) -> Vec<HeaderValue> {
         let name = self.shared.cookie.as_bytes();
         req.headers()
             .get_all(header::COOKIE)
             .iter()
-            .find(|v| {
+            .filter(|v| {
                 let bytes = v.as_bytes();
                 (name.len()..bytes.len())
                     .any(|eq| bytes[eq] == b'=' && &bytes[eq - name.len()..eq] == name)
             })
             .cloned()
+            .collect()
     }
 }
 
-/// The value of the cookie `name` in a `Cookie` header.
-fn cookie_value<'h>(header: &'h HeaderValue, name: &str) -> Option<&'h str> {
-    header.to_str().ok()?.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then_some(value)
-    })
+/// The values of every cookie named exactly `name` in `Cookie` fields, in order: a client can
+/// be sent several (one tossed in by a sibling domain, say); the caller takes the first whose
+/// signature verifies.
+fn cookie_values<'h>(headers: &'h [HeaderValue], name: &'h str) -> impl Iterator<Item = &'h str> {
+    headers
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(move |pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
 }
 
 impl Shared {
@@ -181,7 +189,7 @@ impl Hook for Sessions {
                 shared: Arc::clone(&self.shared),
                 used: AtomicBool::new(false),
                 state: tokio::sync::Mutex::new(State {
-                    cookie_header: self.cookie_header(req),
+                    cookie_headers: self.cookie_headers(req),
                     cookie_id: None,
                     loaded: Loaded::NotYet,
                     changes: BTreeMap::new(),
@@ -257,8 +265,8 @@ enum Loaded {
 
 #[derive(Debug)]
 struct State {
-    /// The `Cookie` header holding the session cookie, read and checked on first use.
-    cookie_header: Option<HeaderValue>,
+    /// The `Cookie` fields that may hold the session cookie, read and checked on first use.
+    cookie_headers: Vec<HeaderValue>,
     /// The id it carries, once checked (set when the session is loaded).
     cookie_id: Option<String>,
     loaded: Loaded,
