@@ -38,6 +38,11 @@ async fn cycle_id_keeps_the_data_and_ends_the_old_id() {
 }
 
 #[tokio::test]
+async fn a_cycled_id_never_puts_the_new_data_under_the_old_id() {
+    session_suite::a_cycled_id_never_puts_the_new_data_under_the_old_id(store()).await;
+}
+
+#[tokio::test]
 async fn a_logout_stays_a_logout_against_a_late_writer() {
     session_suite::a_logout_stays_a_logout_against_a_late_writer(store()).await;
 }

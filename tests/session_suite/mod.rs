@@ -81,6 +81,16 @@ fn app(gates: Gates) -> Router {
             }),
         )
         .route(
+            "/login-as/{user}",
+            post(
+                |s: Session, axum::extract::Path(user): axum::extract::Path<String>| async move {
+                    s.insert("user", &user).await?;
+                    s.cycle_id().await?;
+                    Ok::<_, HttpError>("logged in")
+                },
+            ),
+        )
+        .route(
             "/logout",
             post(|s: Session| async move {
                 s.destroy().await?;
@@ -269,6 +279,68 @@ pub async fn cycle_id_keeps_the_data_and_ends_the_old_id(store: impl SessionStor
     assert_ne!(new, old);
     assert_eq!(get_key(&client, &new, "cart").await, "Some(\"3\")");
     assert_eq!(get_key(&client, &old, "cart").await, "None");
+}
+
+/// A store whose `destroy` fails while `failing` is set.
+#[derive(Clone)]
+pub struct NoDestroy<S> {
+    store: S,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: SessionStore> SessionStore for NoDestroy<S> {
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
+        self.store.load(id)
+    }
+    fn create<'a>(&'a self, id: &'a str, r: &'a Record) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.store.create(id, r)
+    }
+    fn save<'a>(
+        &'a self,
+        id: &'a str,
+        r: &'a Record,
+        v: u64,
+    ) -> BoxFuture<'a, Result<Saved, StoreError>> {
+        self.store.save(id, r, v)
+    }
+    fn destroy<'a>(&'a self, id: &'a str, until: u64) -> BoxFuture<'a, Result<(), StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError("the store went away".into())) });
+        }
+        self.store.destroy(id, until)
+    }
+}
+
+/// A login cycles the id: the old id (a cookie an attacker may have planted) never carries
+/// the logged-in data, even when ending it fails.
+pub async fn a_cycled_id_never_puts_the_new_data_under_the_old_id(store: impl SessionStore) {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = NoDestroy {
+        store,
+        failing: Arc::clone(&failing),
+    };
+    let client = client(store, Gates::default());
+    let planted = cookie(&client.post("/set/cart/3").await);
+    failing.store(true, Ordering::SeqCst);
+    let res = client
+        .post("/login-as/ann")
+        .header("cookie", planted.clone())
+        .send()
+        .await;
+    assert_eq!(res.status(), 503);
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(get_key(&client, &planted, "user").await, "None");
+    assert_eq!(get_key(&client, &planted, "cart").await, "Some(\"3\")");
+    // When it works: the new id has both, the old one nothing.
+    let res = client
+        .post("/login-as/ann")
+        .header("cookie", planted.clone())
+        .send()
+        .await;
+    let new = cookie(&res);
+    assert_eq!(get_key(&client, &new, "user").await, "Some(\"ann\")");
+    assert_eq!(get_key(&client, &new, "cart").await, "Some(\"3\")");
+    assert_eq!(get_key(&client, &planted, "user").await, "None");
 }
 
 pub async fn a_logout_stays_a_logout_against_a_late_writer(store: impl SessionStore) {

@@ -157,6 +157,18 @@ impl Session {
                     return Ok(None);
                 }
                 let created_ms = record.created_ms;
+                if state.cycle {
+                    // The new id is made with the new data first, then the old id is ended:
+                    // the old id (which a planted cookie may carry) never holds the new data,
+                    // whatever fails or is cancelled in between.
+                    let fresh = Record::new(apply(record.data), created_ms, deadline);
+                    let fresh = self.create(&fresh).await?;
+                    store
+                        .destroy(&id, created_ms.saturating_add(shared.absolute_ms))
+                        .await
+                        .map_err(err)?;
+                    return Ok(Some(CookieChange::Issue(fresh)));
+                }
                 let mut next = Record {
                     version: record.version,
                     data: apply(record.data),
@@ -165,17 +177,7 @@ impl Session {
                 };
                 for _ in 0..TRIES {
                     match store.save(&id, &next, next.version).await.map_err(err)? {
-                        Saved::Saved(_) => {
-                            if !state.cycle {
-                                return Ok(None);
-                            }
-                            let fresh = self.create(&next).await?;
-                            store
-                                .destroy(&id, created_ms.saturating_add(shared.absolute_ms))
-                                .await
-                                .map_err(err)?;
-                            return Ok(Some(CookieChange::Issue(fresh)));
-                        }
+                        Saved::Saved(_) => return Ok(None),
                         Saved::Conflict(current) => {
                             next.data = apply(current.data);
                             next.version = current.version;
