@@ -646,3 +646,78 @@ async fn the_page_can_live_elsewhere() {
     assert_eq!(doc["stacks"][0]["requests"], 2, "{doc}");
     assert_eq!(route(&doc["stacks"][0], "unmatched")["status"]["4xx"], 1);
 }
+
+/// Sends `request` (raw HTTP/1.1) to `addr`; the status code of the answer.
+async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "no answer to {request:?}");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Loopback mode decides on the effective authority: HTTP/2's `:authority`, an absolute-form
+/// target and a `Host` with userinfo all name another host; a request with forwarding headers
+/// no trusted proxy resolved came through a proxy on this machine.
+#[tokio::test]
+async fn loopback_mode_decides_on_the_effective_authority() {
+    let page = LivePage::new();
+    let running = common::spawn(
+        callnext::serve::Server::new(),
+        Stack::new().live(&page).service(app(&page)),
+    )
+    .await;
+    let addr = running.addr;
+    let get = |host: &str, target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let path = "/_callnext/api/stack";
+    assert_eq!(raw_status(addr, &get("127.0.0.1", path, "")).await, 200);
+    assert_eq!(
+        raw_status(
+            addr,
+            &get("127.0.0.1", "http://evil.example/_callnext/api/stack", "")
+        )
+        .await,
+        404
+    );
+    assert_eq!(
+        raw_status(addr, &get("127.0.0.1:80@evil.example", path, "")).await,
+        404
+    );
+    for forwarded in [
+        "X-Forwarded-For: 203.0.113.9\r\n",
+        "Forwarded: for=203.0.113.9\r\n",
+    ] {
+        assert_eq!(
+            raw_status(addr, &get("127.0.0.1", path, forwarded)).await,
+            404,
+            "{forwarded}"
+        );
+    }
+
+    // HTTP/2 (cleartext, prior knowledge): the `:authority` is the host asked for.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for (authority, expected) in [("127.0.0.1", 200), ("evil.example", 404)] {
+        let req = http::Request::get(format!("http://{authority}{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), expected, "{authority}");
+    }
+    running.stop().await;
+}

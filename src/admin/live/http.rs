@@ -81,10 +81,13 @@ impl LivePage {
         }
         // Loopback, and asked for by a loopback name: a page of another site open in the
         // operator's browser cannot read it (a DNS name rebound to 127.0.0.1 keeps its own
-        // name in `Host`; a cross-site fetch says so in `Sec-Fetch-Site`).
+        // name in `Host`; a cross-site fetch says so in `Sec-Fetch-Site`). A request that
+        // carries forwarding headers without a trusted proxy having resolved them came
+        // through a proxy on this host: it is not the operator's own.
         if ClientIp::of(req).is_some_and(|ip| ip.0.is_loopback())
-            && loopback_host(req.headers())
+            && loopback_authority(req)
             && !cross_site(req.headers())
+            && !forwarded_unresolved(req)
         {
             return Ok(());
         }
@@ -93,12 +96,35 @@ impl LivePage {
     }
 }
 
-/// Whether `Host` (or, in HTTP/2, the authority) names this machine's loopback: `localhost`,
-/// `127.x.x.x`, `[::1]`, with any port. A request without one (HTTP/1.0) passes.
-fn loopback_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
+/// Whether the request's effective authority (RFC 9110 §7.2) names this machine's loopback:
+/// the request target's authority (an absolute-form target, or HTTP/2's `:authority`) and
+/// every `Host` field must, when present. A request with neither (HTTP/1.0) passes.
+fn loopback_authority(req: &Request) -> bool {
+    req.uri()
+        .authority()
+        .is_none_or(|a| loopback_name(a.as_str()))
+        && req
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .all(|v| v.to_str().is_ok_and(loopback_name))
+}
+
+/// Forwarding headers a trusted proxy did not resolve (no [`ClientIp`] was set from them).
+fn forwarded_unresolved(req: &Request) -> bool {
+    let headers = req.headers();
+    (headers.contains_key("x-forwarded-for")
+        || headers.contains_key(header::FORWARDED)
+        || headers.contains_key("x-real-ip"))
+        && req.extensions().get::<ClientIp>().is_none()
+}
+
+/// Whether an authority names this machine's loopback: `localhost`, `127.x.x.x`, `[::1]`,
+/// with any port, and no userinfo (`127.0.0.1:80@evil.example` names `evil.example`).
+fn loopback_name(host: &str) -> bool {
+    if host.contains('@') {
+        return false;
+    }
     let name = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
@@ -250,11 +276,7 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        let host = |value: &'static str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::HOST, HeaderValue::from_static(value));
-            loopback_host(&headers)
-        };
+        let host = loopback_name;
         for ok in [
             "localhost",
             "localhost:8000",
@@ -270,10 +292,11 @@ mod tests {
             "evil.example:8000",
             "10.0.0.1:80",
             "localhost.evil.example",
+            "127.0.0.1:80@evil.example",
+            "user@127.0.0.1",
         ] {
             assert!(!host(no), "{no}");
         }
-        assert!(loopback_host(&HeaderMap::new()));
     }
 
     #[test]
