@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 use callnext::middleware::SetRequestId;
-use callnext::telemetry::{MiddlewareSpans, Protocol, Telemetry, TraceContext};
-use callnext::{Next, Request, Stack, TestClient};
+use callnext::telemetry::{MiddlewareSpans, Protocol, Telemetry, TraceContext, TrustIncoming};
+use callnext::{Next, Request, Stack, TestClient, TrustedProxies};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -118,7 +118,17 @@ fn app() -> Router {
 }
 
 fn client(telemetry: &Telemetry) -> TestClient<callnext::StackService> {
-    let stack = Stack::new()
+    client_in(Stack::new(), telemetry)
+}
+
+/// The client behind a proxy the stack trusts (its peer, 192.0.2.10).
+fn proxied_client(telemetry: &Telemetry) -> TestClient<callnext::StackService> {
+    let proxies = TrustedProxies::parse(["192.0.2.10"]).unwrap();
+    client_in(Stack::new().trusted_proxies(proxies), telemetry)
+}
+
+fn client_in(stack: Stack, telemetry: &Telemetry) -> TestClient<callnext::StackService> {
+    let stack = stack
         .hook(SetRequestId::new())
         .func(timing)
         .func(blocker)
@@ -195,7 +205,7 @@ async fn the_server_span_has_its_attributes_and_the_middlewares_as_children() {
 async fn a_callers_traceparent_continues_its_trace_and_its_sampling() {
     let (endpoint, c) = collector().await;
     let telemetry = Telemetry::builder().endpoint(endpoint).build().unwrap();
-    let client = client(&telemetry);
+    let client = proxied_client(&telemetry);
     let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
     let res = client
         .get("/items/1")
@@ -235,6 +245,65 @@ async fn a_callers_traceparent_continues_its_trace_and_its_sampling() {
     assert_eq!(hex(&server.parent_span_id), "00f067aa0ba902b7");
     assert_eq!(server.trace_state, "congo=t61rcWkgMzE");
     assert!(spans.iter().all(|(_, s)| hex(&s.trace_id) != unsampled));
+    telemetry.shutdown(Duration::from_secs(5));
+}
+
+/// A client reaching the server directly chooses neither its trace id nor its sampling; a
+/// trusted caller's sampled flag is honoured within `max_incoming_sampled` a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_choose_its_trace_or_force_sampling() {
+    let (endpoint, c) = collector().await;
+    let telemetry = Telemetry::builder()
+        .endpoint(endpoint)
+        .sampling_ratio(0.0)
+        .always_keep(false, false)
+        .build()
+        .unwrap();
+    let direct = client(&telemetry);
+    let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for _ in 0..50 {
+        let res = direct
+            .get("/items/1")
+            .header("traceparent", format!("00-{caller}-00f067aa0ba902b7-01"))
+            .await;
+        assert_ne!(res.text(), caller);
+    }
+    flush(&telemetry).await;
+    assert_eq!(
+        c.spans().len(),
+        0,
+        "spans exported for a client's traceparent"
+    );
+    telemetry.shutdown(Duration::from_secs(5));
+
+    let (endpoint, c) = collector().await;
+    let telemetry = Telemetry::builder()
+        .endpoint(endpoint)
+        .sampling_ratio(0.0)
+        .always_keep(false, false)
+        .middlewares(MiddlewareSpans::Off)
+        .trust_incoming(TrustIncoming::Always)
+        .max_incoming_sampled(10)
+        .build()
+        .unwrap();
+    let trusting = client(&telemetry);
+    let started = std::time::Instant::now();
+    for i in 0..50u32 {
+        let trace = format!("{:032x}", 0x4bf9_2f35_u128 << 64 | u128::from(i + 1));
+        let res = trusting
+            .get("/items/1")
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .await;
+        assert_eq!(res.text(), trace, "trusted: the caller's trace continues");
+    }
+    // Ten a second at most, in however many seconds the requests took.
+    let seconds = started.elapsed().as_secs() + 2;
+    flush(&telemetry).await;
+    let kept = c.spans().len() as u64;
+    assert!(
+        kept >= 10 && kept <= 10 * seconds,
+        "{kept} kept in under {seconds} s"
+    );
     telemetry.shutdown(Duration::from_secs(5));
 }
 
@@ -382,5 +451,9 @@ fn the_configuration_table_turns_it_on_and_names_its_mistakes() {
     assert_eq!(
         err("[telemetry]\nendpoint = \"collector:4318\"\n"),
         "app.toml:2: `telemetry.endpoint`: invalid `endpoint`: expected an http:// or https:// URL, got `collector:4318`"
+    );
+    assert_eq!(
+        err("[telemetry]\nendpoint = \"http://127.0.0.1:4318\"\ntrust_incoming = \"everyone\"\n"),
+        "app.toml:3: `telemetry.trust_incoming`: expected `trusted_proxies`, `always` or `never`, got `everyone`"
     );
 }

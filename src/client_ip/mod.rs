@@ -357,6 +357,16 @@ impl AddressText {
     }
 }
 
+/// Whether the request's peer is one of `trusted` (a Unix socket peer when `unix` is trusted).
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+pub(crate) fn from_trusted_proxy(req: &Request, trusted: &crate::TrustedProxies) -> bool {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        trusted.contains(peer.ip())
+    } else {
+        req.extensions().get::<FromUnixSocket>().is_some() && trusted.trusts_unix()
+    }
+}
+
 /// Puts the request's [`ClientIp`] on it when a trusted proxy says the client is someone else
 /// than the peer; otherwise [`ClientIp::of`] reads the peer from `ConnectInfo` (one extension
 /// fewer on every request).

@@ -77,6 +77,50 @@ impl Monotonic {
     }
 }
 
+/// Admits at most a number of events a second (a fixed window on the monotonic clock): one
+/// atomic word, the second and the count in it.
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct PerSecond {
+    clock: Monotonic,
+    /// The window's second (high 32 bits) and the events admitted in it (low 32).
+    state: std::sync::atomic::AtomicU64,
+}
+
+impl Default for PerSecond {
+    fn default() -> Self {
+        Self {
+            clock: Monotonic::new(),
+            state: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+#[cfg_attr(not(feature = "otel"), allow(dead_code))]
+impl PerSecond {
+    /// Whether one more event fits this second's `max`.
+    pub(crate) fn admit(&self, max: u32) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let second = self.clock.micros() / 1_000_000;
+        let mut state = self.state.load(Relaxed);
+        loop {
+            let (at, count) = (state >> 32, state & u64::from(u32::MAX));
+            let count = if at == second { count } else { 0 };
+            if count >= u64::from(max) {
+                return false;
+            }
+            let next = (second << 32) | (count + 1);
+            match self
+                .state
+                .compare_exchange_weak(state, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(seen) => state = seen,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +133,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3600)).await;
         assert!(wall_ms() - wall_before >= 3_600_000);
         assert!(clock.micros() - micros_before >= 3_600_000_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_admits_its_count_each_second() {
+        let window = PerSecond::default();
+        assert_eq!((0..10).filter(|_| window.admit(3)).count(), 3);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!((0..10).filter(|_| window.admit(3)).count(), 3);
+        assert!(!window.admit(0));
     }
 
     #[test]

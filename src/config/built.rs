@@ -41,7 +41,7 @@ impl Config {
     /// An unknown `protocol` or `middleware_spans`.
     #[cfg(feature = "otel")]
     pub fn telemetry_settings(&self) -> Result<crate::telemetry::TelemetryBuilder, FileError> {
-        use crate::telemetry::{MiddlewareSpans, Protocol, Telemetry};
+        use crate::telemetry::{MiddlewareSpans, Protocol, Telemetry, TrustIncoming};
         let t = &self.telemetry;
         let protocol = match t.protocol.as_str() {
             "http/protobuf" => Protocol::HttpProtobuf,
@@ -70,13 +70,29 @@ impl Config {
                 ))
             }
         };
+        let trust = match t.trust_incoming.as_str() {
+            "trusted_proxies" => TrustIncoming::TrustedProxies,
+            "always" => TrustIncoming::Always,
+            "never" => TrustIncoming::Never,
+            other => {
+                return Err(self.error(
+                    "telemetry.trust_incoming",
+                    format!(
+                        "expected `trusted_proxies`, `always` or `never`, got `{}`",
+                        crate::Printable::new(other)
+                    ),
+                ))
+            }
+        };
         let mut builder = Telemetry::builder()
             .endpoint(&t.endpoint)
             .protocol(protocol)
             .service_name(&t.service_name)
             .sampling_ratio(t.sampling_ratio)
             .always_keep(t.always_sample_errors, t.always_sample_blocking)
-            .middlewares(middlewares);
+            .middlewares(middlewares)
+            .trust_incoming(trust)
+            .max_incoming_sampled(t.max_incoming_sampled);
         for (name, value) in &t.headers {
             builder = builder.header(name, value.expose());
         }

@@ -208,6 +208,10 @@ pub struct TelemetrySettings {
     pub always_sample_blocking: bool,
     /// The middlewares' timings as `spans` (default), `events` or `off`.
     pub middleware_spans: String,
+    /// Whose `traceparent` is continued: `trusted_proxies` (default), `always` or `never`.
+    pub trust_incoming: String,
+    /// Traces kept a second only because their caller asked (beyond the ratio). Default 100.
+    pub max_incoming_sampled: u32,
 }
 
 impl Default for TelemetrySettings {
@@ -221,6 +225,8 @@ impl Default for TelemetrySettings {
             always_sample_errors: true,
             always_sample_blocking: true,
             middleware_spans: "spans".to_owned(),
+            trust_incoming: "trusted_proxies".to_owned(),
+            max_incoming_sampled: 100,
         }
     }
 }

@@ -220,7 +220,10 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         #[cfg(feature = "otel")]
         let mut req = req;
         #[cfg(feature = "otel")]
-        let trace = inner.telemetry.as_ref().map(|t| t.start(&mut req));
+        let trace = inner
+            .telemetry
+            .as_ref()
+            .map(|t| t.start(&mut req, &inner.trusted_proxies));
         let report: &StackReport = &inner.chain.report;
         let method = req.method().clone();
         // With no subscriber, or none listening at INFO, no span at all (making a disabled one

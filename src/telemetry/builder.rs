@@ -16,6 +16,8 @@ pub struct TelemetryBuilder {
     keep_blocking: bool,
     middlewares: MiddlewareSpans,
     timeout: Duration,
+    trust: TrustIncoming,
+    max_incoming: u32,
 }
 
 impl std::fmt::Debug for TelemetryBuilder {
@@ -72,6 +74,19 @@ impl TelemetryBuilder {
     pub fn always_keep(mut self, errors: bool, blocking: bool) -> Self {
         self.keep_errors = errors;
         self.keep_blocking = blocking;
+        self
+    }
+
+    /// Whose `traceparent` is continued. Defaults to [`TrustIncoming::TrustedProxies`].
+    pub fn trust_incoming(mut self, trust: TrustIncoming) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// At most this many traces a second are kept only because their caller's `traceparent`
+    /// asked for it (beyond `sampling_ratio`). Defaults to 100.
+    pub fn max_incoming_sampled(mut self, per_second: u32) -> Self {
+        self.max_incoming = per_second;
         self
     }
 
@@ -139,6 +154,9 @@ impl TelemetryBuilder {
             inner: Arc::new(Inner {
                 exporter,
                 ratio_bound: ratio_bound(self.sampling_ratio),
+                trust: self.trust,
+                incoming: crate::clock::PerSecond::default(),
+                max_incoming: self.max_incoming,
                 keep_errors: self.keep_errors,
                 keep_blocking: self.keep_blocking,
                 middlewares: self.middlewares,
@@ -170,6 +188,8 @@ impl Telemetry {
             keep_blocking: true,
             middlewares: MiddlewareSpans::Spans,
             timeout: Duration::from_secs(10),
+            trust: TrustIncoming::TrustedProxies,
+            max_incoming: 100,
         }
     }
 }

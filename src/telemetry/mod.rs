@@ -10,8 +10,12 @@
 //!   excluded), from the stack's instrumentation (on by default). A poll at or over the
 //!   blocking threshold is a `blocking` event on its middleware's span.
 //! - A `traceparent` header continues the caller's trace (its sampled flag decides, its
-//!   `tracestate` is kept); without one a trace is sampled with `sampling_ratio`. Traces with
-//!   a 5xx or a blocking poll are kept whatever the sampling said (unless turned off).
+//!   `tracestate` is kept) when it comes from a trusted proxy ([`TrustIncoming`]; always or
+//!   never, if set so); otherwise, or without one, a new trace is sampled with
+//!   `sampling_ratio`. Traces sampled only because a caller said so are bounded
+//!   (`max_incoming_sampled` a second, 100 by default), so a client cannot make the server
+//!   export every request. Traces with a 5xx or a blocking poll are kept whatever the
+//!   sampling said (unless turned off).
 //! - Every request carries its [`TraceContext`] (the access log writes its `trace_id` beside
 //!   the request id). A kept request's spans are encoded once, when it is answered, and sent in
 //!   batches from a thread of their own: requests never wait on the collector; a full queue
@@ -72,6 +76,20 @@ pub enum Protocol {
     HttpProtobuf,
     /// `http/json`.
     HttpJson,
+}
+
+/// Whose `traceparent` is continued: its trace id, parent and sampled flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TrustIncoming {
+    /// Requests whose peer is one of the stack's trusted proxies (the default): a client
+    /// reaching the server directly cannot choose its trace id or force sampling.
+    #[default]
+    TrustedProxies,
+    /// Every request's (a service only other services of the same deployment reach).
+    Always,
+    /// No request's: every trace starts here.
+    Never,
 }
 
 /// How the middlewares' timings appear in a trace.
@@ -148,6 +166,10 @@ pub struct Telemetry {
 struct Inner {
     exporter: Arc<Exporter>,
     ratio_bound: u64,
+    trust: TrustIncoming,
+    /// Traces sampled only because their caller said so: at most `max_incoming` a second.
+    incoming: crate::clock::PerSecond,
+    max_incoming: u32,
     keep_errors: bool,
     keep_blocking: bool,
     middlewares: MiddlewareSpans,
@@ -204,10 +226,21 @@ impl Telemetry {
 
     /// Starts the request's trace, continuing the caller's, and puts its [`TraceContext`] on
     /// the request. (Boxed: the request's future, which holds it, must stay small.)
-    pub(crate) fn start(&self, req: &mut Request) -> Box<RequestTrace> {
+    pub(crate) fn start(
+        &self,
+        req: &mut Request,
+        trusted: &crate::TrustedProxies,
+    ) -> Box<RequestTrace> {
+        let inner = &*self.inner;
+        let trusts = match inner.trust {
+            TrustIncoming::Always => true,
+            TrustIncoming::Never => false,
+            TrustIncoming::TrustedProxies => crate::client_ip::from_trusted_proxy(req, trusted),
+        };
         let headers = req.headers();
         let parent = headers
             .get(TRACEPARENT)
+            .filter(|_| trusts)
             .and_then(|v| v.to_str().ok())
             .and_then(traceparent);
         let trace_state = match parent {
@@ -219,16 +252,19 @@ impl Telemetry {
                 .to_owned(),
             None => String::new(),
         };
+        let by_ratio = |trace: u128| {
+            let low = (trace as u64) >> 1;
+            inner.ratio_bound == u64::MAX || low < inner.ratio_bound
+        };
         let (trace_id, parent_id, sampled) = match parent {
+            // Sampled by the caller where the ratio would not have: within the bound only.
+            Some((trace, parent, true)) if !by_ratio(trace) => {
+                (trace, parent, inner.incoming.admit(inner.max_incoming))
+            }
             Some((trace, parent, sampled)) => (trace, parent, sampled),
             None => {
                 let trace = random_u128();
-                let low = (trace as u64) >> 1;
-                (
-                    trace,
-                    0,
-                    self.inner.ratio_bound == u64::MAX || low < self.inner.ratio_bound,
-                )
+                (trace, 0, by_ratio(trace))
             }
         };
         let span_id = random_u64();
