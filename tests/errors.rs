@@ -377,3 +377,26 @@ async fn a_panicking_hook_is_a_500_at_its_boundary_and_the_hooks_before_it_see_i
         );
     }
 }
+
+/// A request value of 60 KB (here a method token, which the request's span carries on every
+/// line it logs) is cut in the log as the path is: no line grows past a few kilobytes.
+#[tokio::test]
+async fn a_huge_method_token_is_cut_in_every_log_line() {
+    let logs = common::Logs::capture();
+    async fn chatty(req: Request, next: Next<'_>) -> Response {
+        tracing::info!("huge-method-marker before");
+        let res = next.run(req).await;
+        tracing::info!("huge-method-marker after");
+        res
+    }
+    let client = TestClient::new(Stack::new().func(chatty).service(app()));
+    let method = http::Method::from_bytes("M".repeat(60 * 1024).as_bytes()).unwrap();
+    let res = client.method(method, "/").send().await;
+    assert_eq!(res.status(), 405);
+    let lines = logs.lines_with("huge-method-marker");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in lines {
+        assert!(line.len() < 4 * 1024, "a line of {} bytes", line.len());
+        assert!(line.contains("more bytes]"), "{line}");
+    }
+}

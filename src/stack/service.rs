@@ -233,7 +233,8 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         {
             tracing::info_span!(
                 "request",
-                method = %method,
+                // Every log line of the request carries it: bounded as any request value.
+                method = %crate::Printable::new(method.as_str()),
                 route = tracing::field::Empty,
                 status = tracing::field::Empty,
                 request_id = tracing::field::Empty,

@@ -93,14 +93,20 @@ use crate::RequestId;
 use crate::{AnsweredBy, ClientIp, ConfigError, Flow, Hook, Request, Response};
 
 /// Query parameters whose values are never logged, unless configured otherwise.
-const REDACTED_BY_DEFAULT: [&str; 7] = [
+const REDACTED_BY_DEFAULT: [&str; 13] = [
     "token",
     "access_token",
     "refresh_token",
+    "id_token",
     "api_key",
     "apikey",
+    "key",
     "password",
+    "passwd",
     "secret",
+    "client_secret",
+    "code_verifier",
+    "sessionid",
 ];
 
 /// The settings of an [`AccessLog`], checked by [`AccessLogBuilder::build`].
@@ -174,8 +180,12 @@ impl AccessLogBuilder {
         self
     }
 
-    /// Query parameters whose values are replaced by `REDACTED` (case-insensitive). Defaults
-    /// to `token`, `access_token`, `refresh_token`, `api_key`, `apikey`, `password`, `secret`.
+    /// Query parameters whose values are replaced by `REDACTED`, compared as the application
+    /// reads them (percent-decoded, a trailing `[]` dropped, case and `-`/`_` ignored), with
+    /// any whose name ends like a credential's (`_token`, `_secret`, `password`, `api_key`,
+    /// `signature`, `_sig`); an empty list turns redaction off. Defaults to `token`,
+    /// `access_token`, `refresh_token`, `id_token`, `api_key`, `apikey`, `key`, `password`,
+    /// `passwd`, `secret`, `client_secret`, `code_verifier`, `sessionid`.
     pub fn redact_query<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, names: I) -> Self {
         self.redact = names.into_iter().map(|p| p.as_ref().to_owned()).collect();
         self

@@ -110,7 +110,7 @@ impl Middleware for Timeout {
         match tokio::time::timeout(self.after, next.run(req)).await {
             Ok(res) => res,
             Err(_) => {
-                tracing::warn!(%method, path = %crate::Printable::new(&path), after = ?self.after, "request timed out; cancelled");
+                tracing::warn!(method = %crate::Printable::new(method.as_str()), path = %crate::Printable::new(&path), after = ?self.after, "request timed out; cancelled");
                 let mut res = HttpError::new(self.status, "Request timed out").into_response();
                 res.headers_mut()
                     .insert(http::header::RETRY_AFTER, self.retry_after.clone());
