@@ -204,12 +204,19 @@ pub fn session_demo_router() -> Router {
     /// Items kept per session: what a client sends must not grow its session without end.
     const KEPT: usize = 100;
     async fn add(session: Session, Path(item_id): Path<i64>) -> Result<Json<Value>, HttpError> {
-        let mut items: Vec<i64> = session.get("items").await?.unwrap_or_default();
-        items.push(item_id);
-        if items.len() > KEPT {
-            items.drain(..items.len() - KEPT);
-        }
-        session.insert("items", &items).await?;
+        // An update, not a get and an insert: requests adding at once (over several
+        // instances) each keep their item.
+        let items = session
+            .update("items", move |items: Option<Vec<i64>>| {
+                let mut items = items.unwrap_or_default();
+                items.push(item_id);
+                if items.len() > KEPT {
+                    items.drain(..items.len() - KEPT);
+                }
+                Some(items)
+            })
+            .await?
+            .unwrap_or_default();
         Ok(Json(json!({ "items": items })))
     }
     async fn list(session: Session) -> Result<Json<Value>, HttpError> {

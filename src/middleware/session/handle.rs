@@ -37,7 +37,7 @@ impl Session {
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, HttpError> {
         let state = self.loaded().await?;
         let value = match state.changes.get(key) {
-            Some(change) => change.as_ref(),
+            Some(change) => change.value.as_ref(),
             None => match &state.loaded {
                 Loaded::Found(_, record) => record.data.get(key),
                 _ => None,
@@ -68,8 +68,88 @@ impl Session {
             HttpError::internal()
         })?;
         let mut state = self.loaded().await?;
-        state.changes.insert(key.to_owned(), Some(value));
+        state.changes.insert(
+            key.to_owned(),
+            Change {
+                value: Some(value),
+                redo: None,
+            },
+        );
         Ok(())
+    }
+
+    /// Changes `key` with `change`, given its current value (`None`: absent) and returning
+    /// the new one (`None`: remove it); returns the new value. If another request writes the
+    /// session before this one is saved, `change` is applied again to the value it wrote, so
+    /// concurrent read-modify-writes of one key (appending to a list, counting) all count.
+    /// `change` may run more than once: keep it free of side effects.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), callnext::ConfigError> {
+    /// use callnext::middleware::session::{Session, Sessions};
+    /// use callnext::{HttpError, Stack, TestClient};
+    ///
+    /// async fn visit(session: Session) -> Result<String, HttpError> {
+    ///     let visits = session.update("visits", |n: Option<u64>| Some(n.unwrap_or(0) + 1)).await?;
+    ///     Ok(visits.unwrap_or(0).to_string())
+    /// }
+    /// let app = axum::Router::new().route("/", axum::routing::post(visit));
+    /// let sessions = Sessions::builder().secret([7u8; 64]).build()?;
+    /// let client = TestClient::new(Stack::new().hook(sessions).service(app));
+    /// let res = client.post("/").send().await;
+    /// assert_eq!(res.text(), "1");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// 503 when the store fails; 500 when the stored value is not a `T`, or the new one does
+    /// not serialize.
+    pub async fn update<T, F>(&self, key: &str, change: F) -> Result<Option<T>, HttpError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(Option<T>) -> Option<T> + Send + Sync + 'static,
+    {
+        let current: Option<T> = self.get(key).await?;
+        let new = change(current);
+        let value = new
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|err| {
+                tracing::error!(key, error = %err, "session value does not serialize");
+                HttpError::internal()
+            })?;
+        let owned = key.to_owned();
+        let change = Arc::new(change);
+        let redo: Redo = Arc::new(move |stored: Option<&Value>| {
+            let current = stored.and_then(|v| match T::deserialize(v) {
+                Ok(t) => Some(t),
+                Err(err) => {
+                    tracing::error!(key = %owned, error = %err, "session value of another type; updated as absent");
+                    None
+                }
+            });
+            change(current).and_then(|t| serde_json::to_value(t).ok())
+        });
+        let mut state = self.loaded().await?;
+        // An earlier change of this request to the key comes first when re-applied.
+        let redo = match state
+            .changes
+            .get(key)
+            .map(|c| (c.redo.clone(), c.value.clone()))
+        {
+            None => Some(redo),
+            Some((Some(first), _)) => {
+                let then: Redo = redo;
+                Some(Arc::new(move |stored: Option<&Value>| then(first(stored).as_ref())) as Redo)
+            }
+            // Set by this request: the later write wins whatever was stored, so the update
+            // of that value stands.
+            Some((None, _)) => None,
+        };
+        state.changes.insert(key.to_owned(), Change { value, redo });
+        Ok(new)
     }
 
     /// Removes `key`; saved with the response.
@@ -79,7 +159,13 @@ impl Session {
     /// 503 when the store fails.
     pub async fn remove(&self, key: &str) -> Result<(), HttpError> {
         let mut state = self.loaded().await?;
-        state.changes.insert(key.to_owned(), None);
+        state.changes.insert(
+            key.to_owned(),
+            Change {
+                value: None,
+                redo: None,
+            },
+        );
         Ok(())
     }
 
@@ -107,11 +193,18 @@ impl Session {
         let now = now_ms();
         let loaded = std::mem::replace(&mut state.loaded, Loaded::NotYet);
         let changes = std::mem::take(&mut state.changes);
-        let apply = |mut data: Data| {
+        // This request's changes over `data`: on the first try, `data` is what it loaded (the
+        // values are already computed); after a conflict, what another request wrote (updates
+        // are made again from it).
+        let apply = |mut data: Data, again: bool| {
             for (key, change) in &changes {
-                match change {
+                let value = match (&change.redo, again) {
+                    (Some(redo), true) => redo(data.get(key)),
+                    _ => change.value.clone(),
+                };
+                match value {
                     Some(value) => {
-                        data.insert(key.clone(), value.clone());
+                        data.insert(key.clone(), value);
                     }
                     None => {
                         data.remove(key);
@@ -135,7 +228,7 @@ impl Session {
                     return Ok(state.cookie_id.is_some().then_some(CookieChange::Expire));
                 }
                 let record = Record::new(
-                    apply(Data::new()),
+                    apply(Data::new(), false),
                     now,
                     now.saturating_add(shared.idle_ms.min(shared.absolute_ms)),
                 );
@@ -161,7 +254,7 @@ impl Session {
                     // The new id is made with the new data first, then the old id is ended:
                     // the old id (which a planted cookie may carry) never holds the new data,
                     // whatever fails or is cancelled in between.
-                    let fresh = Record::new(apply(record.data), created_ms, deadline);
+                    let fresh = Record::new(apply(record.data, false), created_ms, deadline);
                     let fresh = self.create(&fresh).await?;
                     store
                         .destroy(&id, created_ms.saturating_add(shared.absolute_ms))
@@ -171,15 +264,30 @@ impl Session {
                 }
                 let mut next = Record {
                     version: record.version,
-                    data: apply(record.data),
+                    data: apply(record.data, false),
                     created_ms,
                     expires_ms: deadline,
                 };
-                for _ in 0..TRIES {
+                for attempt in 0..TRIES {
                     match store.save(&id, &next, next.version).await.map_err(err)? {
                         Saved::Saved(_) => return Ok(None),
-                        Saved::Conflict(current) => {
-                            next.data = apply(current.data);
+                        Saved::Conflict(mut current) => {
+                            // The first conflict is tried again at once on what the other
+                            // wrote; after that, a random pause, up to twice as long each
+                            // time (writers that met do not meet again at once), and a fresh
+                            // read, since what the conflict returned has aged.
+                            if attempt > 0 {
+                                let most = BACKOFF * (1u32 << attempt.min(6));
+                                let micros = u64::try_from(most.as_micros()).unwrap_or(u64::MAX);
+                                let pause = getrandom::u64().unwrap_or(0) % micros.max(1);
+                                tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                                match store.load(&id).await.map_err(err)? {
+                                    Some(fresh) => current = fresh,
+                                    // Destroyed meanwhile (a logout): it stays destroyed.
+                                    None => return Ok(Some(CookieChange::Expire)),
+                                }
+                            }
+                            next.data = apply(current.data, true);
                             next.version = current.version;
                         }
                         // Destroyed meanwhile (a logout): it stays destroyed.

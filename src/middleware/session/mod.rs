@@ -13,7 +13,9 @@
 //!   `Max-Age`.
 //! - Writes are compare-and-set on a version: when two requests change one session at once,
 //!   the second merges its own changes (keys it set or removed) into what the first wrote and
-//!   tries again; if both changed one key, the later write wins. [`Session::destroy`] leaves a
+//!   tries again, after a short random pause; if both set one key, the later write wins, and
+//!   [`Session::update`] re-applies its change to the value the other wrote, so read-modify-
+//!   write of one key (appending to a list, counting) loses nothing. [`Session::destroy`] leaves a
 //!   tombstone, so a request that loaded the session before the logout cannot bring it back.
 //! - A store that fails is a 503 JSON for the request, never an empty session.
 //!
@@ -81,8 +83,12 @@ use crate::battery::{Refused, StoreGuard};
 use crate::clock::wall_ms as now_ms;
 use crate::{ConfigError, Flow, Hook, HttpError, Request, Response};
 
-/// Tries of a write before giving up (each conflict merges and tries again).
-const TRIES: usize = 5;
+/// Tries of a write before giving up (each conflict merges and tries again, after a pause of
+/// up to [`BACKOFF`] doubled each time, at random: writers that met do not meet again).
+const TRIES: u32 = 12;
+
+/// The longest first pause after a conflict; it doubles, up to 64 times this.
+const BACKOFF: std::time::Duration = std::time::Duration::from_millis(2);
 
 struct Shared {
     store: Measured,
@@ -270,10 +276,31 @@ struct State {
     /// The id it carries, once checked (set when the session is loaded).
     cookie_id: Option<String>,
     loaded: Loaded,
-    /// Keys set (`Some`) or removed (`None`) by this request.
-    changes: BTreeMap<String, Option<Value>>,
+    /// Keys set, removed or updated by this request.
+    changes: BTreeMap<String, Change>,
     cycle: bool,
     destroy: bool,
+}
+
+/// Re-applies an [`Session::update`] to a key's latest stored value.
+type Redo = Arc<dyn Fn(Option<&Value>) -> Option<Value> + Send + Sync>;
+
+/// What a request did to one key.
+#[derive(Clone)]
+struct Change {
+    /// The value as this request sees it (`None`: removed).
+    value: Option<Value>,
+    /// For an update: how to make the value again from another request's newer write.
+    redo: Option<Redo>,
+}
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("value", &self.value)
+            .field("redo", &self.redo.is_some())
+            .finish()
+    }
 }
 
 struct Inner {
