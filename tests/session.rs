@@ -230,3 +230,53 @@ async fn cookies_signed_with_an_old_secret_are_accepted_while_rotating() {
     let res = old_only.get("/").header("cookie", fresh).send().await;
     assert_eq!(res.text(), "None");
 }
+
+/// A flood of cookieless writes makes room from other new sessions, never from a session a
+/// client has come back with (a login); when every entry is such a session, a new one is
+/// refused with 503 rather than dropping a login.
+#[tokio::test]
+async fn anonymous_writes_never_evict_a_logged_in_session() {
+    let store = MemoryStore::new(100);
+    let sessions = Sessions::builder()
+        .secret([8u8; 64])
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let client = writer_client(Stack::new(), sessions);
+    let read = |cookie: String| client.post("/").header("cookie", cookie).send();
+    // Logged in: made, then used again with its cookie.
+    let login = set_cookie(&client.post("/").await)
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let again = read(login.clone()).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.header("set-cookie").is_none(), "the login was kept");
+    for _ in 0..1000 {
+        assert_eq!(client.post("/").await.status(), 200);
+    }
+    assert!(store.len() <= 100, "{} entries", store.len());
+    let res = read(login.clone()).await;
+    assert!(res.header("set-cookie").is_none(), "the login was evicted");
+
+    // Full of sessions that clients hold: a new one is refused, none of them dropped.
+    let mut held = vec![login];
+    while held.len() < 100 {
+        let cookie = set_cookie(&client.post("/").await)
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(read(cookie.clone()).await.status(), 200);
+        held.push(cookie);
+    }
+    let refused = client.post("/").await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(store.refused(), 1);
+    for cookie in held {
+        let res = read(cookie).await;
+        assert_eq!(res.status(), 200);
+        assert!(res.header("set-cookie").is_none());
+    }
+}
