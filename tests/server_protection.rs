@@ -246,3 +246,76 @@ async fn what_already_held_keeps_holding() {
     }
     running.stop().await;
 }
+
+/// Clients trickling a request body (a byte every 300 ms) to a route that reads it hold every
+/// connection slot only until the body deadline: each gets 408 and its connection is closed,
+/// and the next client is served. A body that keeps up is unaffected.
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
+    let upload = Router::new().route(
+        "/upload",
+        axum::routing::post(|body: bytes::Bytes| async move { body.len().to_string() }),
+    );
+    let server = Server::new()
+        .max_connections(2)
+        .body_read_timeout(Duration::from_secs(1))
+        .body_min_rate(1000)
+        .keep_alive_timeout(Duration::from_secs(60))
+        .header_read_timeout(Duration::from_secs(60));
+    let running = common::spawn(server, Stack::new().service(upload.merge(app()))).await;
+    let addr = running.addr;
+    let trickle = || async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            tokio::select! {
+                read = stream.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                },
+                () = tokio::time::sleep(Duration::from_millis(300)) => {
+                    if stream.write_all(b"x").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let (first, second) = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join(trickle(), trickle()),
+    )
+    .await
+    .expect("the trickling clients are answered and closed");
+    for answer in [first, second] {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains(r#"{"detail":"Request Timeout"}"#),
+            "{answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
+    // Their slots are free: a new client is served, and a body sent at once is read whole.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = "y".repeat(5000);
+    stream
+        .write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{body}")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let answer = one_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("5000"), "{answer}");
+    running.stop().await;
+}

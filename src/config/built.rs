@@ -126,6 +126,8 @@ impl Config {
         let server = crate::serve::Server::new()
             .max_connections(s.max_connections)
             .header_read_timeout(s.header_read_timeout.get())
+            .body_read_timeout(s.body_read_timeout.get())
+            .body_min_rate(s.body_min_rate)
             .keep_alive_timeout(s.keep_alive_timeout.get())
             .drain_timeout(s.drain_timeout.get())
             .http2(!s.http1_only)

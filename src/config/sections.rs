@@ -22,6 +22,11 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// How long a request head may take once begun. Default `"30s"`.
     pub header_read_timeout: Duration,
+    /// How long a request body may take once read, plus a second per `body_min_rate` bytes
+    /// received; past it, 408 and the connection closed. `"0s"` = off. Default `"30s"`.
+    pub body_read_timeout: Duration,
+    /// Bytes a second that extend `body_read_timeout`. Default 500.
+    pub body_min_rate: u64,
     /// How long an idle HTTP/1 connection stays open. Default `"5s"`.
     pub keep_alive_timeout: Duration,
     /// How long in-flight requests get after SIGINT/SIGTERM. Default `"10s"`.
@@ -60,6 +65,8 @@ impl Default for ServerSettings {
             workers: 0,
             max_connections: 25_000,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            body_min_rate: 500,
             keep_alive_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             http1_only: false,

@@ -232,6 +232,8 @@ pub(crate) struct Watched<S> {
     pub(crate) tls: bool,
     /// Closed when the connection ends, put on each request.
     pub(crate) disconnect: super::Disconnect,
+    /// The request body rule (`None`: off), put on each request.
+    pub(crate) body_deadline: Option<(Duration, u64)>,
 }
 
 impl<S> Service<http::Request<Incoming>> for Watched<S>
@@ -265,6 +267,7 @@ where
                 inner: None,
                 refused: Some(res),
                 in_flight: Some(in_flight),
+                timed_out: None,
             };
         }
         if let Some(peer) = self.peer {
@@ -277,11 +280,18 @@ where
             req.extensions_mut().insert(crate::Secure);
         }
         req.extensions_mut().insert(self.disconnect.clone());
+        let timed_out = self.body_deadline.map(|(timeout, min_rate)| {
+            let rule = super::body_deadline::BodyDeadline::new(timeout, min_rate);
+            let flag = Arc::clone(&rule.timed_out);
+            req.extensions_mut().insert(rule);
+            flag
+        });
         let in_flight = Answering::start(&self.activity);
         WatchedFuture {
             inner: Some(self.inner.call(req)),
             refused: None,
             in_flight: Some(in_flight),
+            timed_out,
         }
     }
 }
@@ -333,6 +343,8 @@ pin_project_lite::pin_project! {
         // The answer to a request refused before the app saw it.
         refused: Option<Response>,
         in_flight: Option<Answering>,
+        // Set when the request's body missed its deadline: the answer is a 408.
+        timed_out: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -350,6 +362,15 @@ where
                 Ok(res) => res,
             },
             (None, None) => unreachable!("polled after completion"),
+        };
+        let res = if this
+            .timed_out
+            .as_ref()
+            .is_some_and(|flag| flag.load(Relaxed))
+        {
+            super::body_deadline::timed_out()
+        } else {
+            res
         };
         let in_flight = this.in_flight.take();
         Poll::Ready(Ok(res.map(|body| TrackedBody::new(body, in_flight))))

@@ -1,6 +1,7 @@
 //! [`Server`]: HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) on hyper-util, with timeouts, a
 //! connection limit, TCP or Unix sockets, and a graceful shutdown that ends.
 
+pub(crate) mod body_deadline;
 mod connection;
 mod counted;
 mod disconnect;
@@ -45,6 +46,8 @@ pub use tls::TlsConfig;
 pub struct Server {
     max_connections: usize,
     header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    body_min_rate: u64,
     keep_alive_timeout: Duration,
     drain_timeout: Duration,
     keep_alive: bool,
@@ -65,6 +68,8 @@ impl Default for Server {
         Self {
             max_connections: 25_000,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            body_min_rate: 500,
             keep_alive_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             keep_alive: true,
@@ -105,6 +110,24 @@ impl Server {
     /// request instead of a timer per request head.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a request's body may take to arrive once the app reads it, plus one second
+    /// for every [`body_min_rate`](Self::body_min_rate) bytes received (as Apache's
+    /// `mod_reqtimeout`): a client sending a byte now and then to a route that reads its body
+    /// would otherwise hold a connection slot as long as it liked. Past it, the read fails
+    /// and the answer is `408 {"detail":"Request Timeout"}` with the connection closed. Zero
+    /// turns it off. Applies to services built by a [`Stack`](crate::Stack). Defaults to 30 s.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// The data rate that extends [`body_read_timeout`](Self::body_read_timeout): one more
+    /// second per this many bytes received (0: no extension). Defaults to 500 bytes.
+    pub fn body_min_rate(mut self, bytes_per_second: u64) -> Self {
+        self.body_min_rate = bytes_per_second;
         self
     }
 

@@ -330,6 +330,8 @@ impl Shared {
             peer,
             tls,
             disconnect,
+            body_deadline: (!self.config.body_read_timeout.is_zero())
+                .then_some((self.config.body_read_timeout, self.config.body_min_rate)),
         });
         let io = TokioIo::new(Counted {
             io,

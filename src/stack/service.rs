@@ -119,6 +119,8 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
         let mut req = req.map(Body::new);
+        #[cfg(feature = "server")]
+        crate::serve::body_deadline::apply(&mut req);
         if let Some(insert) = &self.connect_info {
             insert(req.extensions_mut());
         }
