@@ -319,3 +319,170 @@ async fn a_body_that_trickles_in_gets_408_and_frees_its_slot() {
     assert!(answer.ends_with("5000"), "{answer}");
     running.stop().await;
 }
+
+/// The frame types the server sends within `window`, and whether it closed the connection.
+/// SETTINGS are acknowledged; pings are not (a peer slow to answer a GOAWAY's ping).
+async fn h2_frames_for(stream: &mut TcpStream, window: Duration) -> (Vec<u8>, bool) {
+    let mut types = Vec::new();
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return (types, false),
+            Ok(Ok(0) | Err(_)) => return (types, true),
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            if kind == SETTINGS && flags & 0x1 == 0 {
+                let _ = stream.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await;
+            }
+            types.push(kind);
+            buf.drain(..9 + len);
+        }
+    }
+}
+
+/// Every slot held by an idle HTTP/2 connection whose peer is slow to close: the one evicted
+/// for a new client gives its slot up when its GOAWAY is sent, so the new client is served
+/// while that connection is still closing.
+#[tokio::test]
+async fn an_evicted_http2_connection_frees_its_slot_when_its_goaway_is_sent() {
+    // A short drain: the connection left open is cut at its end.
+    let server = Server::new()
+        .max_connections(2)
+        .keep_alive_timeout(Duration::from_secs(60))
+        .header_read_timeout(Duration::from_secs(60))
+        .drain_timeout(Duration::from_secs(1));
+    let running = common::spawn(server, Stack::new().service(app())).await;
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(running.addr).await.unwrap();
+        stream.write_all(&h2_get()).await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.contains(&HEADERS) {
+            let (frames, closed) = h2_frames_for(&mut stream, Duration::from_millis(200)).await;
+            assert!(!closed, "closed before answering");
+            seen.extend(frames);
+        }
+        idle.push(stream);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let res = tokio::time::timeout(Duration::from_secs(20), common::get(&running.url("/")))
+        .await
+        .expect("a new client is served");
+    assert_eq!(res.status, 200);
+    // The evicted connection got its GOAWAY and is still there, waiting for its peer: its
+    // slot was given up before it closed.
+    let mut evicted_and_open = false;
+    for stream in &mut idle {
+        let (frames, closed) = h2_frames_for(stream, Duration::from_millis(200)).await;
+        evicted_and_open |= frames.contains(&GOAWAY) && !closed;
+    }
+    assert!(
+        evicted_and_open,
+        "the new client waited for an evicted connection to close"
+    );
+    running.stop().await;
+}
+
+/// An app that upgrades `/echo` to a raw echo protocol (as a WebSocket handshake does).
+fn upgrading_app() -> Router {
+    Router::new().route(
+        "/echo",
+        get(|mut req: axum::extract::Request| async move {
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            axum::response::Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "echo")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }),
+    )
+}
+
+async fn upgraded(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "closed before the 101"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    stream
+}
+
+/// An upgraded connection keeps its slot for as long as its socket lives (a new client waits
+/// at `max_connections = 1`, and is served once it closes), and is cut at the drain deadline.
+#[tokio::test]
+async fn an_upgraded_connection_keeps_its_slot_and_is_cut_at_the_drain_deadline() {
+    let server = Server::new()
+        .max_connections(1)
+        .drain_timeout(Duration::from_millis(500));
+    let running = common::spawn(server, Stack::new().service(upgrading_app().merge(app()))).await;
+    let addr = running.addr;
+    let socket = upgraded(addr).await;
+    // The slot is the upgraded socket's: a new client is not served while it lives.
+    let url = running.url("/");
+    let waiting = tokio::spawn(async move { common::get(&url).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "served while the upgraded socket held the only slot"
+    );
+    drop(socket);
+    let res = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("served once the upgraded socket closed")
+        .unwrap();
+    assert_eq!(res.status, 200);
+
+    // At the drain deadline the upgraded socket is cut, and the server stops.
+    let mut socket = upgraded(addr).await;
+    running.stop().await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the upgraded socket outlived the drain: {closed:?}"
+    );
+}

@@ -39,6 +39,8 @@ pub(crate) struct ConnActivity {
     /// Asked to give its slot to a new client (see [`Connections::evict_longest_idle`]).
     evict: tokio::sync::Notify,
     evicting: AtomicBool,
+    /// Its place among `max_connections`, held as long as its socket lives.
+    pub(crate) slot: super::slot::Slot,
 }
 
 /// Why a connection's watchdog fired.
@@ -57,8 +59,12 @@ fn clock_ms() -> u64 {
 }
 
 impl ConnActivity {
-    pub(crate) fn new(server_in_flight: &InFlight) -> Self {
+    pub(crate) fn new(
+        server_in_flight: &InFlight,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
         Self {
+            slot: super::slot::Slot::new(permit),
             in_flight: AtomicUsize::new(0),
             server_in_flight: Arc::clone(server_in_flight),
             events: AtomicU64::new(0),
@@ -373,6 +379,12 @@ where
             res
         };
         let in_flight = this.in_flight.take();
+        if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The socket goes to the upgrade, with its slot.
+            if let Some(Answering(activity)) = &in_flight {
+                activity.slot.mark_upgraded();
+            }
+        }
         Poll::Ready(Ok(res.map(|body| TrackedBody::new(body, in_flight))))
     }
 }

@@ -1,4 +1,5 @@
-//! A connection's socket, telling its watchdog when the client sends bytes.
+//! A connection's socket, telling its watchdog when the client sends bytes, and holding the
+//! connection's slot (an upgraded socket keeps it; the drain deadline can cut it).
 
 use std::io;
 use std::pin::Pin;
@@ -26,6 +27,9 @@ impl<I: AsyncRead> AsyncRead for Counted<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if let Some(err) = this.activity.slot.interrupted(cx) {
+            return Poll::Ready(Err(err));
+        }
         let before = buf.filled().len();
         let result = this.io.poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -41,6 +45,9 @@ impl<I: AsyncWrite> AsyncWrite for Counted<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(err) = self.activity.slot.interrupted(cx) {
+            return Poll::Ready(Err(err));
+        }
         self.project().io.poll_write(cx, buf)
     }
 
@@ -57,6 +64,9 @@ impl<I: AsyncWrite> AsyncWrite for Counted<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(err) = self.activity.slot.interrupted(cx) {
+            return Poll::Ready(Err(err));
+        }
         self.project().io.poll_write_vectored(cx, bufs)
     }
 

@@ -8,6 +8,7 @@ mod disconnect;
 mod listener;
 mod run;
 mod shutdown;
+mod slot;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Semaphore, TryAcquireError};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tower::Service;
 
@@ -62,6 +62,8 @@ struct Shared {
     config: Server,
     in_flight: InFlight,
     connections: Connections,
+    /// Upgraded sockets (WebSockets), which outlive their connection's task.
+    upgraded: super::slot::Upgraded,
     /// Turns true when the server begins to shut down.
     draining: watch::Receiver<bool>,
     #[cfg(feature = "tls")]
@@ -101,6 +103,7 @@ impl BoundServer {
             http1: http1_builder(&config),
             in_flight: InFlight::default(),
             connections: Connections::default(),
+            upgraded: super::slot::Upgraded::default(),
             draining,
             #[cfg(feature = "tls")]
             tls,
@@ -153,12 +156,13 @@ impl BoundServer {
             tasks.spawn(async move {
                 match accepted {
                     Accepted::Tcp(stream, peer) => {
-                        shared.connection(service, stream, Some(peer)).await;
+                        shared.connection(service, stream, Some(peer), permit).await;
                     }
                     #[cfg(unix)]
-                    Accepted::Unix(stream) => shared.connection(service, stream, None).await,
+                    Accepted::Unix(stream) => {
+                        shared.connection(service, stream, None, permit).await;
+                    }
                 }
-                drop(permit);
             });
         }
 
@@ -175,13 +179,16 @@ impl BoundServer {
         let _ = drain.send(true);
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
+            // Upgraded sockets (WebSockets) hold their slots past their connection's task.
+            let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+            let _ = permits.acquire_many(all).await;
         })
         .await;
         if drained.is_ok() {
             tracing::info!("all connections closed");
         } else {
             let cut_requests = shared.in_flight.load(Relaxed);
-            let cut_connections = tasks.len();
+            let cut_connections = tasks.len() + shared.upgraded.cut_all();
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
             tracing::warn!(
@@ -293,8 +300,13 @@ where
 
 impl Shared {
     /// One connection, start to end (TLS handshake first when configured).
-    async fn connection<S, I>(&self, service: S, io: I, peer: Option<std::net::SocketAddr>)
-    where
+    async fn connection<S, I>(
+        &self,
+        service: S,
+        io: I,
+        peer: Option<std::net::SocketAddr>,
+        permit: OwnedSemaphorePermit,
+    ) where
         S: AppService,
         I: Io,
     {
@@ -306,21 +318,27 @@ impl Shared {
                 self.config.header_read_timeout
             };
             match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
-                Ok(Ok(stream)) => self.http(service, stream, peer, true).await,
+                Ok(Ok(stream)) => self.http(service, stream, peer, true, permit).await,
                 Ok(Err(err)) => tracing::debug!(?peer, error = %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(?peer, "TLS handshake timed out"),
             }
             return;
         }
-        self.http(service, io, peer, false).await;
+        self.http(service, io, peer, false, permit).await;
     }
 
-    async fn http<S, I>(&self, service: S, io: I, peer: Option<std::net::SocketAddr>, tls: bool)
-    where
+    async fn http<S, I>(
+        &self,
+        service: S,
+        io: I,
+        peer: Option<std::net::SocketAddr>,
+        tls: bool,
+        permit: OwnedSemaphorePermit,
+    ) where
         S: AppService,
         I: Io,
     {
-        let activity = Arc::new(ConnActivity::new(&self.in_flight));
+        let activity = Arc::new(ConnActivity::new(&self.in_flight, Some(permit)));
         let _registered = self.connections.register(&activity);
         let disconnect = super::Disconnect::default();
         let _closed = super::disconnect::CloseOnDrop(Arc::clone(&disconnect.0));
@@ -387,11 +405,17 @@ impl Shared {
             }
             // HTTP/2 (a GOAWAY), or a request that began meanwhile (answered, then closed).
             tracing::debug!(?peer, "idle connection closing gracefully");
+            conn.as_mut().graceful_shutdown();
             if !activity.is_busy() {
                 give_up_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                // The GOAWAY is sent: the slot is free for the client that waits, whenever
+                // the peer closes.
+                activity.slot.release();
             }
-            conn.as_mut().graceful_shutdown();
         };
+        if activity.slot.is_upgraded() {
+            self.upgraded.keep(&activity);
+        }
         if let Err(err) = result {
             tracing::debug!(?peer, error = %err, "connection ended with an error");
         }
