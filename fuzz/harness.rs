@@ -40,14 +40,13 @@ pub fn run(name: &str, data: &[u8]) {
     }
 }
 
-/// `X-Forwarded-For` or `Forwarded` into a `ClientIp`. The first byte picks the header and
-/// the peer; the rest is the header's value. An untrusted peer is always the client; a trusted
-/// one yields an address that is either the peer or written in the header.
+/// `X-Forwarded-For` or `Forwarded` into a `ClientIp`, compared with a reference written here
+/// as plainly as possible: the rightmost address that is not a trusted proxy, walking from
+/// the peer leftwards through the header's entries; an entry that is not an address stops the
+/// walk at the proxy that wrote it. The first byte picks the header and the peer; the rest is
+/// the header's value (a line break in it makes two header lines).
 pub fn forwarded(data: &[u8]) {
     let Some((&first, value)) = data.split_first() else {
-        return;
-    };
-    let Ok(value) = HeaderValue::from_bytes(value) else {
         return;
     };
     let (kind, name) = if first & 1 == 0 {
@@ -55,9 +54,8 @@ pub fn forwarded(data: &[u8]) {
     } else {
         (ForwardedHeader::Forwarded, "forwarded")
     };
-    let trusted = TrustedProxies::parse(["127.0.0.1", "10.0.0.0/8", "::1", "2001:db8::/32"])
-        .unwrap()
-        .header(kind);
+    let nets = ["127.0.0.1/32", "10.0.0.0/8", "::1/128", "2001:db8::/32"];
+    let trusted = TrustedProxies::parse(nets).unwrap().header(kind);
     let peers: [IpAddr; 4] = [
         "127.0.0.1".parse().unwrap(),
         "10.1.2.3".parse().unwrap(),
@@ -66,20 +64,99 @@ pub fn forwarded(data: &[u8]) {
     ];
     let peer = peers[usize::from(first >> 1) % peers.len()];
     let mut headers = HeaderMap::new();
-    headers.insert(name, value.clone());
-    let ip = ClientIp::resolve(peer, &headers, &trusted);
-    if peer == peers[2] {
-        assert_eq!(ip.0, peer, "an untrusted peer is the client");
-    } else if ip.0 != peer {
-        let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
-        let shown = ip.0.to_string().to_ascii_lowercase();
-        // The address came from the header (possibly written with another spelling of the
-        // same address, e.g. IPv4-mapped IPv6, so only its presence is checked loosely).
-        assert!(
-            !text.trim().is_empty(),
-            "{peer} -> {shown} from an empty header"
-        );
+    let mut lines = Vec::new();
+    for line in value.split(|b| *b == b'\n') {
+        let Ok(line) = HeaderValue::from_bytes(line) else {
+            return;
+        };
+        headers.append(name, line.clone());
+        lines.push(line);
     }
+    let ip = ClientIp::resolve(peer, &headers, &trusted);
+    let is_trusted = |ip: IpAddr| {
+        nets.iter().any(|net| {
+            let net: ipnet::IpNet = net.parse().unwrap();
+            net.contains(&ip)
+        })
+    };
+    let expected = reference_client(peer, &lines, kind, is_trusted);
+    assert_eq!(ip.0, expected, "peer {peer}, {name}: {lines:?}");
+}
+
+/// The reference walk (see [`forwarded`]).
+fn reference_client(
+    peer: IpAddr,
+    lines: &[HeaderValue],
+    kind: ForwardedHeader,
+    is_trusted: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !is_trusted(peer) {
+        return peer;
+    }
+    // Every entry of every line, left to right.
+    let mut entries: Vec<Option<&str>> = Vec::new();
+    for line in lines {
+        match std::str::from_utf8(line.as_bytes()) {
+            Ok(text) => entries.extend(text.split(',').map(Some)),
+            // A line that is not text: nothing to its left can be read.
+            Err(_) => entries.push(None),
+        }
+    }
+    let mut client = peer;
+    for entry in entries.into_iter().rev() {
+        let address = entry.and_then(|entry| match kind {
+            ForwardedHeader::XForwardedFor => reference_address(entry),
+            _ => entry
+                .split(';')
+                .find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    key.trim().eq_ignore_ascii_case("for").then_some(value)
+                })
+                .and_then(reference_address),
+        });
+        match address {
+            None => return client,
+            Some(ip) => {
+                client = ip;
+                if !is_trusted(ip) {
+                    return ip;
+                }
+            }
+        }
+    }
+    client
+}
+
+/// An address as a proxy writes it: `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]`,
+/// `[2001:db8::1]:80`, optionally quoted; IPv4-mapped IPv6 is IPv4.
+fn reference_address(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim();
+    let raw = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => inner,
+        None => raw,
+    };
+    let port = |p: &str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+    };
+    let ip = if let Ok(ip) = raw.parse::<IpAddr>() {
+        ip
+    } else if let Some(rest) = raw.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if after.is_empty() {
+            inside.parse::<IpAddr>().ok()?
+        } else if after.strip_prefix(':').is_some_and(port) {
+            raw.parse::<std::net::SocketAddr>().ok()?.ip()
+        } else {
+            return None;
+        }
+    } else {
+        let (host, p) = raw.rsplit_once(':')?;
+        if !port(p) {
+            return None;
+        }
+        IpAddr::V4(host.parse().ok()?)
+    };
+    Some(ip.to_canonical())
 }
 
 /// An incoming `X-Request-ID`: a valid one is kept as it is, any other replaced by a fresh id
@@ -226,21 +303,68 @@ fn session_service() -> &'static StackService {
     static SERVICE: OnceLock<StackService> = OnceLock::new();
     SERVICE.get_or_init(|| {
         let sessions = Sessions::builder().secret([5u8; 64]).build().unwrap();
-        let app = Router::new().route(
-            "/",
-            get(|s: Session| async move {
-                let value: Option<String> = s.get("k").await?;
-                Ok::<_, HttpError>(format!("{value:?}"))
-            }),
-        );
+        let app = Router::new()
+            .route(
+                "/",
+                get(|s: Session| async move {
+                    let value: Option<String> = s.get("k").await?;
+                    Ok::<_, HttpError>(format!("{value:?}"))
+                }),
+            )
+            .route(
+                "/store",
+                axum::routing::post(|s: Session| async move {
+                    s.insert("k", "stored").await?;
+                    Ok::<_, HttpError>("stored")
+                }),
+            );
         Stack::new().hook(sessions).service(app)
     })
 }
 
-/// A `Cookie` header for a stack with sessions: never an error, never a session adopted from
-/// it (nothing was ever stored, so every id is unknown), and any `Set-Cookie` is well formed.
+/// The cookie value (`<signature><id>`) of the one session stored, made on first use.
+fn stored_cookie() -> &'static str {
+    static COOKIE: OnceLock<String> = OnceLock::new();
+    COOKIE.get_or_init(|| {
+        let req = Request::post("/store")
+            .body(callnext::Body::empty())
+            .unwrap();
+        let res = runtime()
+            .block_on(session_service().clone().oneshot(req))
+            .unwrap();
+        let set = res.headers()["set-cookie"].to_str().unwrap();
+        let pair = set.split(';').next().unwrap();
+        pair.strip_prefix("id=").unwrap().to_owned()
+    })
+}
+
+/// A `Cookie` header for a stack with sessions, where one session is stored. The first byte
+/// picks how the input forges a cookie from the stored one: as a whole header; as the
+/// signature in front of the stored id; as bytes xored into the stored signature; or as
+/// another cookie pair around the stored one. Never an error, any `Set-Cookie` well formed,
+/// and the stored session read only when the header carries its genuine cookie, unchanged.
 pub fn session_cookie(data: &[u8]) {
-    let Ok(value) = HeaderValue::from_bytes(data) else {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let genuine = stored_cookie();
+    // The cookie crate's signed value: a base64 HMAC (44 characters), then the id.
+    let (signature, id) = genuine.split_at(44);
+    let text = String::from_utf8_lossy(rest);
+    let header = match mode % 4 {
+        0 => text.into_owned(),
+        1 => format!("id={text}{id}"),
+        2 => {
+            let mut forged = signature.as_bytes().to_vec();
+            let n = forged.len();
+            for (i, b) in rest.iter().enumerate() {
+                forged[i % n] ^= b;
+            }
+            format!("id={}{id}", String::from_utf8_lossy(&forged))
+        }
+        _ => format!("{text}; id={genuine}"),
+    };
+    let Ok(value) = HeaderValue::from_str(&header) else {
         return;
     };
     let mut req = Request::get("/").body(callnext::Body::empty()).unwrap();
@@ -257,5 +381,15 @@ pub fn session_cookie(data: &[u8]) {
         .block_on(http_body_util::BodyExt::collect(res.into_body()))
         .unwrap()
         .to_bytes();
-    assert_eq!(&body[..], b"None");
+    let carries_genuine = header
+        .split(';')
+        .any(|pair| pair.trim() == format!("id={genuine}"));
+    if &body[..] == b"Some(\"stored\")" {
+        assert!(
+            carries_genuine,
+            "the stored session read through a forged cookie: {header}"
+        );
+    } else {
+        assert_eq!(&body[..], b"None", "{header}");
+    }
 }
