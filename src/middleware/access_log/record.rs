@@ -267,7 +267,7 @@ impl Record {
                     line,
                     "{client} - {user} [{}] \"{} {} {}\" {} {bytes}",
                     clf_time(self.at),
-                    self.method,
+                    quoted(self.method.as_str()),
                     quoted(&target),
                     self.protocol,
                     self.status
@@ -412,6 +412,41 @@ mod tests {
             let mut line = String::new();
             push_millis(&mut line, us, &mut int);
             assert_eq!(line, format!("{:?}", us as f64 / 1e3), "{us} µs");
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_line_is_cut() {
+        let huge = "M".repeat(60 * 1024);
+        let record = Record {
+            client_ip: Some(IpAddr::from([192, 0, 2, 1])),
+            method: http::Method::from_bytes(huge.as_bytes()).unwrap(),
+            route: None,
+            uri: format!("/{}?q={}", &huge[..30_000], &huge[..30_000])
+                .parse()
+                .unwrap(),
+            redact: false,
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 2,
+            ttfb_us: Some(1),
+            duration_us: 2,
+            request_id: None,
+            user_agent: Some(http::HeaderValue::from_str(&huge).unwrap()),
+            referer: Some(http::HeaderValue::from_str(&huge).unwrap()),
+            answered_by: None,
+            user: Some(crate::UserId::new(huge.clone())),
+            trace_id: None,
+            at: UNIX_EPOCH,
+        };
+        for format in [Format::Json, Format::Common, Format::Combined] {
+            let line = record.line(format, &[]);
+            assert!(
+                line.len() < 8 * 1024,
+                "{format:?}: a line of {} bytes",
+                line.len()
+            );
         }
     }
 
