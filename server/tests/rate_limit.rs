@@ -84,6 +84,15 @@ async fn two_instances_share_one_limit_through_redis() {
 async fn instances_whose_clocks_differ_by_minutes_agree() {
     let config = config("skew");
     let args = ["--config", config.as_str(), "--no-simulated-io"];
+    // A missing program says which package provides it (`./test` installs it).
+    let found = std::process::Command::new("faketime")
+        .args(["-f", "+0", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "`faketime` is missing (Debian package `faketime`): this test runs a second server ten minutes ahead under it (`./test` installs it)"
+    );
     let a = Server::start(&args).await;
     // The second instance's wall clock runs ten minutes ahead (its monotonic clock, which no
     // two machines share anyway, is left alone: timed waits would otherwise sleep for ten
