@@ -59,6 +59,28 @@
 //!
 //! The README has the whole picture: serving, state, errors, the blocking detector, metrics.
 
+// On docs.rs (every feature, nightly), each feature-gated item is marked with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// Links to feature-gated items are checked in the build with every feature (CI's, docs.rs's);
+// with fewer features they may point at nothing, which is no error there.
+#![cfg_attr(
+    not(all(
+        feature = "server",
+        feature = "prometheus",
+        feature = "config",
+        feature = "compression",
+        feature = "tls",
+        feature = "validator",
+        feature = "sql",
+        feature = "redis",
+        feature = "jwt",
+        feature = "external-auth",
+        feature = "log-shipping",
+        feature = "otel"
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
 pub mod admin;
 pub mod backends;
 mod background;
