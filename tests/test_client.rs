@@ -101,3 +101,58 @@ async fn an_endless_stream_is_read_chunk_by_chunk() {
     }
     // Dropping the stream ends the test: nothing waits for the end of an endless body.
 }
+
+/// The cookie jar: a session login, a request that reads it, a logout that clears the cookie;
+/// a request with a `Cookie` header of its own sends that one instead.
+#[tokio::test]
+async fn the_cookie_jar_carries_a_session_from_login_to_logout() {
+    use callnext::middleware::session::{Session, Sessions};
+    let app = axum::Router::new()
+        .route(
+            "/login",
+            axum::routing::post(|s: Session| async move {
+                s.insert("user", "ann").await?;
+                s.cycle_id().await?;
+                Ok::<_, callnext::HttpError>("in")
+            }),
+        )
+        .route(
+            "/me",
+            axum::routing::get(|s: Session| async move {
+                let user: Option<String> = s.get("user").await?;
+                Ok::<_, callnext::HttpError>(user.unwrap_or_else(|| "nobody".to_owned()))
+            }),
+        )
+        .route(
+            "/logout",
+            axum::routing::post(|s: Session| async move {
+                s.destroy().await?;
+                Ok::<_, callnext::HttpError>("out")
+            }),
+        );
+    let sessions = Sessions::builder().secret([2u8; 64]).build().unwrap();
+    let client =
+        callnext::TestClient::new(callnext::Stack::new().hook(sessions).service(app)).cookies();
+    assert_eq!(client.get("/me").await.text(), "nobody");
+    assert_eq!(client.post("/login").send().await.status(), 200);
+    let id = client.cookie("id").expect("the login's cookie is kept");
+    assert_eq!(client.get("/me").await.text(), "ann");
+    // A clone shares the jar; an explicit header wins over it.
+    assert_eq!(client.clone().get("/me").await.text(), "ann");
+    assert_eq!(
+        client.get("/me").header("cookie", "id=other").await.text(),
+        "nobody"
+    );
+    assert_eq!(client.post("/logout").send().await.status(), 200);
+    assert_eq!(client.cookie("id"), None, "the logout expired the cookie");
+    assert_eq!(client.get("/me").await.text(), "nobody");
+    // The old cookie, sent by hand, is a logged-out session too.
+    assert_eq!(
+        client
+            .get("/me")
+            .header("cookie", format!("id={id}"))
+            .await
+            .text(),
+        "nobody"
+    );
+}

@@ -1,10 +1,16 @@
 //! [`TestClient`]: send requests to an app and its stack in-process, no socket needed.
 
+mod jar;
+mod response;
+
+pub use response::{TestResponse, TestStream};
+
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -45,6 +51,8 @@ use crate::{Request, Response};
 pub struct TestClient<S> {
     service: S,
     peer: SocketAddr,
+    /// The cookie jar, when [`TestClient::cookies`] turned it on (shared by the clones).
+    jar: Option<Arc<Mutex<jar::Jar>>>,
 }
 
 impl<S> fmt::Debug for TestClient<S> {
@@ -67,7 +75,55 @@ where
         Self {
             service,
             peer: SocketAddr::from(([127, 0, 0, 1], 50000)),
+            jar: None,
         }
+    }
+
+    /// Keeps the cookies answers set, as a browser (and Starlette's `TestClient`) does, and
+    /// sends them with every later request that has no `Cookie` header of its own; a cookie
+    /// an answer expires (`Max-Age=0`) is dropped. Clones share the jar.
+    ///
+    /// ```
+    /// use callnext::middleware::session::{Session, Sessions};
+    /// use callnext::{HttpError, Stack, TestClient};
+    /// use axum::{routing::{get, post}, Router};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let app = Router::new()
+    ///     .route("/login", post(|s: Session| async move {
+    ///         s.insert("user", "ann").await?;
+    ///         s.cycle_id().await?;
+    ///         Ok::<_, HttpError>("in")
+    ///     }))
+    ///     .route("/me", get(|s: Session| async move {
+    ///         Ok::<_, HttpError>(s.get::<String>("user").await?.unwrap_or_default())
+    ///     }))
+    ///     .route("/logout", post(|s: Session| async move {
+    ///         s.destroy().await?;
+    ///         Ok::<_, HttpError>("out")
+    ///     }));
+    /// let sessions = Sessions::builder().secret([1u8; 64]).build().unwrap();
+    /// let client = TestClient::new(Stack::new().hook(sessions).service(app)).cookies();
+    ///
+    /// client.post("/login").send().await;
+    /// assert!(client.cookie("id").is_some());
+    /// assert_eq!(client.get("/me").await.text(), "ann");
+    /// client.post("/logout").send().await;
+    /// assert_eq!(client.cookie("id"), None);
+    /// assert_eq!(client.get("/me").await.text(), "");
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn cookies(mut self) -> Self {
+        self.jar.get_or_insert_with(Arc::default);
+        self
+    }
+
+    /// The value of the cookie `name` in the jar (see [`TestClient::cookies`]).
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let jar = self.jar.as_ref()?;
+        let jar = jar.lock().unwrap_or_else(PoisonError::into_inner);
+        jar.get(name).map(str::to_owned)
     }
 
     /// Sends the requests as if from `peer` (a client address for rate limits, allow-lists,
@@ -100,11 +156,26 @@ where
         if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
             req.extensions_mut().insert(ConnectInfo(self.peer));
         }
+        let jar = self.jar.clone();
+        if let Some(jar) = &jar {
+            if !req.headers().contains_key(header::COOKIE) {
+                let jar = jar.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(cookies) = jar.header() {
+                    req.headers_mut().insert(header::COOKIE, cookies);
+                }
+            }
+        }
         async move {
-            match service.oneshot(req).await {
+            let res = match service.oneshot(req).await {
                 Ok(res) => res,
                 Err(never) => match never {},
+            };
+            if let Some(jar) = jar {
+                jar.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .store(res.headers());
             }
+            res
         }
     }
 
@@ -259,129 +330,5 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.send())
-    }
-}
-
-/// A response from [`TestRequest::stream`], its body read as it arrives.
-///
-/// ```
-/// use callnext::{Stack, TestClient};
-/// use axum::{response::sse::{Event, Sse}, routing::get, Router};
-///
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// // An endless event stream.
-/// let app = Router::new().route("/events", get(|| async {
-///     let events = futures_util::stream::repeat_with(|| Ok::<_, std::convert::Infallible>(Event::default().data("tick")));
-///     Sse::new(events)
-/// }));
-/// let client = TestClient::new(Stack::new().service(app));
-/// let mut stream = client.get("/events").stream().await;
-/// assert_eq!(stream.header("content-type"), Some("text/event-stream"));
-/// assert_eq!(stream.next_chunk().await.unwrap(), "data: tick\n\n");
-/// assert_eq!(stream.next_chunk().await.unwrap(), "data: tick\n\n");
-/// # });
-/// ```
-#[derive(Debug)]
-pub struct TestStream {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Body,
-}
-
-impl TestStream {
-    /// The status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// One header as text (the first value), if present and valid text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The next chunk of the body; `None` once it ended. Trailers are skipped.
-    ///
-    /// # Panics
-    ///
-    /// When the body fails: the test fails with the error.
-    pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        while let Some(frame) = self.body.frame().await {
-            let frame = frame.unwrap_or_else(|err| panic!("response body failed: {err}"));
-            if let Ok(data) = frame.into_data() {
-                return Some(data);
-            }
-        }
-        None
-    }
-}
-
-/// A buffered response from [`TestClient`].
-#[derive(Debug)]
-pub struct TestResponse {
-    status: StatusCode,
-    headers: HeaderMap,
-    extensions: http::Extensions,
-    body: Bytes,
-}
-
-impl TestResponse {
-    async fn buffer(res: Response) -> Self {
-        let (parts, body) = res.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_else(|err| panic!("response body failed: {err}"));
-        Self {
-            status: parts.status,
-            headers: parts.headers,
-            extensions: parts.extensions,
-            body,
-        }
-    }
-
-    /// The status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
-    /// One header as text (the first value), if present and valid text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The response extensions (typed values handlers and middlewares attached).
-    pub fn extensions(&self) -> &http::Extensions {
-        &self.extensions
-    }
-
-    /// The body bytes.
-    pub fn bytes(&self) -> &Bytes {
-        &self.body
-    }
-
-    /// The body as text (lossy).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON, into `T` (`serde_json::Value` for any JSON).
-    ///
-    /// # Panics
-    ///
-    /// When the body is not JSON of that shape: the test fails with the body in the message.
-    pub fn json<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|err| panic!("body is not the expected JSON ({err}): {}", self.text()))
     }
 }
