@@ -145,3 +145,18 @@ async fn a_hook_answering_early_with_flow_respond_gets_the_id_too() {
         r#"{"detail":"Not authenticated","request_id":"r9"}"#
     );
 }
+
+/// Turned off, error bodies stay FastAPI's exactly; the id is still on the response.
+#[tokio::test]
+async fn error_bodies_can_stay_fastapis() {
+    for stack in [
+        Stack::new().hook(SetRequestId::new().in_error_body(false)),
+        common::stack_from_config("[middleware.request_id]\nerror_body = false\n").unwrap(),
+    ] {
+        let client = TestClient::new(stack.service(app()));
+        let res = client.get("/nope").header("x-request-id", "req-9").await;
+        assert_eq!(res.status(), 404);
+        assert_eq!(res.header("x-request-id"), Some("req-9"));
+        assert_eq!(res.text(), r#"{"detail":"Not Found"}"#);
+    }
+}

@@ -23,6 +23,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
         header: String,
         invalid: Invalid,
         uuid_only: bool,
+        error_body: bool,
     }
     impl Default for Settings {
         fn default() -> Self {
@@ -30,6 +31,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
                 header: "x-request-id".to_owned(),
                 invalid: Invalid::Replace,
                 uuid_only: false,
+                error_body: true,
             }
         }
     }
@@ -43,6 +45,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
         SetRequestId::new()
             .header(header)
             .on_invalid(on_invalid)
-            .uuid_only(s.uuid_only),
+            .uuid_only(s.uuid_only)
+            .in_error_body(s.error_body),
     ))
 }

@@ -94,6 +94,8 @@ pub struct SetRequestId {
     header: HeaderName,
     on_invalid: OnInvalid,
     uuid_only: bool,
+    /// Whether the JSON of an error callnext rendered gains `"request_id"`.
+    in_error_body: bool,
     /// `Invalid X-Request-ID header`, made once.
     invalid_detail: String,
 }
@@ -111,6 +113,7 @@ impl SetRequestId {
             header: X_REQUEST_ID.clone(),
             on_invalid: OnInvalid::Replace,
             uuid_only: false,
+            in_error_body: true,
             invalid_detail: invalid_detail(&X_REQUEST_ID),
         }
     }
@@ -125,6 +128,14 @@ impl SetRequestId {
     /// What to do with an invalid incoming id. Defaults to [`OnInvalid::Replace`].
     pub fn on_invalid(mut self, on_invalid: OnInvalid) -> Self {
         self.on_invalid = on_invalid;
+        self
+    }
+
+    /// Whether the JSON body of an error callnext renders (`{"detail":...}`: a 404, a 422, an
+    /// `HttpError`) gains `"request_id"` beside `detail`, so a client can quote it. Turn it off
+    /// to keep FastAPI's bodies exactly (the id stays in the header). Defaults to on.
+    pub fn in_error_body(mut self, on: bool) -> Self {
+        self.in_error_body = on;
         self
     }
 
@@ -185,7 +196,7 @@ impl Hook for SetRequestId {
                 let mut res = axum::response::IntoResponse::into_response(HttpError::bad_request(
                     self.invalid_detail.clone(),
                 ));
-                decorate(&self.header, &id, &mut res);
+                decorate(&self.header, &id, &mut res, self.in_error_body);
                 return Flow::Respond(res);
             }
             _ => fresh(),
@@ -200,15 +211,15 @@ impl Hook for SetRequestId {
     }
 
     fn on_response<'a>(&'a self, id: HeaderValue, res: &'a mut Response) -> Flow<'a> {
-        decorate(&self.header, &id, res);
+        decorate(&self.header, &id, res, self.in_error_body);
         Flow::Continue(())
     }
 }
 
 /// The id on a response: its header, and `"request_id"` in the JSON of an error callnext
 /// rendered.
-fn decorate(header: &HeaderName, id: &HeaderValue, res: &mut Response) {
-    if let Some(RenderedError(body)) = res.extensions().get::<RenderedError>() {
+fn decorate(header: &HeaderName, id: &HeaderValue, res: &mut Response, in_body: bool) {
+    if let Some(RenderedError(body)) = res.extensions().get::<RenderedError>().filter(|_| in_body) {
         // `{"detail":...}` + `,"request_id":"<id>"}`; the id's characters need no escaping
         // (incoming ids are checked, fresh ones are UUIDs).
         if body.last() == Some(&b'}') && !body.windows(13).any(|w| w == b"\"request_id\":") {
