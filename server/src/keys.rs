@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use callnext::config::Config;
-use callnext::middleware::auth::SqlKeyStore;
+use callnext::middleware::auth::{KeyCommand, SqlKeyStore};
 
 /// What to do with the keys.
 #[derive(Debug, clap::Subcommand)]
@@ -61,56 +61,10 @@ pub(crate) fn run(config: &Config, store: Option<String>, action: KeysAction) ->
             return ExitCode::FAILURE;
         }
     };
-    let done = runtime.block_on(async {
-        match action {
-            KeysAction::Create { name, scopes } => {
-                let made = keys.create(&name, &scopes).await?;
-                println!("{}", made.key);
-                eprintln!(
-                    "made key {} for {name}: keep it now, it is not shown again",
-                    made.stored.id
-                );
-            }
-            KeysAction::List => {
-                println!(
-                    "{:<16}  {:<20}  {:<13}  {:<13}  scopes",
-                    "id", "name", "made (ms)", "revoked (ms)"
-                );
-                for key in keys.list().await? {
-                    let revoked = key
-                        .revoked_ms
-                        .map_or_else(|| "-".to_owned(), |t| t.to_string());
-                    println!(
-                        "{:<16}  {:<20}  {:<13}  {:<13}  {}",
-                        key.id,
-                        key.name,
-                        key.created_ms,
-                        revoked,
-                        key.scopes.join(",")
-                    );
-                }
-            }
-            KeysAction::Revoke { key } => {
-                if keys.revoke(&key).await? {
-                    println!("revoked {key}");
-                } else {
-                    let named = keys.revoke_named(&key).await?;
-                    if named == 0 {
-                        // A script revoking a leaked key must see that nothing was done.
-                        eprintln!("error: no live key with id or name `{key}`");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                    println!("revoked {named} key(s) named {key}");
-                }
-            }
-        }
-        Ok::<_, callnext::middleware::auth::KeyStoreError>(ExitCode::SUCCESS)
-    });
-    match done {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    let command = match action {
+        KeysAction::Create { name, scopes } => KeyCommand::Create { name, scopes },
+        KeysAction::List => KeyCommand::List,
+        KeysAction::Revoke { key } => KeyCommand::Revoke { key },
+    };
+    runtime.block_on(command.run(&keys))
 }

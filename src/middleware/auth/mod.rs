@@ -66,6 +66,8 @@ mod identity;
 #[cfg(feature = "jwt")]
 mod jwt;
 #[cfg(feature = "sql")]
+mod keys_command;
+#[cfg(feature = "sql")]
 mod sql;
 
 use std::any::Any;
@@ -94,6 +96,8 @@ use self::identity::Who;
 pub use self::identity::{AuthMethod, Identity};
 #[cfg(feature = "jwt")]
 pub use self::jwt::Jwt;
+#[cfg(feature = "sql")]
+pub use self::keys_command::KeyCommand;
 #[cfg(feature = "sql")]
 pub use self::sql::SqlKeyStore;
 use crate::{ApiKeyId, ConfigError, Flow, Hook, HttpError, Request, Response, UserId};
