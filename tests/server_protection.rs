@@ -34,29 +34,7 @@ fn h2_get() -> Vec<u8> {
 /// The type of each HTTP/2 frame the server sends until it closes the connection (or
 /// `within` passes), acknowledging its SETTINGS as a client must.
 async fn h2_frames(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
-    let mut types = Vec::new();
-    let mut buf = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let mut chunk = [0u8; 4096];
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return types,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        while buf.len() >= 9 {
-            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
-            }
-            let (kind, flags) = (buf[3], buf[4]);
-            if kind == 0x4 && flags & 0x1 == 0 {
-                let _ = stream.write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0]).await;
-            }
-            types.push(kind);
-            buf.drain(..9 + len);
-        }
-    }
+    h2_frames_for(stream, within).await.0
 }
 
 const HEADERS: u8 = 0x1;

@@ -129,12 +129,9 @@ impl RedisStore {
     ) -> Result<Decision, StoreError> {
         let call = async {
             let mut connection = self.redis.connection().await?;
-            let mut invocation = self.script.prepare_invoke();
-            invocation.arg(cost);
-            for (key, rate) in keys.iter().zip(rates) {
-                invocation.key(key).arg(rate.interval_us).arg(rate.burst);
-            }
-            let reply = invocation.invoke_async::<Vec<i64>>(&mut connection).await?;
+            let reply = invocation(&self.script, keys, rates, cost)
+                .invoke_async::<Vec<i64>>(&mut connection)
+                .await?;
             parse(&reply, rates.len()).ok_or_else(|| {
                 redis::RedisError::from((
                     redis::ErrorKind::TypeError,
@@ -155,18 +152,29 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let call = async {
             let mut connection = self.redis.connection().await?;
-            let mut invocation = self.refund.prepare_invoke();
-            invocation.arg(cost);
-            for (key, rate) in keys.iter().zip(rates) {
-                invocation.key(key).arg(rate.interval_us).arg(rate.burst);
-            }
-            invocation
+            invocation(&self.refund, keys, rates, cost)
                 .invoke_async::<i64>(&mut connection)
                 .await
                 .map(drop)
         };
         self.guard.call(limiter, call).await
     }
+}
+
+/// A script's call over `keys` (one per policy): the cost, then each policy's interval and
+/// burst.
+fn invocation<'a>(
+    script: &'a Script,
+    keys: &[String],
+    rates: &[Rate],
+    cost: u64,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(cost);
+    for (key, rate) in keys.iter().zip(rates) {
+        invocation.key(key).arg(rate.interval_us).arg(rate.burst);
+    }
+    invocation
 }
 
 fn parse(reply: &[i64], n: usize) -> Option<Decision> {
