@@ -107,22 +107,22 @@ impl HttpError {
     }
 }
 
-/// `http error 404: Item 99 not found`: the status code, then the detail (a string as it
-/// is, other JSON compact). Stable: logs and tests may match it.
+/// `404: Item 99 not found`, as Starlette's `str(HTTPException(...))`: the status code, then
+/// the detail (a string as it is, other JSON compact). Stable: logs and tests may match it.
 ///
 /// ```
 /// use callnext::HttpError;
 ///
-/// assert_eq!(HttpError::not_found("Item 99 not found").to_string(), "http error 404: Item 99 not found");
+/// assert_eq!(HttpError::not_found("Item 99 not found").to_string(), "404: Item 99 not found");
 /// let err = HttpError::new(http::StatusCode::CONFLICT, serde_json::json!({"id": 7}));
-/// assert_eq!(err.to_string(), r#"http error 409: {"id":7}"#);
+/// assert_eq!(err.to_string(), r#"409: {"id":7}"#);
 /// ```
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let code = self.0.status.as_u16();
         match &self.0.detail {
-            Value::String(s) => write!(f, "http error {code}: {s}"),
-            other => write!(f, "http error {code}: {other}"),
+            Value::String(s) => write!(f, "{code}: {s}"),
+            other => write!(f, "{code}: {other}"),
         }
     }
 }

@@ -106,7 +106,7 @@ async fn an_http_error_from_the_body_stream_is_that_error() {
     )));
     let err = callnext::body::read_body(&mut req, 1024).await.unwrap_err();
     assert_eq!(err.status(), 403);
-    assert_eq!(err.to_string(), "http error 403: no more");
+    assert_eq!(err.to_string(), "403: no more");
 }
 
 #[tokio::test]
