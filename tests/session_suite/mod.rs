@@ -16,11 +16,12 @@ use callnext::{HttpError, Stack, TestClient};
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, Mutex};
 
-/// A store, with its calls counted.
+/// A store, with its calls counted; its `destroy` fails while `fail_destroy` is set.
 #[derive(Clone)]
 pub struct Counted<S> {
     store: S,
     calls: Arc<AtomicUsize>,
+    fail_destroy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<S: SessionStore> SessionStore for Counted<S> {
@@ -43,6 +44,9 @@ impl<S: SessionStore> SessionStore for Counted<S> {
     }
     fn destroy<'a>(&'a self, id: &'a str, until: u64) -> BoxFuture<'a, Result<(), StoreError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail_destroy.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(StoreError("the store went away".into())) });
+        }
         self.store.destroy(id, until)
     }
 }
@@ -158,6 +162,7 @@ pub async fn untouched_requests_cost_no_store_call_and_get_no_cookie(store: impl
     let store = Counted {
         store,
         calls: Arc::clone(&calls),
+        fail_destroy: Arc::default(),
     };
     let client = client(store, Gates::default());
     let res = client.get("/untouched").await;
@@ -281,43 +286,14 @@ pub async fn cycle_id_keeps_the_data_and_ends_the_old_id(store: impl SessionStor
     assert_eq!(get_key(&client, &old, "cart").await, "None");
 }
 
-/// A store whose `destroy` fails while `failing` is set.
-#[derive(Clone)]
-pub struct NoDestroy<S> {
-    store: S,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<S: SessionStore> SessionStore for NoDestroy<S> {
-    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Record>, StoreError>> {
-        self.store.load(id)
-    }
-    fn create<'a>(&'a self, id: &'a str, r: &'a Record) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.store.create(id, r)
-    }
-    fn save<'a>(
-        &'a self,
-        id: &'a str,
-        r: &'a Record,
-        v: u64,
-    ) -> BoxFuture<'a, Result<Saved, StoreError>> {
-        self.store.save(id, r, v)
-    }
-    fn destroy<'a>(&'a self, id: &'a str, until: u64) -> BoxFuture<'a, Result<(), StoreError>> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError("the store went away".into())) });
-        }
-        self.store.destroy(id, until)
-    }
-}
-
 /// A login cycles the id: the old id (a cookie an attacker may have planted) never carries
 /// the logged-in data, even when ending it fails.
 pub async fn a_cycled_id_never_puts_the_new_data_under_the_old_id(store: impl SessionStore) {
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = NoDestroy {
+    let store = Counted {
         store,
-        failing: Arc::clone(&failing),
+        calls: Arc::default(),
+        fail_destroy: Arc::clone(&failing),
     };
     let client = client(store, Gates::default());
     let planted = cookie(&client.post("/set/cart/3").await);
