@@ -5,6 +5,7 @@ pub(crate) mod body_deadline;
 mod connection;
 mod counted;
 mod disconnect;
+mod hyper_conn;
 mod listener;
 mod run;
 mod shutdown;

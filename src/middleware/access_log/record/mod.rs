@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::printable::{bounded, is_hostile, MAX_LOGGED_BYTES};
 
@@ -93,68 +93,6 @@ pub(super) fn protocol(version: http::Version) -> &'static str {
         http::Version::HTTP_3 => "HTTP/3.0",
         _ => "HTTP/1.1",
     }
-}
-
-/// The query with the values of secret parameters replaced by `REDACTED`: those named in
-/// `redact`, and any whose name ends like a credential's (`_token`, `_secret`, `password`,
-/// `api_key`). Names are compared as an application reads them: percent-decoded, `+` as a
-/// space, a trailing `[]` or `[index]` dropped, case and `-`/`_` ignored; pairs are separated
-/// by `&` or `;`.
-pub(super) fn redact_query(query: &str, redact: &[String]) -> String {
-    let mut out = String::with_capacity(query.len());
-    let mut rest = query;
-    loop {
-        let end = rest.find(['&', ';']).unwrap_or(rest.len());
-        let pair = &rest[..end];
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !value.is_empty() && is_secret_name(key, redact) {
-            out.push_str(key);
-            out.push_str("=REDACTED");
-        } else {
-            out.push_str(pair);
-        }
-        match rest[end..].chars().next() {
-            Some(separator) => {
-                out.push(separator);
-                rest = &rest[end + 1..];
-            }
-            None => return out,
-        }
-    }
-}
-
-/// Whether a query parameter's name names a secret (see [`redact_query`]).
-fn is_secret_name(raw: &str, redact: &[String]) -> bool {
-    let key = normalized_name(raw);
-    redact.iter().any(|r| normalized_name(r) == key)
-        || [
-            "_token",
-            "_secret",
-            "password",
-            "api_key",
-            "apikey",
-            "_sig",
-            "signature",
-        ]
-        .iter()
-        .any(|end| key.ends_with(end))
-}
-
-/// A parameter name as compared: percent-decoded, `+` as a space, lowercase, `-` as `_`,
-/// without a trailing `[...]`.
-fn normalized_name(raw: &str) -> String {
-    let decoded: String = form_urlencoded::parse(format!("{raw}=").as_bytes())
-        .next()
-        .map(|(k, _)| k.into_owned())
-        .unwrap_or_default();
-    let base = match decoded
-        .strip_suffix(']')
-        .and_then(|k| k.rfind('[').map(|at| &k[..at]))
-    {
-        Some(base) => base.to_owned(),
-        None => decoded,
-    };
-    base.trim().to_ascii_lowercase().replace('-', "_")
 }
 
 impl Record {
@@ -337,30 +275,6 @@ fn json_str(out: &mut String, value: Option<&[u8]>) {
     out.push('"');
 }
 
-/// `2026-12-01T20:30:00.123Z`.
-fn rfc3339(out: &mut String, at: SystemTime) {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    // Digit by digit: `write!` with widths was a tenth of a record's cost.
-    let mut text = *b"0000-00-00T00:00:00.000Z";
-    let mut digits = |at: usize, width: usize, mut value: u64| {
-        for i in (at..at + width).rev() {
-            text[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    digits(0, 4, u64::try_from(year.clamp(0, 9999)).unwrap_or(0));
-    digits(5, 2, u64::from(month));
-    digits(8, 2, u64::from(day));
-    digits(11, 2, rest / 3600);
-    digits(14, 2, rest % 3600 / 60);
-    digits(17, 2, rest % 60);
-    digits(20, 3, u64::from(since.subsec_millis()));
-    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
-}
-
 /// A value inside double quotes of a text log line: quotes, backslashes, control and
 /// invisible formatting characters escaped, so a client cannot forge fields or lines, and
 /// at most [`MAX_LOGGED_BYTES`] of it kept.
@@ -368,155 +282,11 @@ fn quoted(value: &str) -> String {
     crate::Printable::new(value).to_string()
 }
 
-/// `10/Oct/2000:13:55:36 +0000`, in UTC.
-fn clf_time(at: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(i64::try_from(days).unwrap_or(0));
-    format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
+mod redact;
+mod time;
 
-/// The civil date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+use redact::redact_query;
+use time::{clf_time, rfc3339};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn milliseconds_are_written_as_the_shortest_float() {
-        let mut int = itoa::Buffer::new();
-        // Up to years: where a float still holds every microsecond.
-        let values = (0..20_000u64).chain([999_999, 1_000_000, 86_400_000_123, 10u64.pow(15) + 7]);
-        for us in values {
-            let mut line = String::new();
-            push_millis(&mut line, us, &mut int);
-            assert_eq!(line, format!("{:?}", us as f64 / 1e3), "{us} µs");
-        }
-    }
-
-    #[test]
-    fn every_field_of_a_line_is_cut() {
-        let huge = "M".repeat(60 * 1024);
-        let record = Record {
-            client_ip: Some(IpAddr::from([192, 0, 2, 1])),
-            method: http::Method::from_bytes(huge.as_bytes()).unwrap(),
-            route: None,
-            uri: format!("/{}?q={}", &huge[..30_000], &huge[..30_000])
-                .parse()
-                .unwrap(),
-            redact: false,
-            protocol: "HTTP/1.1",
-            status: 200,
-            bytes_in: 0,
-            bytes_out: 2,
-            ttfb_us: Some(1),
-            duration_us: 2,
-            request_id: None,
-            user_agent: Some(http::HeaderValue::from_str(&huge).unwrap()),
-            referer: Some(http::HeaderValue::from_str(&huge).unwrap()),
-            answered_by: None,
-            user: Some(crate::UserId::new(huge.clone())),
-            trace_id: None,
-            at: UNIX_EPOCH,
-        };
-        for format in [Format::Json, Format::Common, Format::Combined] {
-            let line = record.line(format, &[]);
-            assert!(
-                line.len() < 8 * 1024,
-                "{format:?}: a line of {} bytes",
-                line.len()
-            );
-        }
-    }
-
-    #[test]
-    fn dates_and_quoting() {
-        let at = UNIX_EPOCH + Duration::from_secs(971_186_136); // 2000-10-10T13:55:36Z
-        assert_eq!(clf_time(at), "10/Oct/2000:13:55:36 +0000");
-        assert_eq!(
-            clf_time(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "29/Feb/2000:00:00:00 +0000"
-        );
-        assert_eq!(quoted("a\"b\\c\nd"), "a\\\"b\\\\c\\u{a}d");
-    }
-
-    #[test]
-    fn json_strings_and_times_are_escaped_and_exact() {
-        let mut out = String::new();
-        json_str(&mut out, Some(b"a\"b\\c\n\x01\xff"));
-        assert_eq!(out, "\"a\\\"b\\\\c\\n\\u0001\u{fffd}\"");
-        let parsed: String = serde_json::from_str(&out).unwrap();
-        assert_eq!(parsed, "a\"b\\c\n\u{1}\u{fffd}");
-        let mut plain = String::new();
-        json_str(&mut plain, Some(b"/items/1?q=a b"));
-        assert_eq!(plain, "\"/items/1?q=a b\"");
-        let mut long = String::new();
-        json_str(&mut long, Some("x".repeat(MAX_LOGGED_BYTES + 5).as_bytes()));
-        assert!(long.ends_with("...[5 more bytes]\""), "{long}");
-        let mut time = String::new();
-        rfc3339(
-            &mut time,
-            UNIX_EPOCH + Duration::from_millis(971_186_136_042),
-        );
-        assert_eq!(time, "2000-10-10T13:55:36.042Z");
-    }
-
-    #[test]
-    fn secrets_in_queries_are_redacted() {
-        let redact = vec!["token".to_owned(), "api_key".to_owned()];
-        assert_eq!(
-            redact_query("q=shoes&token=abc&API_KEY=x&flag", &redact),
-            "q=shoes&token=REDACTED&API_KEY=REDACTED&flag"
-        );
-        // Encoded, bracketed, `;`-separated and spelled otherwise: still the same names.
-        for (query, logged) in [
-            ("to%6Ben=abc", "to%6Ben=REDACTED"),
-            (
-                "token[]=abc&token[1]=def",
-                "token[]=REDACTED&token[1]=REDACTED",
-            ),
-            ("a=1;token=abc", "a=1;token=REDACTED"),
-            ("api-key=abc", "api-key=REDACTED"),
-            ("Api%2DKey=abc", "Api%2DKey=REDACTED"),
-            (
-                "client_secret=abc&refresh_token=def",
-                "client_secret=REDACTED&refresh_token=REDACTED",
-            ),
-            (
-                "github_token=abc&x-amz-signature=def",
-                "github_token=REDACTED&x-amz-signature=REDACTED",
-            ),
-            ("db_password=abc", "db_password=REDACTED"),
-            ("page=2&sort=name&token", "page=2&sort=name&token"),
-            ("", ""),
-        ] {
-            assert_eq!(redact_query(query, &redact), logged, "{query}");
-        }
-        // Names that only look alike are kept.
-        assert_eq!(
-            redact_query("tokens=3&monkey=1", &redact),
-            "tokens=3&monkey=1"
-        );
-    }
-}
+mod tests;
