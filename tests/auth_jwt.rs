@@ -25,6 +25,8 @@ const ISSUER: &str = "https://issuer.test/";
 const AUDIENCE: &str = "https://api.test";
 
 fn key(pem: &[u8]) -> EncodingKey {
+    // jsonwebtoken has no provider of its own in this build: callnext's (on ring) signs too.
+    Jwt::install_crypto();
     EncodingKey::from_rsa_pem(pem).unwrap()
 }
 
@@ -479,4 +481,134 @@ fn a_jwks_url_over_plain_http_is_only_for_this_machine() {
     let waived = "[middleware.auth]\njwks_url = \"https://login.test/jwks\"\nany_audience = true\n";
     let stack = common::stack_from_config(waived).unwrap();
     assert_eq!(stack.lint()[0].rule(), "jwt-any-audience");
+}
+
+/// A token signed with `key` as `alg`.
+fn signed(alg: Algorithm, key: &EncodingKey, kid: &str) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    encode(&header, &claims(json!({})), key).unwrap()
+}
+
+/// The same token with one bit of its signature flipped.
+fn tampered(token: &str) -> String {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (signed_part, signature) = token.rsplit_once('.').unwrap();
+    let mut bytes = engine.decode(signature).unwrap();
+    bytes[0] ^= 1;
+    format!("{signed_part}.{}", engine.encode(bytes))
+}
+
+#[tokio::test]
+async fn every_public_key_algorithm_verifies_and_a_flipped_bit_does_not() {
+    use ring::signature::{self as sig, KeyPair};
+    Jwt::install_crypto();
+    let rng = ring::rand::SystemRandom::new();
+    let ec = |alg| {
+        let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+        EncodingKey::from_ec_der(pkcs8.as_ref())
+    };
+    let (es256, es384) = (
+        ec(&sig::ECDSA_P256_SHA256_FIXED_SIGNING),
+        ec(&sig::ECDSA_P384_SHA384_FIXED_SIGNING),
+    );
+    let ed_pkcs8 = sig::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let ed_public = sig::Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref())
+        .unwrap()
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let ed = EncodingKey::from_ed_der(ed_pkcs8.as_ref());
+    let named = |key: &EncodingKey, alg, kid: &str| {
+        let mut jwk = Jwk::from_encoding_key(key, alg).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk
+    };
+    let ed_jwk: Jwk = serde_json::from_value(json!({
+        "kty": "OKP", "crv": "Ed25519", "kid": "ed", "alg": "EdDSA",
+        "x": base64url(&ed_public),
+    }))
+    .unwrap();
+    let jwks = jwks_server(vec![
+        named(&es256, Algorithm::ES256, "es256"),
+        named(&es384, Algorithm::ES384, "es384"),
+        named(&key(KEY_A), Algorithm::PS256, "ps256"),
+        named(&key(KEY_B), Algorithm::RS512, "rs512"),
+        ed_jwk,
+    ])
+    .await;
+    let client =
+        client(settings(&jwks.url).algorithms(["ES256", "ES384", "PS256", "RS512", "EdDSA"]));
+    let tokens = [
+        ("ES256", signed(Algorithm::ES256, &es256, "es256")),
+        ("ES384", signed(Algorithm::ES384, &es384, "es384")),
+        ("PS256", signed(Algorithm::PS256, &key(KEY_A), "ps256")),
+        ("RS512", signed(Algorithm::RS512, &key(KEY_B), "rs512")),
+        ("EdDSA", signed(Algorithm::EdDSA, &ed, "ed")),
+    ];
+    for (alg, token) in &tokens {
+        let res = client.get("/reports").bearer(token).await;
+        assert_eq!(res.status(), 200, "{alg}: {}", res.text());
+        let res = client.get("/reports").bearer(&tampered(token)).await;
+        assert_eq!(res.status(), 401, "{alg} with a flipped bit");
+        assert_eq!(detail(&res), "Invalid token signature", "{alg}");
+    }
+    // A key of one family named by a token of another does not verify.
+    let swapped = signed(Algorithm::ES256, &es256, "rs512");
+    assert_eq!(client.get("/reports").bearer(&swapped).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_remembered_token_stops_passing_at_its_exp() {
+    let jwks = jwks_server(vec![jwk(KEY_A, "a")]).await;
+    let client = client(settings(&jwks.url).leeway(Duration::ZERO));
+    let exp = now() + 2;
+    let token = token(KEY_A, Some("a"), &claims(json!({ "exp": exp })));
+    // Verified, then taken from the verified tokens.
+    for _ in 0..3 {
+        assert_eq!(client.get("/reports").bearer(&token).await.status(), 200);
+    }
+    // jsonwebtoken takes `exp` itself as still valid.
+    while now() <= exp {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = client.get("/reports").bearer(&token).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(detail(&res), "Token has expired");
+}
+
+#[tokio::test]
+async fn without_the_verified_tokens_every_request_verifies_the_same() {
+    let jwks = jwks_server(vec![jwk(KEY_A, "a")]).await;
+    let client = client(settings(&jwks.url).verified_tokens(0));
+    let token = token(KEY_A, Some("a"), &claims(json!({})));
+    for _ in 0..3 {
+        assert_eq!(client.get("/reports").bearer(&token).await.status(), 200);
+    }
+    let res = client.get("/reports").bearer(&tampered(&token)).await;
+    assert_eq!(detail(&res), "Invalid token signature");
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_verified_again_once_its_key_is_gone() {
+    let jwks = jwks_server(vec![jwk(KEY_A, "a")]).await;
+    // The set is not old enough for a background refresh during the test: only the fetch a
+    // new key id causes brings the change.
+    let client = client(
+        settings(&jwks.url)
+            .min_refresh_interval(Duration::ZERO)
+            .jwks_max_age(Duration::from_secs(3600)),
+    );
+    let old = token(KEY_A, Some("a"), &claims(json!({})));
+    assert_eq!(client.get("/reports").bearer(&old).await.status(), 200);
+    assert_eq!(client.get("/reports").bearer(&old).await.status(), 200);
+    // The issuer replaces key a by key b; the first token naming b fetches the new set.
+    *jwks.keys.lock().unwrap() = vec![jwk(KEY_B, "b")];
+    let new = token(KEY_B, Some("b"), &claims(json!({})));
+    assert_eq!(client.get("/reports").bearer(&new).await.status(), 200);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
+    let res = client.get("/reports").bearer(&old).await;
+    assert_eq!(res.status(), 401, "a token of a removed key passed");
+    assert_eq!(detail(&res), "Unknown signing key");
 }

@@ -128,6 +128,7 @@ async fn jwts_and_an_external_service_from_the_configuration_file() {
     use jsonwebtoken::jwk::{Jwk, JwkSet};
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
+    callnext::middleware::auth::Jwt::install_crypto();
     let key = EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/jwt_a.pem")).unwrap();
     let mut jwk = Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
     jwk.common.key_id = Some("a".to_owned());

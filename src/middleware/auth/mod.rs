@@ -323,10 +323,10 @@ impl Auth {
     fn admit_token(
         &self,
         req: &mut Request,
-        decided: Result<Principal, jwt::Failure>,
+        decided: Result<Arc<Principal>, jwt::Failure>,
     ) -> Result<Identity, HttpError> {
         match decided {
-            Ok(principal) => self.admit_vouched(req, AuthMethod::Jwt, Arc::new(principal)),
+            Ok(principal) => self.admit_vouched(req, AuthMethod::Jwt, principal),
             Err(jwt::Failure::Invalid(detail)) => Err(unauthorized(Some(detail))),
             Err(jwt::Failure::Unavailable(err)) => Err(unavailable("the JWKS URL", &err)),
         }

@@ -56,6 +56,7 @@ pub struct Jwt {
     max_age: Duration,
     timeout: Duration,
     unknown_capacity: u64,
+    verified_capacity: u64,
 }
 
 impl Jwt {
@@ -76,7 +77,38 @@ impl Jwt {
             max_age: Duration::from_secs(300),
             timeout: Duration::from_secs(5),
             unknown_capacity: 10_000,
+            verified_capacity: 10_000,
         }
+    }
+
+    /// Makes callnext's cryptography for jsonwebtoken (on ring, as rustls's) the process's
+    /// provider, unless one was installed before. Building an [`Auth`](crate::middleware::Auth)
+    /// with a [`Jwt`] does it; call it first when the application signs or decodes tokens with
+    /// jsonwebtoken itself (in its tests, say), which has no provider of its own here.
+    ///
+    /// ```
+    /// use callnext::middleware::auth::Jwt;
+    /// use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    ///
+    /// Jwt::install_crypto();
+    /// let token = encode(
+    ///     &Header::new(Algorithm::HS256),
+    ///     &serde_json::json!({"sub": "ada"}),
+    ///     &EncodingKey::from_secret(b"a test secret"),
+    /// );
+    /// assert!(token.is_ok());
+    /// ```
+    pub fn install_crypto() {
+        super::crypto::install();
+    }
+
+    /// How many verified tokens are remembered (by their SHA-256 digest, until their `exp`
+    /// or until the key set changes), so a token sent again is not verified again: a
+    /// signature check costs tens of microseconds, a lookup well under one. `0` verifies
+    /// every request. Default 10,000.
+    pub fn verified_tokens(mut self, capacity: u64) -> Self {
+        self.verified_capacity = capacity;
+        self
     }
 
     /// The algorithms accepted (`RS256`, `ES256`, `EdDSA`, ...). A token's own `alg` is only
@@ -188,10 +220,7 @@ impl Jwt {
                 "name the audience this API's tokens are issued for (its identifier at the identity provider), or set `any_audience = true` to accept tokens issued to any of its applications",
             ));
         }
-        // jsonwebtoken picks its backend from its features; with more than one enabled in a
-        // build it would panic on first use, so the choice is made here (a provider installed
-        // earlier by the application stands).
-        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        super::crypto::install();
         let validations = algorithms
             .iter()
             .map(|&alg| {
@@ -226,6 +255,15 @@ impl Jwt {
                 .max_capacity(self.unknown_capacity)
                 .time_to_live(self.min_refresh.max(Duration::from_millis(1)))
                 .build(),
+            // Entries also end with the key set (a fetch at least every `jwks_max_age` makes
+            // a new one), so none outlives it by much.
+            verified: (self.verified_capacity > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(self.verified_capacity)
+                    .time_to_live(self.max_age)
+                    .build()
+            }),
+            generations: AtomicU64::new(0),
             min_refresh: self.min_refresh,
             max_age: self.max_age,
             timeout: self.timeout,

@@ -10,7 +10,7 @@
 //!   the JWKS endpoint.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use crate::http_client::HttpClient;
 use crate::ConfigError;
 
 mod builder;
+mod crypto;
 
 pub use self::builder::Jwt;
 
@@ -67,6 +68,18 @@ struct Key {
 struct KeySet {
     keys: Vec<Key>,
     fetched: Instant,
+    /// Which fetch this is: a verified token is remembered with the set that verified it.
+    generation: u64,
+}
+
+/// A token verified before, remembered by its digest.
+#[derive(Clone)]
+struct Verified {
+    principal: Arc<Principal>,
+    /// Its `exp` (seconds since the epoch): not taken from here at or after it.
+    exp: u64,
+    /// The key set it was verified with: another set (keys rotated) verifies it again.
+    generation: u64,
 }
 
 impl KeySet {
@@ -107,6 +120,10 @@ pub(crate) struct JwtChecker {
     background: AtomicBool,
     /// Key ids not in the set after a fetch.
     unknown: moka::sync::Cache<Box<str>, ()>,
+    /// Tokens verified, by their SHA-256 digest (`None`: every request verifies).
+    verified: Option<moka::sync::Cache<[u8; 32], Verified>>,
+    /// The last key set's generation.
+    generations: AtomicU64,
     min_refresh: Duration,
     max_age: Duration,
     timeout: Duration,
@@ -142,17 +159,33 @@ impl JwtChecker {
 
     /// Decides `token` from the key set in hand, without waiting; `None` when the set has no
     /// key for it (or there is no set yet) and a fetch may find one.
-    pub(crate) fn check_now(self: &Arc<Self>, token: &str) -> Option<Result<Principal, Failure>> {
+    pub(crate) fn check_now(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Option<Result<Arc<Principal>, Failure>> {
+        let set = self.current();
+        if let Some(set) = &set {
+            if set.fetched.elapsed() >= self.max_age {
+                self.refresh_in_background();
+            }
+        }
+        let digest = self.verified.as_ref().map(|_| token_digest(token));
+        if let (Some(cache), Some(digest), Some(set)) = (&self.verified, &digest, &set) {
+            if let Some(known) = cache.get(digest) {
+                if known.generation == set.generation
+                    && jsonwebtoken::get_current_timestamp() < known.exp
+                {
+                    return Some(Ok(known.principal));
+                }
+            }
+        }
         let head = match self.head(token) {
             Ok(head) => head,
             Err(failure) => return Some(Err(failure)),
         };
-        let set = self.current()?;
-        if set.fetched.elapsed() >= self.max_age {
-            self.refresh_in_background();
-        }
+        let set = set?;
         match set.find(head.kid.as_deref(), head.alg) {
-            Some(key) => Some(self.verify(token, head.alg, key)),
+            Some(key) => Some(self.verify(token, head.alg, key, &set, digest)),
             None => match &head.kid {
                 Some(kid) if self.unknown.contains_key(kid.as_str()) => {
                     Some(Err(Failure::Invalid("Unknown signing key")))
@@ -164,7 +197,7 @@ impl JwtChecker {
 
     /// Decides `token`, fetching the key set first when it lacks the token's key (at most
     /// one fetch at a time, and none within `min_refresh_interval` of the last).
-    pub(crate) async fn check(self: &Arc<Self>, token: &str) -> Result<Principal, Failure> {
+    pub(crate) async fn check(self: &Arc<Self>, token: &str) -> Result<Arc<Principal>, Failure> {
         if let Some(decided) = self.check_now(token) {
             return decided;
         }
@@ -193,7 +226,10 @@ impl JwtChecker {
             ));
         };
         match set.find(head.kid.as_deref(), head.alg) {
-            Some(key) => self.verify(token, head.alg, key),
+            Some(key) => {
+                let digest = self.verified.as_ref().map(|_| token_digest(token));
+                self.verify(token, head.alg, key, &set, digest)
+            }
             None => {
                 if let Some(kid) = head.kid {
                     self.unknown.insert(kid.into_boxed_str(), ());
@@ -266,6 +302,7 @@ impl JwtChecker {
         let set = Arc::new(KeySet {
             keys,
             fetched: Instant::now(),
+            generation: self.generations.fetch_add(1, Ordering::Relaxed) + 1,
         });
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&set));
         // Ids refused before may be in the new set.
@@ -299,7 +336,15 @@ impl JwtChecker {
         });
     }
 
-    fn verify(&self, token: &str, alg: Algorithm, key: &DecodingKey) -> Result<Principal, Failure> {
+    /// Verifies `token` with `key` of `set`, and remembers it under `digest` when verified.
+    fn verify(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        key: &DecodingKey,
+        set: &KeySet,
+        digest: Option<[u8; 32]>,
+    ) -> Result<Arc<Principal>, Failure> {
         let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
             return Err(Failure::Invalid("Token algorithm is not accepted"));
         };
@@ -330,10 +375,28 @@ impl JwtChecker {
                 _ => {}
             }
         }
-        Ok(Principal {
+        // Required, and checked a number by the validation above.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let principal = Arc::new(Principal {
             subject: subject.clone(),
             scopes,
             claims: Some(claims),
-        })
+        });
+        if let (Some(cache), Some(digest)) = (&self.verified, digest) {
+            let known = Verified {
+                principal: Arc::clone(&principal),
+                exp,
+                generation: set.generation,
+            };
+            cache.insert(digest, known);
+        }
+        Ok(principal)
     }
+}
+
+/// The key a verified token is remembered by (ring's SHA-256: the token's bytes are not kept).
+fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out
 }
