@@ -8,7 +8,9 @@ run with: python3 bench/check.py            (compare; exit 1 on a regression)
 
 What is counted: `benches/instructions.rs` (release, as `cargo bench` builds it) serving
 REQUESTS requests in process, only inside `serve_one` (one whole request: building it, the
-stack, the app, dropping the response). Each figure is the mean over the requests.
+stack, the app, dropping the response). Each figure is the mean over the requests. And
+`seed_server`: the seed server itself (`--profile perf`, one worker, log level warn) over
+keep-alive requests, every thread counted (`bench/server_instructions.py`).
 """
 import json
 import os
@@ -16,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import instructions  # noqa: E402  (the same build and callgrind run as bench/instructions.py)
+import server_instructions  # noqa: E402
 
 BASELINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "baseline.json")
 TOLERANCE = 0.03
@@ -34,6 +37,8 @@ def measure():
         name = f"{group}/{n}"
         figures[name] = round(instructions.instructions(exe, group, n, REQUESTS) / REQUESTS)
         print(f"  {name:<32} {figures[name]:>8}", flush=True)
+    figures["seed_server"] = round(server_instructions.per_request(server_instructions.build()))
+    print(f"  {'seed_server':<32} {figures['seed_server']:>8}", flush=True)
     return figures
 
 

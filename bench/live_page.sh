@@ -15,11 +15,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-8}
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/callnext"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/perf/callnext"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/callnext-live.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
-(cd "$ROOT" && cargo build --release -p callnext-server >/dev/null 2>&1)
+(cd "$ROOT" && cargo build --profile perf -p callnext-server >/dev/null 2>&1)
 
 # shellcheck source=bench/common.sh
 source "$HERE/common.sh"

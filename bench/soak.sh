@@ -14,10 +14,10 @@ ROOT=$(cd "$HERE/.." && pwd)
 DURATION=${DURATION:-600}
 CONNECTIONS=${CONNECTIONS:-256}
 WARMUP=${WARMUP:-60}
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/callnext"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/perf/callnext"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/callnext-soak.XXXXXX")
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
-(cd "$ROOT" && cargo build --release -p callnext-server >/dev/null 2>&1)
+(cd "$ROOT" && cargo build --profile perf -p callnext-server >/dev/null 2>&1)
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$BIN" --port "$port" --log-level warn --max-connections 1024 >"$WORK/server.log" 2>&1 &

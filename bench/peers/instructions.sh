@@ -17,7 +17,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 LOW=${LOW:-500}
 HIGH=${HIGH:-5500}
 PEER_BIN="$HERE/target/release"
-CALLNEXT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/callnext"
+CALLNEXT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/perf/callnext"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/callnext-instructions.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 

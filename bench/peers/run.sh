@@ -40,7 +40,7 @@ NOFILE_NEEDED=$((10000 + 1024))
 
 PEER_BIN="$HERE/target/release"
 VENV="$HERE/.venv"
-CALLNEXT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/callnext"
+CALLNEXT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/perf/callnext"
 CLK_TCK=$(getconf CLK_TCK)
 
 for var in ROUNDS DURATION WARMUP IDLE_CONNECTIONS; do
@@ -154,8 +154,8 @@ CALLNEXT_OK=0
 build() {
   log "== building peers (cargo build --release in bench/peers)"
   (cd "$HERE" && cargo build --release)
-  log "== building callnext (cargo build --release at the repository root)"
-  if (cd "$ROOT" && cargo build --release) >"$WORK/callnext-build.log" 2>&1 && [[ -x $CALLNEXT_BIN ]]; then
+  log "== building callnext (cargo build --profile perf -p callnext-server at the repository root)"
+  if (cd "$ROOT" && cargo build --profile perf -p callnext-server) >"$WORK/callnext-build.log" 2>&1 && [[ -x $CALLNEXT_BIN ]]; then
     CALLNEXT_OK=1
   else
     note "callnext: the root crate did not build, so callnext is skipped (log: $WORK/callnext-build.log)"
