@@ -4,6 +4,8 @@ half of the speed guard (`bench/check.py`), and a quick figure by itself.
 
 run with: python3 bench/server_instructions.py      (builds `--profile perf`, prints the figure)
           PROFILE=release python3 bench/server_instructions.py   (the binary `cargo run --release` runs)
+          python3 bench/server_instructions.py peers   (callnext and the peers of bench/peers, counted
+                                                        the same way: builds them too)
 
 The release binary as the benchmarks build it (`cargo build --profile perf -p callnext-server`)
 runs under callgrind with one worker at log level warn, simulated I/O off; counting starts once
@@ -37,15 +39,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-def counted(exe, requests):
-    """The server's instructions over `requests` keep-alive requests after its first answer."""
+SEED_ARGS = ["--workers", "1", "--log-level", "warn", "--no-simulated-io"]
+
+
+def counted(command, requests):
+    """The server's instructions over `requests` keep-alive requests after its first answer
+    (`command`: the executable and its arguments; the address is added)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         server = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--instr-atstart=no",
-             exe, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--log-level", "warn", "--no-simulated-io"],
+             *command, "--host", "127.0.0.1", "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             conn = None
@@ -83,11 +88,36 @@ def counted(exe, requests):
         return total
 
 
-def per_request(exe):
-    return (counted(exe, HIGH) - counted(exe, LOW)) / (HIGH - LOW)
+def per_request(exe, args=SEED_ARGS):
+    command = [exe, *args]
+    return (counted(command, HIGH) - counted(command, LOW)) / (HIGH - LOW)
+
+
+def peers():
+    """| server | instructions per request | ×hyper | for callnext and bench/peers' servers."""
+    here = os.path.join(ROOT, "bench", "peers")
+    subprocess.run(["cargo", "build", "--release"], check=True, cwd=here, stdout=subprocess.DEVNULL)
+    peer = lambda name: os.path.join(here, "target", "release", name)  # noqa: E731
+    servers = [
+        ("bare hyper", peer("hyper-peer"), []),
+        ("callnext seed server", build(), SEED_ARGS),
+        ("callnext, instrumentation and metrics off", build(),
+         SEED_ARGS + ["--no-instrument", "--metrics-path", "off"]),
+        ("axum + 2 middlewares", peer("axum-peer"), ["--no-simulated-io"]),
+        ("actix-web + 2 middlewares", peer("actix-peer"), ["--no-simulated-io"]),
+    ]
+    print("| server | instructions per request | ×hyper |\n|---|---:|---:|")
+    hyper = None
+    for name, exe, args in servers:
+        figure = per_request(exe, args)
+        hyper = hyper or figure
+        print(f"| {name} | {figure:,.0f} | {figure / hyper:.2f}× |", flush=True)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["peers"]:
+        peers()
+        sys.exit(0)
     profile = os.environ.get("PROFILE", "perf")
     print(f"seed server ({profile}): {per_request(build(profile)):.0f} instructions per request")
     sys.exit(0)

@@ -286,12 +286,17 @@ where
             req.extensions_mut().insert(crate::Secure);
         }
         req.extensions_mut().insert(self.disconnect.clone());
-        let timed_out = self.body_deadline.map(|(timeout, min_rate)| {
-            let rule = super::body_deadline::BodyDeadline::new(timeout, min_rate);
-            let flag = Arc::clone(&rule.timed_out);
-            req.extensions_mut().insert(rule);
-            flag
-        });
+        // A request without a body (most GETs) has nothing to time: no rule, no flag.
+        let has_body = !http_body::Body::is_end_stream(req.body());
+        let timed_out = self
+            .body_deadline
+            .filter(|_| has_body)
+            .map(|(timeout, min_rate)| {
+                let rule = super::body_deadline::BodyDeadline::new(timeout, min_rate);
+                let flag = Arc::clone(&rule.timed_out);
+                req.extensions_mut().insert(rule);
+                flag
+            });
         let in_flight = Answering::start(&self.activity);
         WatchedFuture {
             inner: Some(self.inner.call(req)),
@@ -311,12 +316,17 @@ fn ambiguous(req: &http::Request<Incoming>) -> Option<&'static str> {
     if version != Version::HTTP_11 && version != Version::HTTP_10 {
         return None;
     }
-    let mut encodings = req
-        .headers()
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .peekable();
-    if encodings.peek().is_some() {
+    // One pass over the few headers a request has costs less than two hashed lookups.
+    let (mut hosts, mut transfer_encoding) = (0usize, false);
+    for name in req.headers().iter().map(|(name, _)| name) {
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+        }
+    }
+    if transfer_encoding {
+        let encodings = req.headers().get_all(header::TRANSFER_ENCODING);
         if version == Version::HTTP_10 {
             return Some("Transfer-Encoding is not allowed in an HTTP/1.0 request");
         }
@@ -335,7 +345,7 @@ fn ambiguous(req: &http::Request<Incoming>) -> Option<&'static str> {
             return Some("Transfer-Encoding must end with chunked, once");
         }
     }
-    if version == Version::HTTP_11 && req.headers().get_all(header::HOST).iter().count() != 1 {
+    if version == Version::HTTP_11 && hosts != 1 {
         return Some("An HTTP/1.1 request needs exactly one Host header");
     }
     None

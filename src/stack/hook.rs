@@ -9,7 +9,6 @@
 // short-circuit for no gain, since it is moved once.
 #![allow(clippy::result_large_err)]
 
-use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -150,7 +149,7 @@ impl<'a, S: Send + 'static> Flow<'a, S> {
     {
         Flow::Wait(Waiting {
             future: Box::pin(future.map(|result| match result {
-                Ok(state) => Ok(Box::new(state) as ErasedState),
+                Ok(state) => Ok(ErasedState::new(state)),
                 Err(e) => Err(Box::new(e.into_response())),
             })),
             _state: PhantomData,
@@ -170,7 +169,7 @@ impl<S> std::fmt::Debug for Waiting<'_, S> {
     }
 }
 
-pub(crate) type ErasedState = Box<dyn Any + Send>;
+pub(crate) use super::erased::ErasedState;
 pub(crate) type WaitFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ErasedState, Box<Response>>> + Send + 'a>>;
 
@@ -186,8 +185,7 @@ impl<'a, S: Send + 'static> From<Flow<'a, S>> for DynFlow<'a> {
     #[inline]
     fn from(flow: Flow<'a, S>) -> Self {
         match flow {
-            // A zero-sized state is boxed without allocating.
-            Flow::Continue(state) => DynFlow::Continue(Box::new(state)),
+            Flow::Continue(state) => DynFlow::Continue(ErasedState::new(state)),
             Flow::Respond(res) => DynFlow::Respond(Box::new(res)),
             Flow::Wait(waiting) => DynFlow::Wait(waiting.future),
         }
@@ -228,10 +226,10 @@ impl<H: Hook> DynHook for HookAdapter<H> {
 
     #[inline]
     fn on_response<'a>(&'a self, state: ErasedState, res: &'a mut Response) -> ResponseFlow<'a> {
-        match state.downcast::<H::State>() {
-            Ok(state) => self.0.on_response(*state, res).into(),
+        match state.into_state::<H::State>() {
+            Some(state) => self.0.on_response(state, res).into(),
             // The group only ever hands a hook the state it made.
-            Err(_) => ResponseFlow::Respond(Box::new(internal_error())),
+            None => ResponseFlow::Respond(Box::new(internal_error())),
         }
     }
 }

@@ -25,6 +25,7 @@ mod chain;
 mod compile;
 mod endpoint;
 mod entry;
+mod erased;
 mod error_settings;
 mod finish;
 pub(crate) mod handlers;
