@@ -5,12 +5,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use tower::Service;
 
@@ -34,13 +36,27 @@ pub(crate) struct ConnActivity {
     http2: AtomicBool,
     /// `reads` when the last request began or ended: more since then means a head is arriving.
     reads_at_event: AtomicU64,
-    /// When the connection last had nothing in flight (ms on [`clock_ms`]).
+    /// When the connection last had nothing in flight (on [`idle_order`]).
     idle_since: AtomicU64,
     /// Asked to give its slot to a new client (see [`Connections::evict_longest_idle`]).
-    evict: tokio::sync::Notify,
     evicting: AtomicBool,
+    /// Asked to finish what it has in flight and close: the server drains.
+    draining: AtomicBool,
+    /// Wakes the connection's task when either is raised. One waker polled once per wake,
+    /// where a drain channel and an eviction `Notify` cost a lock each on every poll of the
+    /// connection (two or more per request).
+    signal: AtomicWaker,
     /// Its place among `max_connections`, held as long as its socket lives.
     pub(crate) slot: super::slot::Slot,
+}
+
+/// What the server asked of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// The server drains.
+    Drain,
+    /// Its slot goes to a new client (it was idle the longest).
+    Evict,
 }
 
 /// Why a connection's watchdog fired.
@@ -52,10 +68,11 @@ pub(crate) enum Stall {
     Idle,
 }
 
-/// Milliseconds on a clock that starts with the first connection (for idle ordering only).
-fn clock_ms() -> u64 {
-    static START: std::sync::OnceLock<crate::clock::Monotonic> = std::sync::OnceLock::new();
-    START.get_or_init(crate::clock::Monotonic::new).micros() / 1000
+/// A number that grows with every call: the order in which connections became idle is all
+/// eviction needs, and a counter gives it without reading a clock on every request.
+fn idle_order() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Relaxed)
 }
 
 impl ConnActivity {
@@ -71,9 +88,10 @@ impl ConnActivity {
             reads: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             reads_at_event: AtomicU64::new(0),
-            idle_since: AtomicU64::new(clock_ms()),
-            evict: tokio::sync::Notify::new(),
+            idle_since: AtomicU64::new(idle_order()),
             evicting: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            signal: AtomicWaker::new(),
         }
     }
 
@@ -86,9 +104,31 @@ impl ConnActivity {
         self.http2.load(Relaxed)
     }
 
-    /// Resolves when the server asks this connection to give its slot to a new client.
-    pub(crate) async fn evicted(&self) {
-        self.evict.notified().await;
+    /// What the server asked of this connection, once it asks: to drain, or to give its slot
+    /// to a new client.
+    pub(crate) fn poll_asked(&self, cx: &mut Context<'_>) -> Poll<Asked> {
+        if let Some(asked) = self.asked() {
+            return Poll::Ready(asked);
+        }
+        self.signal.register(cx.waker());
+        // Raised between the first look and the registration: seen now.
+        self.asked().map_or(Poll::Pending, Poll::Ready)
+    }
+
+    fn asked(&self) -> Option<Asked> {
+        if self.draining.load(Acquire) {
+            Some(Asked::Drain)
+        } else if self.evicting.load(Acquire) {
+            Some(Asked::Evict)
+        } else {
+            None
+        }
+    }
+
+    /// The server drains: finish what is in flight and close.
+    pub(crate) fn drain(&self) {
+        self.draining.store(true, Release);
+        self.signal.wake();
     }
 
     /// The time it has been idle since, if it is idle: no request in flight and, on HTTP/1, no
@@ -176,6 +216,15 @@ impl Connections {
         }
     }
 
+    /// Asks every open connection to drain.
+    pub(crate) fn drain_all(&self) {
+        if let Ok(open) = self.open.lock() {
+            for activity in open.values() {
+                activity.drain();
+            }
+        }
+    }
+
     /// Asks the connection idle the longest (nothing in flight, no head arriving) to close;
     /// whether there was one. A scan of the open connections, made only when all slots are
     /// taken and a new client waits.
@@ -189,8 +238,8 @@ impl Connections {
             .min_by_key(|(since, _)| *since);
         match longest {
             Some((_, activity)) => {
-                activity.evicting.store(true, Relaxed);
-                activity.evict.notify_one();
+                activity.evicting.store(true, Release);
+                activity.signal.wake();
                 true
             }
             None => false,
@@ -220,7 +269,7 @@ impl Drop for Answering {
             .reads_at_event
             .store(activity.reads.load(Relaxed), Relaxed);
         if activity.in_flight.fetch_sub(1, Relaxed) == 1 {
-            activity.idle_since.store(clock_ms(), Relaxed);
+            activity.idle_since.store(idle_order(), Relaxed);
         }
         activity.server_in_flight.fetch_sub(1, Relaxed);
         activity.events.fetch_add(1, Relaxed);

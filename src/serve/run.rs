@@ -16,7 +16,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tower::Service;
 
-use super::connection::{ConnActivity, Connections, InFlight, Stall, Watched};
+use super::connection::{Asked, ConnActivity, Connections, InFlight, Stall, Watched};
 use super::counted::Counted;
 use super::hyper_conn::{builder, http1_builder, Conn};
 use super::listener::Accepted;
@@ -178,6 +178,7 @@ impl BoundServer {
             "shutting down: no longer accepting; draining"
         );
         let _ = drain.send(true);
+        shared.connections.drain_all();
         let drained = tokio::time::timeout(config.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
             // Upgraded sockets (WebSockets) hold their slots past their connection's task.
@@ -281,15 +282,15 @@ impl Shared {
             }
         };
         let mut conn = std::pin::pin!(conn);
-        let mut draining = self.draining.clone();
-        let mut drain = std::pin::pin!(async move {
-            let _ = draining.wait_for(|on| *on).await;
-        });
+        // A drain that began before this connection was registered (`drain_all` did not see
+        // it) is seen here: the flag goes up before `drain_all` runs.
+        if *self.draining.borrow() {
+            activity.drain();
+        }
         let mut stalled = std::pin::pin!(activity.stalled(
             self.config.header_read_timeout,
             self.config.keep_alive_timeout
         ));
-        let mut evicted = std::pin::pin!(activity.evicted());
         // Set once the connection is asked to close: it finishes what it has in flight (the
         // drain timeout bounds a shutdown); an idle one closing with a GOAWAY gets a few
         // seconds for it.
@@ -298,13 +299,17 @@ impl Shared {
         let result = loop {
             let why = tokio::select! {
                 result = conn.as_mut() => break result,
-                () = &mut drain, if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                    continue;
+                asked = std::future::poll_fn(|cx| activity.poll_asked(cx)), if !closing => {
+                    match asked {
+                        Asked::Drain => {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                            continue;
+                        }
+                        Asked::Evict => Stall::Idle,
+                    }
                 }
                 stall = &mut stalled, if !closing => stall,
-                () = &mut evicted, if !closing => Stall::Idle,
                 () = sleep_until_some(give_up_at) => break Ok(()),
             };
             closing = true;

@@ -208,8 +208,7 @@ fn fresh() -> HeaderValue {
     let id = uuid::Builder::from_unix_timestamp_millis(stamp >> 12, &tail).into_uuid();
     let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
     id.hyphenated().encode_lower(&mut text);
-    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
-        .unwrap_or(HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text)).unwrap_or(HeaderValue::from_static("-"))
 }
 
 impl Hook for SetRequestId {
