@@ -10,7 +10,9 @@ pub struct Pending {
     record: Record,
     /// Whether the record was written.
     done: bool,
-    started: Instant,
+    /// When the request began, in the instrumentation's clock ticks (a TSC read where there is
+    /// one: cheaper than `Instant::now` and its subtraction, twice a request).
+    started: u64,
     shared: Arc<Shared>,
     bytes_in: Option<Arc<AtomicU64>>,
     /// The observer of the response registered after this one.
@@ -26,16 +28,50 @@ impl Pending {
         let record = &mut self.record;
         record.status = status.unwrap_or(499);
         record.bytes_out = bytes_out;
-        record.duration_us = record::micros(self.started.elapsed());
+        record.duration_us = elapsed_us(self.started);
         if let Some(counted) = &self.bytes_in {
             record.bytes_in = counted.load(Ordering::Relaxed);
         }
-        let line = record.line(self.shared.format, &self.shared.redact);
-        match self.shared.on_full {
-            OnFull::Drop => self.shared.queue.push(&line),
-            OnFull::Block => self.shared.queue.push_admitted(&line),
+        let shared = &self.shared;
+        let write = |line: &mut String| {
+            record.write_line(line, shared.format, &shared.redact);
+            match shared.on_full {
+                OnFull::Drop => shared.queue.push(line),
+                OnFull::Block => shared.queue.push_admitted(line),
+            }
+        };
+        // The line is put together in a buffer this thread keeps (not a string allocated and
+        // freed per request); the queue copies it.
+        let reused = LINE.try_with(|buffer| {
+            let Ok(mut line) = buffer.try_borrow_mut() else {
+                return false;
+            };
+            line.clear();
+            write(&mut line);
+            if line.capacity() > MAX_KEPT_LINE {
+                *line = String::with_capacity(LINE_CAPACITY);
+            }
+            true
+        });
+        if reused != Ok(true) {
+            write(&mut String::with_capacity(LINE_CAPACITY));
         }
     }
+}
+
+/// A line's usual room; a longer one grows the buffer, which is kept up to [`MAX_KEPT_LINE`].
+const LINE_CAPACITY: usize = 512;
+const MAX_KEPT_LINE: usize = 16 * 1024;
+
+thread_local! {
+    static LINE: std::cell::RefCell<String> =
+        std::cell::RefCell::new(String::with_capacity(LINE_CAPACITY));
+}
+
+/// Microseconds since `started` (clock ticks), rounded.
+fn elapsed_us(started: u64) -> u64 {
+    let ticks = crate::clock::ticks::now().saturating_sub(started);
+    crate::clock::ticks::ticks_to_ns(ticks).saturating_add(500) / 1000
 }
 
 impl Drop for Pending {
@@ -119,7 +155,7 @@ impl Hook for AccessLog {
                 at: crate::clock::wall(),
             },
             done: false,
-            started: Instant::now(),
+            started: crate::clock::ticks::now(),
             shared: Arc::clone(shared),
             bytes_in,
             next: crate::battery::Chain::default(),
@@ -138,7 +174,7 @@ impl Hook for AccessLog {
             return Flow::Continue(());
         };
         let record = &mut pending.record;
-        record.ttfb_us = Some(record::micros(pending.started.elapsed()));
+        record.ttfb_us = Some(elapsed_us(pending.started));
         record.route = res.extensions().get::<MatchedPath>().cloned();
         record.answered_by = res.extensions().get::<AnsweredBy>().cloned();
         record.user = res.extensions().get::<crate::UserId>().cloned();

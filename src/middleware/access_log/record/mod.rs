@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::printable::{bounded, is_hostile, MAX_LOGGED_BYTES};
 
@@ -57,11 +57,6 @@ impl Record {
     }
 }
 
-/// A duration in whole microseconds, rounded.
-pub(super) fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos().saturating_add(500) / 1000).unwrap_or(u64::MAX)
-}
-
 /// Microseconds as milliseconds with at most three decimals, as the shortest float would be
 /// written (`12.5`, `3.0`, `0.042`): by integer arithmetic, a tenth of a float formatter's cost
 /// (callgrind, `bench/instructions.py batteries`).
@@ -111,13 +106,20 @@ impl Record {
     /// JSON is written by hand into one buffer (no intermediate strings, no serializer):
     /// the record costs about half the instructions that building it with serde did
     /// (`python3 bench/instructions.py batteries`).
+    #[cfg(test)]
     pub(super) fn line(&self, format: Format, redact: &[String]) -> String {
+        let mut line = String::new();
+        self.write_line(&mut line, format, redact);
+        line
+    }
+
+    /// Appends the record's line to `line`.
+    pub(super) fn write_line(&self, line: &mut String, format: Format, redact: &[String]) {
         let query = self.query(redact);
-        let mut line = String::with_capacity(320);
         match format {
             Format::Json => {
                 line.push_str("{\"time\":\"");
-                rfc3339(&mut line, self.at);
+                rfc3339(line, self.at);
                 line.push_str("\",\"client_ip\":");
                 match self.client_ip {
                     Some(ip) => {
@@ -128,16 +130,13 @@ impl Record {
                     None => line.push_str("null"),
                 }
                 line.push_str(",\"method\":");
-                json_str(&mut line, Some(self.method.as_str().as_bytes()));
+                json_str(line, Some(self.method.as_str().as_bytes()));
                 line.push_str(",\"route\":");
-                json_str(
-                    &mut line,
-                    self.route.as_ref().map(|r| r.as_str().as_bytes()),
-                );
+                json_str(line, self.route.as_ref().map(|r| r.as_str().as_bytes()));
                 line.push_str(",\"path\":");
-                json_str(&mut line, Some(self.uri.path().as_bytes()));
+                json_str(line, Some(self.uri.path().as_bytes()));
                 line.push_str(",\"query\":");
-                json_str(&mut line, query.as_deref().map(str::as_bytes));
+                json_str(line, query.as_deref().map(str::as_bytes));
                 // Numbers by itoa: the formatting machinery was a third of a record's cost
                 // (callgrind, bench/sinks.sh MODE=instructions).
                 let mut int = itoa::Buffer::new();
@@ -151,36 +150,30 @@ impl Record {
                 line.push_str(int.format(self.bytes_out));
                 line.push_str(",\"ttfb_ms\":");
                 match self.ttfb_us {
-                    Some(us) => push_millis(&mut line, us, &mut int),
+                    Some(us) => push_millis(line, us, &mut int),
                     None => line.push_str("null"),
                 }
                 line.push_str(",\"duration_ms\":");
-                push_millis(&mut line, self.duration_us, &mut int);
+                push_millis(line, self.duration_us, &mut int);
                 line.push_str(",\"request_id\":");
                 json_str(
-                    &mut line,
+                    line,
                     self.request_id.as_ref().map(http::HeaderValue::as_bytes),
                 );
                 line.push_str(",\"user_agent\":");
                 json_str(
-                    &mut line,
+                    line,
                     self.user_agent.as_ref().map(http::HeaderValue::as_bytes),
                 );
                 line.push_str(",\"referer\":");
-                json_str(
-                    &mut line,
-                    self.referer.as_ref().map(http::HeaderValue::as_bytes),
-                );
+                json_str(line, self.referer.as_ref().map(http::HeaderValue::as_bytes));
                 line.push_str(",\"answered_by\":");
-                json_str(
-                    &mut line,
-                    self.answered_by.as_ref().map(|a| a.name().as_bytes()),
-                );
+                json_str(line, self.answered_by.as_ref().map(|a| a.name().as_bytes()));
                 line.push_str(",\"user\":");
-                json_str(&mut line, self.user().map(str::as_bytes));
+                json_str(line, self.user().map(str::as_bytes));
                 if let Some(trace_id) = &self.trace_id {
                     line.push_str(",\"trace_id\":");
-                    json_str(&mut line, Some(trace_id.as_bytes()));
+                    json_str(line, Some(trace_id.as_bytes()));
                 }
                 line.push('}');
             }
@@ -226,7 +219,6 @@ impl Record {
                 }
             }
         }
-        line
     }
 }
 
