@@ -42,13 +42,10 @@ fn hmac_algorithm(alg: Algorithm) -> Option<hmac::Algorithm> {
 
 /// The verification algorithm of an asymmetric `alg`.
 fn public_algorithm(alg: Algorithm) -> Option<&'static dyn sig::VerificationAlgorithm> {
+    if let Some(rsa) = rsa_parameters(alg) {
+        return Some(rsa);
+    }
     Some(match alg {
-        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
         Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
         Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
         Algorithm::EdDSA => &sig::ED25519,
