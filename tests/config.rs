@@ -240,6 +240,37 @@ header = "x-took"
     assert_eq!(res.headers()["x-audit"], "1");
 }
 
+#[tokio::test]
+async fn the_session_cookie_takes_its_attributes_from_the_file() {
+    let secret = "s".repeat(64);
+    let text = format!(
+        "[middleware.session]\nsecret = \"{secret}\"\ncookie_max_age = \"1h\"\ncookie_path = \"/app\"\ncookie_domain = \"example.com\"\n"
+    );
+    let config = Config::parse(&text, "app.toml", &[]).unwrap();
+    let app = axum::Router::new().route(
+        "/app",
+        axum::routing::post(
+            |session: callnext::middleware::session::Session| async move {
+                session.insert("k", &1).await.map(|()| "ok")
+            },
+        ),
+    );
+    let client = TestClient::new(config.stack(&registry()).unwrap().service(app));
+    let res = client.post("/app").await;
+    let set = res.header("set-cookie").unwrap();
+    for part in ["Max-Age=3600", "Path=/app", "Domain=example.com"] {
+        assert!(set.contains(part), "{set}");
+    }
+    let text = format!("[middleware.session]\nsecret = \"{secret}\"\ncookie_path = \"app\"\n");
+    assert_eq!(
+        Config::parse(&text, "app.toml", &[])
+            .and_then(|c| c.stack(&registry()).map(drop))
+            .unwrap_err()
+            .to_string(),
+        "app.toml:3: `middleware.session.cookie_path`: invalid `cookie_path`: `app` is not a cookie path: it starts with `/`, without spaces or `;`"
+    );
+}
+
 #[derive(serde::Deserialize, Default, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 struct Seed {

@@ -71,6 +71,62 @@ fn settings_are_checked_when_built() {
             .absolute_timeout(Duration::from_secs(5))),
         "invalid `idle_timeout`: cannot be longer than absolute_timeout"
     );
+    assert_eq!(
+        err(Sessions::builder().secret([1u8; 64]).cookie_path("app; Domain=evil.example")),
+        "invalid `cookie_path`: `app; Domain=evil.example` is not a cookie path: it starts with `/`, without spaces or `;`"
+    );
+    assert_eq!(
+        err(Sessions::builder()
+            .secret([1u8; 64])
+            .cookie_domain("example.com; Secure")),
+        "invalid `cookie_domain`: `example.com; Secure` is not a domain name"
+    );
+    assert_eq!(
+        err(Sessions::builder()
+            .secret([1u8; 64])
+            .host_prefix(true)
+            .cookie_path("/app")),
+        "invalid `host_prefix`: a `__Host-` cookie has `Path=/` and no `Domain` (browsers refuse it otherwise): leave `cookie_path` and `cookie_domain` unset"
+    );
+}
+
+#[tokio::test]
+async fn the_cookie_carries_its_max_age_path_and_domain_as_set() {
+    let sessions = Sessions::builder()
+        .secret([5u8; 64])
+        .cookie_max_age(Duration::from_secs(3600))
+        .cookie_path("/app")
+        .cookie_domain("example.com")
+        .build()
+        .unwrap();
+    let res = writer_client(Stack::new(), sessions).post("/").await;
+    let set = set_cookie(&res);
+    for part in [
+        "Max-Age=3600",
+        "Path=/app",
+        "Domain=example.com",
+        "HttpOnly",
+    ] {
+        assert!(set.contains(part), "{set}");
+    }
+    // Zero: a cookie for the browser's session, without Max-Age.
+    let sessions = Sessions::builder()
+        .secret([5u8; 64])
+        .cookie_max_age(Duration::ZERO)
+        .build()
+        .unwrap();
+    let set = set_cookie(&writer_client(Stack::new(), sessions).post("/").await);
+    assert!(
+        !set.contains("Max-Age") && !set.contains("Expires"),
+        "{set}"
+    );
+    // By default: the absolute timeout (8 hours).
+    let sessions = Sessions::builder().secret([5u8; 64]).build().unwrap();
+    let set = set_cookie(&writer_client(Stack::new(), sessions).post("/").await);
+    assert!(
+        set.contains("Max-Age=28800") && set.contains("Path=/;"),
+        "{set}"
+    );
 }
 
 /// A client of a stack with `sessions`, its one route writing to the session.

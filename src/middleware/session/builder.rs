@@ -11,6 +11,10 @@ pub struct SessionsBuilder {
     old_secrets: Vec<Vec<u8>>,
     cookie: String,
     host_prefix: bool,
+    /// `None`: the absolute timeout; `Some(ZERO)`: no `Max-Age`.
+    max_age: Option<Duration>,
+    path: String,
+    domain: Option<String>,
     idle: Duration,
     absolute: Duration,
     store_timeout: Duration,
@@ -56,6 +60,27 @@ impl SessionsBuilder {
     /// no `Domain`). Defaults to off.
     pub fn host_prefix(mut self, on: bool) -> Self {
         self.host_prefix = on;
+        self
+    }
+
+    /// The cookie's `Max-Age`: how long the browser keeps it. Defaults to the absolute
+    /// timeout (a session cannot outlive it anyway); `Duration::ZERO` sends none, so the
+    /// browser drops the cookie when it closes. The server's timeouts hold either way.
+    pub fn cookie_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// The cookie's `Path`. Defaults to `/`.
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The cookie's `Domain` (sent to that domain's subdomains too). Defaults to none: the
+    /// cookie goes back only to the host that set it.
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = Some(domain.into());
         self
     }
 
@@ -135,6 +160,44 @@ impl SessionsBuilder {
             .iter()
             .map(|s| key(s))
             .collect::<Result<Vec<_>, _>>()?;
+        if !self.path.starts_with('/')
+            || self
+                .path
+                .bytes()
+                .any(|b| b == b';' || !(0x21..0x7f).contains(&b))
+        {
+            return Err(ConfigError::invalid(
+                "cookie_path",
+                format!(
+                    "`{}` is not a cookie path: it starts with `/`, without spaces or `;`",
+                    crate::Printable::new(&self.path)
+                ),
+            ));
+        }
+        if let Some(domain) = &self.domain {
+            let valid = !domain.is_empty()
+                && domain.len() <= 253
+                && domain.trim_start_matches('.').split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                return Err(ConfigError::invalid(
+                    "cookie_domain",
+                    format!("`{}` is not a domain name", crate::Printable::new(domain)),
+                ));
+            }
+        }
+        if self.host_prefix && (self.path != "/" || self.domain.is_some()) {
+            return Err(ConfigError::invalid(
+                "host_prefix",
+                "a `__Host-` cookie has `Path=/` and no `Domain` (browsers refuse it otherwise): leave `cookie_path` and `cookie_domain` unset",
+            ));
+        }
+        let max_age = self.max_age.unwrap_or(self.absolute);
         let name = if self.host_prefix {
             format!("__Host-{}", self.cookie)
         } else {
@@ -166,6 +229,13 @@ impl SessionsBuilder {
                 old_keys,
                 cookie: name,
                 host_prefix: self.host_prefix,
+                max_age: (!max_age.is_zero()).then(|| {
+                    cookie::time::Duration::seconds(
+                        i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+                    )
+                }),
+                path: self.path,
+                domain: self.domain,
                 idle_ms: u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX),
                 absolute_ms: u64::try_from(self.absolute.as_millis()).unwrap_or(u64::MAX),
             }),
@@ -182,6 +252,9 @@ impl Sessions {
             old_secrets: Vec::new(),
             cookie: "id".to_owned(),
             host_prefix: false,
+            max_age: None,
+            path: "/".to_owned(),
+            domain: None,
             idle: Duration::from_secs(30 * 60),
             absolute: Duration::from_secs(8 * 3600),
             store_timeout: Duration::from_secs(1),

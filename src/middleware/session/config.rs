@@ -16,6 +16,9 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
         old_secrets: Vec<Secret>,
         cookie: String,
         host_prefix: bool,
+        cookie_max_age: Option<Duration>,
+        cookie_path: String,
+        cookie_domain: String,
         idle_timeout: Duration,
         absolute_timeout: Duration,
         max_sessions: u64,
@@ -30,6 +33,9 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
                 old_secrets: Vec::new(),
                 cookie: "id".to_owned(),
                 host_prefix: false,
+                cookie_max_age: None,
+                cookie_path: "/".to_owned(),
+                cookie_domain: String::new(),
                 idle_timeout: Duration::from_secs(30 * 60),
                 absolute_timeout: Duration::from_secs(8 * 3600),
                 max_sessions: 100_000,
@@ -44,14 +50,21 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
     } else {
         s.secret.expose().to_owned()
     };
-    let builder = Sessions::builder()
+    let mut builder = Sessions::builder()
         .secret(secret.as_bytes())
         .old_secrets(s.old_secrets.iter().map(Secret::expose))
         .cookie(s.cookie)
         .host_prefix(s.host_prefix)
         .idle_timeout(s.idle_timeout.get())
         .absolute_timeout(s.absolute_timeout.get())
-        .store_timeout(s.store_timeout.get());
+        .store_timeout(s.store_timeout.get())
+        .cookie_path(s.cookie_path);
+    if let Some(max_age) = s.cookie_max_age {
+        builder = builder.cookie_max_age(max_age.get());
+    }
+    if !s.cookie_domain.is_empty() {
+        builder = builder.cookie_domain(s.cookie_domain);
+    }
     let builder = match s.store.as_str() {
         "memory" => builder.store(MemoryStore::new(s.max_sessions)),
         #[cfg(feature = "redis")]

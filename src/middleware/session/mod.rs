@@ -4,13 +4,14 @@
 //!
 //! - The cookie (`id` by default) holds only an opaque 128-bit id from a CSPRNG, signed with a
 //!   secret of at least 64 bytes (the `cookie` crate's signed jar; old secrets still verify
-//!   while you rotate). `HttpOnly`, `SameSite=Lax`, `Path=/`, no `Domain`; `Secure` when the
-//!   request came over TLS or through a trusted proxy that says https; `__Host-` prefix on
-//!   request. An unknown, expired or tampered id is never adopted: a new session gets a new id.
+//!   while you rotate). `HttpOnly`, `SameSite=Lax`, `Path=/` and no `Domain` unless set
+//!   (`cookie_path`, `cookie_domain`), `Max-Age` the absolute timeout unless set
+//!   (`cookie_max_age`, zero for none); `Secure` when the request came over TLS or through a
+//!   trusted proxy that says https; `__Host-` prefix on request. An unknown, expired or tampered id is never adopted: a new session gets a new id.
 //! - A request that never touches its [`Session`] makes no store call. Reading only extends the
 //!   idle deadline, and at most once per quarter of the idle window.
-//! - Idle (30 min) and absolute (8 h) timeouts are checked on the server; the cookie carries no
-//!   `Max-Age`.
+//! - Idle (30 min) and absolute (8 h) timeouts are checked on the server, whatever the cookie's
+//!   `Max-Age` says.
 //! - Writes are compare-and-set on a version: when two requests change one session at once,
 //!   the second merges its own changes (keys it set or removed) into what the first wrote and
 //!   tries again, after a short random pause; if both set one key, the later write wins, and
@@ -96,6 +97,10 @@ struct Shared {
     old_keys: Vec<Key>,
     cookie: String,
     host_prefix: bool,
+    /// The cookie's `Max-Age` (`None`: a browser-session cookie).
+    max_age: Option<cookie::time::Duration>,
+    path: String,
+    domain: Option<String>,
     idle_ms: u64,
     absolute_ms: u64,
 }
@@ -244,9 +249,14 @@ impl Sessions {
                 let mut jar = CookieJar::new();
                 jar.signed_mut(&shared.key)
                     .add(Cookie::new(shared.cookie.clone(), id));
-                jar.get(&shared.cookie)
+                let mut c = jar
+                    .get(&shared.cookie)
                     .cloned()
-                    .unwrap_or_else(|| Cookie::new(shared.cookie.clone(), ""))
+                    .unwrap_or_else(|| Cookie::new(shared.cookie.clone(), ""));
+                if let Some(max_age) = shared.max_age {
+                    c.set_max_age(max_age);
+                }
+                c
             }
             CookieChange::Expire => {
                 let mut c = Cookie::new(shared.cookie.clone(), "");
@@ -256,7 +266,10 @@ impl Sessions {
         };
         cookie.set_http_only(true);
         cookie.set_same_site(SameSite::Lax);
-        cookie.set_path("/");
+        cookie.set_path(shared.path.clone());
+        if let Some(domain) = &shared.domain {
+            cookie.set_domain(domain.clone());
+        }
         cookie.set_secure(secure || shared.host_prefix);
         cookie.to_string()
     }
