@@ -117,7 +117,7 @@ async fn preflights_are_answered_before_auth_sees_them() {
     );
     assert_eq!(
         res.header("access-control-allow-headers"),
-        Some("accept, accept-language, authorization, content-language, content-type, x-trace")
+        Some("Accept, Accept-Language, Content-Language, Content-Type, authorization, x-trace")
     );
     assert_eq!(res.header("access-control-max-age"), Some("600"));
     assert_eq!(res.header("vary"), Some("Origin"));
@@ -265,4 +265,32 @@ max_age = "1h"
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn header_names_are_listed_as_configured_and_matched_without_case() {
+    let cors = Cors::builder()
+        .allow_origins([ORIGIN])
+        .allow_headers(["X-Status", "content-type"])
+        .expose_headers(["X-Status", "x-Other"])
+        .build()
+        .unwrap();
+    let client = client(cors);
+    // As Starlette lists them: safelisted and configured names as written, sorted.
+    let res = client
+        .options("/")
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "x-status")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.header("access-control-allow-headers"),
+        Some("Accept, Accept-Language, Content-Language, Content-Type, X-Status, content-type")
+    );
+    let res = client.get("/").header("origin", ORIGIN).await;
+    assert_eq!(
+        res.header("access-control-expose-headers"),
+        Some("X-Status, x-Other")
+    );
 }

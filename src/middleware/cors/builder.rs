@@ -124,9 +124,16 @@ impl CorsBuilder {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut allowed_headers: Vec<String> = SAFELISTED.iter().map(|s| (*s).to_owned()).collect();
-        allowed_headers.extend(headers.iter().map(|h| h.as_str().to_owned()));
-        allowed_headers.sort();
+        // Listed as Starlette lists them: the safelisted names and the configured ones as they
+        // were written (`X-Status` stays `X-Status`), sorted, once each; matched without case.
+        let mut allowed_headers: Vec<&str> = SAFELISTED_AS_WRITTEN.to_vec();
+        allowed_headers.extend(
+            self.headers
+                .iter()
+                .map(String::as_str)
+                .filter(|h| *h != "*"),
+        );
+        allowed_headers.sort_unstable();
         allowed_headers.dedup();
         Ok(Cors {
             any_origin,
@@ -138,16 +145,9 @@ impl CorsBuilder {
             credentials: self.credentials,
             allow_methods: value(&methods_value)?,
             allow_headers: value(&allowed_headers.join(", "))?,
+            // In the order and case they were configured in.
             expose: (!expose.is_empty())
-                .then(|| {
-                    value(
-                        &expose
-                            .iter()
-                            .map(HeaderName::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    )
-                })
+                .then(|| value(&self.expose.join(", ")))
                 .transpose()?,
             max_age: HeaderValue::from(self.max_age.as_secs()),
         })

@@ -96,6 +96,14 @@ const SAFELISTED: [&str; 4] = [
     "content-type",
 ];
 
+/// The same names as Starlette writes them in `Access-Control-Allow-Headers`.
+const SAFELISTED_AS_WRITTEN: [&str; 4] = [
+    "Accept",
+    "Accept-Language",
+    "Content-Language",
+    "Content-Type",
+];
+
 /// Answers CORS; see the [module docs](self). Made by [`Cors::builder`].
 #[derive(Debug, Clone)]
 pub struct Cors {
