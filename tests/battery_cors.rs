@@ -294,3 +294,56 @@ async fn header_names_are_listed_as_configured_and_matched_without_case() {
         Some("X-Status, x-Other")
     );
 }
+
+#[tokio::test]
+async fn origins_a_regular_expression_matches_whole_are_allowed() {
+    let cors = Cors::builder()
+        .allow_origin_regex(r"https://[a-z0-9-]+\.app\.example")
+        .allow_credentials(true)
+        .build()
+        .unwrap();
+    let regex = client(cors);
+    let res = regex
+        .get("/")
+        .header("origin", "https://pr-42.app.example")
+        .await;
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://pr-42.app.example")
+    );
+    assert_eq!(res.header("vary"), Some("Origin"));
+    // A whole match only: a longer origin that contains one is not allowed.
+    for refused in [
+        "https://pr-42.app.example.evil.example",
+        "https://evil.example/https://pr-42.app.example",
+        "http://pr-42.app.example",
+        "null",
+    ] {
+        let res = regex.get("/").header("origin", refused).await;
+        assert_eq!(res.header("access-control-allow-origin"), None, "{refused}");
+    }
+    let res = regex
+        .options("/")
+        .header("origin", "https://pr-42.app.example")
+        .header("access-control-request-method", "GET")
+        .await;
+    assert_eq!(res.status(), 200);
+    // `null` (sandboxed pages, files) is never allowed, even by a pattern that matches it.
+    let any = client(Cors::builder().allow_origin_regex(".*").build().unwrap());
+    let res = any.get("/").header("origin", "null").await;
+    assert_eq!(res.header("access-control-allow-origin"), None);
+    let res = any.get("/").header("origin", "https://a.example").await;
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    let err = Cors::builder()
+        .allow_origin_regex("https://(")
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid `allow_origin_regex`: `https://(` is not a regular expression: "),
+        "{err}"
+    );
+}

@@ -9,6 +9,7 @@ use super::*;
 #[must_use]
 pub struct CorsBuilder {
     origins: Vec<String>,
+    origin_regex: Option<String>,
     methods: Vec<String>,
     headers: Vec<String>,
     expose: Vec<String>,
@@ -20,6 +21,7 @@ impl Default for CorsBuilder {
     fn default() -> Self {
         Self {
             origins: Vec::new(),
+            origin_regex: None,
             methods: vec!["GET".to_owned()],
             headers: Vec::new(),
             expose: Vec::new(),
@@ -42,6 +44,15 @@ impl CorsBuilder {
     /// optional port, no path), or `*` for any. Defaults to none.
     pub fn allow_origins<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, origins: I) -> Self {
         self.origins = strings(origins);
+        self
+    }
+
+    /// Origins allowed besides those listed: every origin the regular expression matches as a
+    /// whole (Starlette's `allow_origin_regex`, `fullmatch`), e.g.
+    /// `https://[a-z0-9-]+\.app\.example`. `null` is never allowed, whatever it matches.
+    /// Matching takes time linear in the origin's length (regex-lite: no backtracking).
+    pub fn allow_origin_regex(mut self, pattern: impl Into<String>) -> Self {
+        self.origin_regex = Some(pattern.into());
         self
     }
 
@@ -94,6 +105,20 @@ impl CorsBuilder {
         for origin in self.origins.iter().filter(|o| *o != "*") {
             origins.push(check_origin(origin)?);
         }
+        let origin_regex = match &self.origin_regex {
+            Some(pattern) => Some(regex_lite::Regex::new(&format!("^(?:{pattern})$")).map_err(
+                |err| {
+                    ConfigError::invalid(
+                        "allow_origin_regex",
+                        format!(
+                            "`{}` is not a regular expression: {err}",
+                            crate::Printable::new(pattern)
+                        ),
+                    )
+                },
+            )?),
+            None => None,
+        };
         let any_method = self.methods.iter().any(|m| m == "*");
         let mut methods = Vec::new();
         for method in self.methods.iter().filter(|m| *m != "*") {
@@ -138,6 +163,7 @@ impl CorsBuilder {
         Ok(Cors {
             any_origin,
             origins,
+            origin_regex,
             any_method,
             methods,
             any_header,

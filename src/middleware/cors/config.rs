@@ -12,6 +12,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Cors, Fil
     #[serde(deny_unknown_fields, default)]
     struct Settings {
         allow_origins: Vec<String>,
+        allow_origin_regex: String,
         allow_methods: Vec<String>,
         allow_headers: Vec<String>,
         expose_headers: Vec<String>,
@@ -22,6 +23,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Cors, Fil
         fn default() -> Self {
             Self {
                 allow_origins: Vec::new(),
+                allow_origin_regex: String::new(),
                 allow_methods: vec!["GET".to_owned()],
                 allow_headers: Vec::new(),
                 expose_headers: Vec::new(),
@@ -31,8 +33,11 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Cors, Fil
         }
     }
     let s: Settings = settings.parse_shown()?;
-    let cors = Cors::builder()
-        .allow_origins(&s.allow_origins)
+    let mut cors = Cors::builder().allow_origins(&s.allow_origins);
+    if !s.allow_origin_regex.is_empty() {
+        cors = cors.allow_origin_regex(&s.allow_origin_regex);
+    }
+    let cors = cors
         .allow_methods(&s.allow_methods)
         .allow_headers(&s.allow_headers)
         .expose_headers(&s.expose_headers)

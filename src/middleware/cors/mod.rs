@@ -109,6 +109,7 @@ const SAFELISTED_AS_WRITTEN: [&str; 4] = [
 pub struct Cors {
     any_origin: bool,
     origins: Vec<HeaderValue>,
+    origin_regex: Option<regex_lite::Regex>,
     any_method: bool,
     methods: Vec<Method>,
     any_header: bool,
@@ -127,7 +128,13 @@ impl Cors {
     }
 
     fn origin_allowed(&self, origin: &HeaderValue) -> bool {
-        self.any_origin || self.origins.iter().any(|o| o == origin)
+        self.any_origin
+            || self.origins.iter().any(|o| o == origin)
+            || self.origin_regex.as_ref().is_some_and(|regex| {
+                origin
+                    .to_str()
+                    .is_ok_and(|o| !o.eq_ignore_ascii_case("null") && regex.is_match(o))
+            })
     }
 
     /// Adds these to `Access-Control-Expose-Headers` (other batteries' headers).
