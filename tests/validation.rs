@@ -261,3 +261,44 @@ async fn lax_booleans_in_the_path() {
         r#"{"detail":[{"type":"bool_parsing","loc":["path","on"],"msg":"Input should be a valid boolean, unable to interpret input","input":"maybe"}]}"#
     );
 }
+
+#[tokio::test]
+async fn an_optional_body_is_none_when_absent_and_a_422_when_wrong() {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        name: String,
+    }
+    async fn create(item: Option<callnext::extract::Json<Item>>) -> String {
+        item.map_or_else(|| "none".to_owned(), |item| item.0.name)
+    }
+    let app = axum::Router::new().route("/", axum::routing::post(create));
+    let client = callnext::TestClient::new(callnext::Stack::new().service(app));
+    assert_eq!(client.post("/").await.text(), "none");
+    let none = client
+        .post("/")
+        .header("content-type", "application/json")
+        .body(" null ")
+        .send()
+        .await;
+    assert_eq!(none.text(), "none");
+    let pen = client
+        .post("/")
+        .json(&serde_json::json!({"name": "pen"}))
+        .await;
+    assert_eq!(pen.text(), "pen");
+    for (content_type, body, kind) in [
+        ("application/json", "{\"name\": 1}", "string_type"),
+        ("application/json", "{\"name\": ", "json_invalid"),
+        ("text/plain", "pen", "model_attributes_type"),
+    ] {
+        let res = client
+            .post("/")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await;
+        assert_eq!(res.status(), 422, "{body}");
+        let detail = res.json::<serde_json::Value>();
+        assert_eq!(detail["detail"][0]["type"], kind, "{detail}");
+    }
+}

@@ -52,6 +52,54 @@ where
     }
 }
 
+/// `Option<Json<T>>`: no body (or a JSON `null`) is `None`, as FastAPI's `item: Item | None =
+/// None`; a body that is there and invalid is the same 422 as [`Json`]'s.
+///
+/// ```
+/// use callnext::extract::Json;
+/// use callnext::{Stack, TestClient};
+/// use axum::{routing::post, Router};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Item { name: String }
+///
+/// async fn create(item: Option<Json<Item>>) -> String {
+///     item.map_or_else(|| "no item".to_owned(), |Json(item)| item.name)
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = TestClient::new(Stack::new().service(Router::new().route("/", post(create))));
+/// assert_eq!(client.post("/").await.text(), "no item");
+/// assert_eq!(client.post("/").json(&serde_json::json!({"name": "pen"})).await.text(), "pen");
+/// let res = client.post("/").json(&serde_json::json!({"title": "pen"})).await;
+/// assert_eq!(res.status(), 422);
+/// assert_eq!(res.json::<serde_json::Value>()["detail"][0]["loc"], serde_json::json!(["body", "name"]));
+/// # });
+/// ```
+impl<T, S> OptionalFromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ValidationError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_none_or(|_| is_json_content_type(req.headers()));
+        let bytes = body_bytes(req, state).await?;
+        let text = bytes.trim_ascii();
+        if text.is_empty() || (json && text == b"null") {
+            return Ok(None);
+        }
+        if !json {
+            return Err(not_an_object(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        parse_json(&bytes).map(|value| Some(Json(value)))
+    }
+}
+
 /// A JSON request body as [`Json`] reads it, but a body whose `Content-Type` is not JSON gets
 /// `415 {"detail":"Expected request with \`Content-Type: application/json\`"}` (what HTTP
 /// prefers; FastAPI answers 422).

@@ -17,7 +17,7 @@ pub use query::Query;
 pub use valid::Valid;
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, RawPathParams};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::request::Parts;
