@@ -218,8 +218,8 @@ async fn json_extractor_content_types() {
                 },
             ),
         );
-    let client = TestClient::new(Stack::new().service(app));
-    // As FastAPI: JSON when the body says so or says nothing, else text that is no object.
+    let client = TestClient::new(Stack::new().service(app.clone()));
+    // As FastAPI: JSON when the body says so, else text that is no object.
     for (ct, json_status, strict_status) in [
         ("application/json", 200, 200),
         ("Application/JSON; charset=utf-8", 200, 200),
@@ -246,8 +246,21 @@ async fn json_extractor_content_types() {
         res.text(),
         r#"{"detail":[{"type":"model_attributes_type","loc":["body"],"msg":"Input should be a valid dictionary or object to extract fields from","input":"{\"name\":\"pen\"}"}]}"#
     );
+    // No Content-Type: not JSON (FastAPI's strict_content_type, its default; a page on another
+    // site can send such a body without a preflight), unless the request says otherwise.
+    let res = client.post("/items").body(r#"{"name":"pen"}"#).await;
+    assert_eq!(res.status(), 422);
     assert_eq!(
-        client.post("/items").body(r#"{"name":"pen"}"#).await.text(),
+        res.json::<serde_json::Value>()["detail"][0]["type"],
+        "model_attributes_type"
+    );
+    let lax = Stack::new().on_request("lax-json", |req: &mut callnext::Request| {
+        req.extensions_mut()
+            .insert(callnext::extract::JsonWithoutContentType);
+    });
+    let lax = TestClient::new(lax.service(app));
+    assert_eq!(
+        lax.post("/items").body(r#"{"name":"pen"}"#).await.text(),
         "pen"
     );
     let res = client.post("/strict").body("{}").await;

@@ -38,12 +38,7 @@ where
     type Rejection = ValidationError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // FastAPI reads a body as JSON when it says so or says nothing; any other body is
-        // text that is not an object.
-        let json = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_none_or(|_| is_json_content_type(req.headers()));
+        let json = reads_as_json(&req);
         let bytes = body_bytes(req, state).await?;
         if !json {
             return Err(not_an_object(String::from_utf8_lossy(&bytes).into_owned()));
@@ -84,10 +79,7 @@ where
     type Rejection = ValidationError;
 
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
-        let json = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_none_or(|_| is_json_content_type(req.headers()));
+        let json = reads_as_json(&req);
         let bytes = body_bytes(req, state).await?;
         let text = bytes.trim_ascii();
         if text.is_empty() || (json && text == b"null") {
@@ -221,6 +213,46 @@ fn missing_body() -> ValidationError {
     )
     .input(Value::Null)])
 }
+
+/// Whether [`Json`] reads the request's body as JSON: it says so (`application/json`,
+/// `application/*+json`), or it says nothing and the request carries
+/// [`JsonWithoutContentType`]. Any other body is text that is not an object (FastAPI's
+/// `strict_content_type`, its default).
+fn reads_as_json(req: &Request) -> bool {
+    match req.headers().get(http::header::CONTENT_TYPE) {
+        Some(_) => is_json_content_type(req.headers()),
+        None => req.extensions().get::<JsonWithoutContentType>().is_some(),
+    }
+}
+
+/// Put on a request (in its extensions), its body is read as JSON by [`Json`] even without a
+/// `Content-Type`: FastAPI's `strict_content_type=False`, for clients that send none.
+///
+/// Without it, as in FastAPI by default, such a body is not JSON: a page on another site can
+/// send a request with a body and no `Content-Type` without a CORS preflight, so reading it as
+/// JSON would let that page reach an API on `localhost` or behind a login cookie.
+///
+/// ```
+/// use callnext::extract::{Json, JsonWithoutContentType};
+/// use callnext::{Request, Stack, TestClient};
+/// use axum::{routing::post, Router};
+///
+/// async fn echo(Json(v): Json<serde_json::Value>) -> String { v.to_string() }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let app = Router::new().route("/", post(echo));
+/// let strict = TestClient::new(Stack::new().service(app.clone()));
+/// assert_eq!(strict.post("/").body("{\"a\":1}").send().await.status(), 422);
+///
+/// let lax = Stack::new().on_request("lax-json", |req: &mut Request| {
+///     req.extensions_mut().insert(JsonWithoutContentType);
+/// });
+/// let lax = TestClient::new(lax.service(app));
+/// assert_eq!(lax.post("/").body("{\"a\":1}").send().await.text(), "{\"a\":1}");
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonWithoutContentType;
 
 /// `application/json` or `application/*+json`, parameters ignored, case-insensitive.
 fn is_json_content_type(headers: &http::HeaderMap) -> bool {

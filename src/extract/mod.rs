@@ -11,7 +11,7 @@ mod query;
 #[cfg(feature = "validator")]
 mod valid;
 
-pub use json::{Json, StrictJson};
+pub use json::{Json, JsonWithoutContentType, StrictJson};
 pub use query::Query;
 #[cfg(feature = "validator")]
 pub use valid::Valid;
