@@ -62,6 +62,35 @@ pub async fn read_body(req: &mut Request, limit: usize) -> Result<Bytes, HttpErr
 
 /// The [`HttpError`] a request body's stream yielded (a middleware that wraps the body can end
 /// it with one), found anywhere in the error's source chain.
+/// The whole body, if all of it is there now (a buffered body always is, and so is what an
+/// encoder makes of one); a body that would have to wait, or fails, is left as it was, what was
+/// read put back in front of the rest. Trailers are not kept.
+pub(crate) fn ready_bytes(body: &mut Body) -> Option<Bytes> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut bytes = bytes::BytesMut::new();
+    loop {
+        match std::pin::Pin::new(&mut *body).poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            std::task::Poll::Ready(None) => return Some(bytes.freeze()),
+            std::task::Poll::Pending | std::task::Poll::Ready(Some(Err(_))) => {
+                let rest = std::mem::take(body);
+                let read = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(
+                    bytes.freeze(),
+                )));
+                *body = Body::from_stream(futures_util::StreamExt::chain(
+                    read,
+                    rest.into_data_stream(),
+                ));
+                return None;
+            }
+        }
+    }
+}
+
 pub(crate) fn raised<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e HttpError> {
     let mut current = Some(err);
     while let Some(err) = current {

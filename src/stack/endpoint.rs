@@ -261,35 +261,10 @@ fn json_rejection(res: &mut Response) {
         .extend(std::mem::take(json.extensions_mut()));
 }
 
-/// The whole body as text, if it is all there now (a buffered body always is); a body that
-/// would have to wait is left as it was.
+/// The whole body as text, if it is all there now (see [`crate::body::ready_bytes`]).
 fn ready_text(body: &mut Body) -> Option<String> {
-    use http_body::Body as _;
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    let mut bytes = Vec::new();
-    loop {
-        match Pin::new(&mut *body).poll_frame(&mut cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            Poll::Ready(None) => break,
-            // Not all there, or failing: put back what was read, in front of the rest.
-            Poll::Pending | Poll::Ready(Some(Err(_))) => {
-                let rest = std::mem::take(body);
-                let read = futures_util::stream::once(async move {
-                    Ok::<_, axum::Error>(bytes::Bytes::from(bytes))
-                });
-                *body = Body::from_stream(futures_util::StreamExt::chain(
-                    read,
-                    rest.into_data_stream(),
-                ));
-                return None;
-            }
-        }
-    }
-    Some(String::from_utf8_lossy(&bytes).trim_end().to_owned())
+    crate::body::ready_bytes(body)
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim_end().to_owned())
 }
 
 thread_local! {

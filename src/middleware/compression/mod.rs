@@ -3,8 +3,9 @@
 //!
 //! Never on `text/event-stream` (server-sent events must reach the client event by event),
 //! images, gRPC, or bodies already encoded; never below a minimum size (1 KB by default,
-//! when the size is known); always with `Vary: Accept-Encoding`. A streamed body stays
-//! streamed: each chunk is compressed and sent as it comes.
+//! when the size is known); always with `Vary: Accept-Encoding`. A body known in full (up to
+//! 1 MB) is compressed at once and sent with its `Content-Length`, as Starlette's GZip does; a
+//! streamed body stays streamed: each chunk is compressed and sent as it comes.
 //!
 //! ```
 //! use callnext::middleware::Compression;
@@ -16,7 +17,9 @@
 //! let client = TestClient::new(Stack::new().push(Compression::new().entry()).service(app));
 //! let res = client.get("/").header("accept-encoding", "gzip;q=0.5, br").await;
 //! assert_eq!(res.header("content-encoding"), Some("br"));
-//! assert_eq!(res.header("vary"), Some("accept-encoding"));
+//! assert_eq!(res.header("vary"), Some("Accept-Encoding"));
+//! // Known in full: compressed at once, sent with its length.
+//! assert_eq!(res.header("content-length"), Some(res.bytes().len().to_string().as_str()));
 //! assert!(res.bytes().len() < 6000);
 //! # });
 //! ```
@@ -124,15 +127,59 @@ impl Compression {
             .compress_when(predicate);
         // The encoder polls its source once more after the end: a body made from a stream
         // that must not be polled then (`futures::stream::unfold`) would panic without this.
-        let fused = tower::util::MapResponseLayer::new(|res: Response| {
+        // The length of a body known in full is noted on the way in.
+        let fused = tower::util::MapResponseLayer::new(|mut res: Response| {
+            if let Some(len) = http_body::Body::size_hint(res.body()).exact() {
+                res.extensions_mut().insert(KnownLength(len));
+            }
             res.map(|body| Body::new(Fused { body, done: false }))
         });
         Entry::layer(
             "compression",
-            tower::ServiceBuilder::new().layer(layer).layer(fused),
+            tower::ServiceBuilder::new()
+                .layer(tower::util::MapResponseLayer::new(as_starlette_sends))
+                .layer(layer)
+                .layer(fused),
         )
         .with_capabilities(crate::battery::Capabilities::new().kind("compression"))
     }
+}
+
+/// The length of the app's body, when it was known in full before compression.
+#[derive(Debug, Clone, Copy)]
+struct KnownLength(u64);
+
+/// The largest body compressed in full, to be sent with its `Content-Length`.
+const MAX_WHOLE: u64 = 1024 * 1024;
+
+/// As Starlette's GZip sends a response it compressed: a body that was there in full (a JSON
+/// answer) compressed at once and sent with its `Content-Length` rather than in chunks, and
+/// `Vary: Accept-Encoding` in its usual capitalisation. A streamed body stays streamed.
+fn as_starlette_sends<B>(res: http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    let mut res = res.map(Body::new);
+    let known = res.extensions_mut().remove::<KnownLength>();
+    if !res.headers().contains_key(http::header::CONTENT_ENCODING) {
+        return res;
+    }
+    if let Some(vary) = res.headers_mut().get_mut(http::header::VARY) {
+        if vary.as_bytes().eq_ignore_ascii_case(b"accept-encoding") {
+            *vary = http::HeaderValue::from_static("Accept-Encoding");
+        }
+    }
+    if known.is_some_and(|KnownLength(len)| len <= MAX_WHOLE) {
+        if let Some(whole) = crate::body::ready_bytes(res.body_mut()) {
+            res.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(whole.len()),
+            );
+            *res.body_mut() = Body::from(whole);
+        }
+    }
+    res
 }
 
 pin_project_lite::pin_project! {
