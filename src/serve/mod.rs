@@ -12,6 +12,7 @@ mod shutdown;
 mod slot;
 #[cfg(feature = "tls")]
 mod tls;
+mod watched;
 
 use std::fmt;
 use std::io;

@@ -16,10 +16,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tower::Service;
 
-use super::connection::{Asked, ConnActivity, Connections, InFlight, Stall, Watched};
+use super::connection::{Asked, ConnActivity, Connections, InFlight, Stall};
 use super::counted::Counted;
 use super::hyper_conn::{builder, http1_builder, Conn};
 use super::listener::Accepted;
+use super::watched::Watched;
 use super::{BoundServer, Server};
 use crate::Response;
 
