@@ -293,3 +293,164 @@ fn application_sections_are_read_strictly() {
     let config = Config::parse("", "app.toml", &["seed"]).unwrap();
     assert_eq!(config.section::<Seed>("seed").unwrap(), Seed::default());
 }
+
+/// A user's app served from a file in one call, in a process of its own (the log subscriber
+/// `[log]` installs is the process's): `[server]`, `[admin] page`, `[log] format = "json"` and
+/// two batteries, checked from outside as a client and a log reader would.
+#[cfg(feature = "server")]
+#[test]
+fn a_users_app_is_served_from_a_file_in_one_call() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    let path = std::env::temp_dir().join(format!("callnext-serve-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"
+[server]
+host = "127.0.0.1"
+port = 0
+max_header_bytes = "8KiB"
+drain_timeout = "5s"
+
+[log]
+format = "json"
+level = "info"
+
+[admin]
+page = true
+
+[middleware.request_id]
+[middleware.security_headers]
+"#,
+    )
+    .unwrap();
+    /// The child, killed if the test fails before stopping it.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Child(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "served_from_a_file",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CALLNEXT_TEST_SERVE_FILE", &path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut logs: Vec<serde_json::Value> = Vec::new();
+    let mut read_log = |out: &mut String| loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the app's output ended: {out}"
+        );
+        out.push_str(&line);
+        // libtest's own lines ("running 1 test") are not JSON, and its "test ... " has no
+        // line end: the first log line follows it.
+        let json = line.find('{').map_or("", |at| &line[at..]);
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
+            break value;
+        }
+    };
+    let mut out = String::new();
+    let addr = loop {
+        let line = read_log(&mut out);
+        logs.push(line.clone());
+        if let Some(url) = line["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("listening on http://"))
+        {
+            break url.to_owned();
+        }
+    };
+    let request = |head: &str| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        stream
+            .write_all(format!("{head}Host: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.to_ascii_lowercase()
+    };
+
+    // The stack of the file in front of the app.
+    let home = request("GET / HTTP/1.1\r\n");
+    assert!(home.starts_with("http/1.1 200"), "{home}");
+    assert!(home.ends_with("hello world"), "{home}");
+    assert!(home.contains("\r\nx-request-id: "), "{home}");
+    assert!(
+        home.contains("\r\nx-content-type-options: nosniff"),
+        "{home}"
+    );
+    // `[admin] page = true`: the live page, for this loopback client, with the admin routes.
+    let page = request("GET /_callnext/ HTTP/1.1\r\n");
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    assert!(page.contains("text/html"), "{page}");
+    let ready = request("GET /health/ready HTTP/1.1\r\n");
+    assert!(ready.starts_with("http/1.1 200"), "{ready}");
+    #[cfg(feature = "prometheus")]
+    {
+        let metrics = request("GET /metrics HTTP/1.1\r\n");
+        assert!(metrics.contains("callnext_"), "{metrics}");
+    }
+    // `[server] max_header_bytes`.
+    let big = request(&format!(
+        "GET / HTTP/1.1\r\nx-big: {}\r\n",
+        "a".repeat(10_000)
+    ));
+    assert!(big.starts_with("http/1.1 431"), "{big}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    loop {
+        let line = read_log(&mut out);
+        let stopped = line["message"] == "stopped";
+        logs.push(line);
+        if stopped {
+            break;
+        }
+    }
+    assert!(child.0.wait().unwrap().success(), "{out}");
+    let _ = std::fs::remove_file(&path);
+
+    // `[log] format = "json"`: every line an object with a level; the stack named entry by entry.
+    assert!(logs.iter().all(|l| l["level"].is_string()), "{out}");
+    let named: Vec<&str> = logs
+        .iter()
+        .filter(|l| l["message"] == "middleware")
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(named, ["request_id", "security_headers"], "{out}");
+    assert!(
+        logs.iter().any(|l| l["message"] == "live stack page on"),
+        "{out}"
+    );
+}
+
+/// The app of `a_users_app_is_served_from_a_file_in_one_call`, run in its child process; it
+/// does nothing in a plain test run.
+#[cfg(feature = "server")]
+#[test]
+fn served_from_a_file() {
+    let Some(path) = std::env::var_os("CALLNEXT_TEST_SERVE_FILE") else {
+        return;
+    };
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello World" }));
+    Config::load(path, &[]).unwrap().serve(app).run().unwrap();
+}

@@ -9,11 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration as StdDuration;
 
-use callnext::admin::{Admin, Readiness};
 use callnext::config::{Config, Duration, FileError, LogFormat, Size};
-use callnext::metrics::Metrics;
-use callnext::serve::{shutdown_signal, BoundServer};
-use callnext::{Stack, TrustedProxies};
+use callnext::TrustedProxies;
 use callnext_server::seed::{self, SeedConfig};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
@@ -285,9 +282,6 @@ fn configure(args: &Args, matches: &ArgMatches) -> Result<(Config, SeedConfig), 
     }
     config.validate()?;
     config.set_section("seed", &seed)?;
-    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
-        return Err(config.error("log.level", format!("not a log filter: {err}")));
-    }
     Ok((config, seed))
 }
 
@@ -307,10 +301,9 @@ fn main() -> ExitCode {
         Err(err) => return config_error(&err),
     };
     // TLS files are read (and checked) here, before anything is served.
-    let server = match config.server() {
-        Ok(server) => server,
-        Err(err) => return config_error(&err),
-    };
+    if let Err(err) = config.server() {
+        return config_error(&err);
+    }
     if args.print_config {
         match config.to_toml_with(&registry) {
             Ok(text) => print!("{text}"),
@@ -338,43 +331,34 @@ fn main() -> ExitCode {
         println!("configuration ok ({origin}): {} middlewares", lines.len());
         return ExitCode::SUCCESS;
     }
-    let log_writer = init_tracing(&config);
-    if config.stack.debug {
-        callnext::install_panic_location_hook();
-        tracing::warn!("debug mode: panics' messages and locations are sent to clients");
+    let mut router = seed::router(&seed);
+    let sessions_on = config.middleware.iter().any(|(name, table)| {
+        table.get("kind").and_then(|k| k.as_str()).unwrap_or(name) == "session"
+    });
+    if sessions_on {
+        router = router.merge(seed::session_demo_router());
     }
-
-    // One worker needs no work-stealing scheduler: the current-thread runtime is cheaper.
-    let mut runtime = match config.server.workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        workers => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers);
-            builder
-        }
-    };
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let stack = match config.stack(&registry) {
-        Ok(stack) => stack,
-        Err(err) => return config_error(&err),
-    };
-    let result = runtime.block_on(run(config, seed, stack, server, args.demo_blocking));
-    if let Some(writer) = log_writer {
-        let dropped = writer.dropped();
-        if dropped > 0 {
-            tracing::warn!(dropped, "log lines dropped: the log writer fell behind");
-        }
-        writer.close();
+    if args.demo_blocking {
+        router = router.merge(seed::demo_blocking_router());
     }
-    match result {
+    let simulated_io = if seed.simulated_io { "on" } else { "off" };
+    let demo_blocking = args.demo_blocking;
+    let served = config
+        .serve(router)
+        .registry(registry)
+        .on_listening(move |_| {
+            tracing::info!("seed: simulated I/O {simulated_io}");
+            if demo_blocking {
+                tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
+            }
+        })
+        .run();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.get_ref().is_some_and(|inner| inner.is::<FileError>()) => {
+            eprintln!("error: {err}");
+            ExitCode::from(CONFIG_ERROR)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::FAILURE
@@ -382,169 +366,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The non-blocking log writer; closed (what is queued written) at exit.
-type LogWriter = callnext::middleware::access_log::LineWriter;
-
 fn config_error(err: &FileError) -> ExitCode {
     eprintln!("error: {err}");
     ExitCode::from(CONFIG_ERROR)
-}
-
-async fn run(
-    config: Config,
-    seed: SeedConfig,
-    mut stack: Stack,
-    server: callnext::serve::Server,
-    demo_blocking: bool,
-) -> std::io::Result<()> {
-    let readiness = Readiness::new();
-    let mut admin = Admin::new().readiness(&readiness);
-    if config.admin.metrics_path != "off" {
-        // The binary owns the registry; the admin router serves it.
-        let metrics = Metrics::new();
-        stack = stack.metrics(&metrics);
-        admin = admin
-            .metrics(&metrics)
-            .metrics_path(&config.admin.metrics_path)
-            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
-    }
-    let page = config
-        .live_page()
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
-    if let Some(page) = &page {
-        stack = stack.live(page);
-        admin = admin.live_page(page);
-        tracing::info!(path = %page.path(), "live stack page on");
-    }
-    let mut router = seed::router(&seed);
-    if config.admin.bind.is_empty() {
-        // Inside the stack, so its middlewares can protect the admin routes too.
-        router = router.merge(admin.router());
-    }
-    for entry in stack.describe() {
-        tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
-    }
-    let sessions_on = config.middleware.iter().any(|(name, table)| {
-        table.get("kind").and_then(|k| k.as_str()).unwrap_or(name) == "session"
-    });
-    if sessions_on {
-        router = router.merge(seed::session_demo_router());
-    }
-    if demo_blocking {
-        tracing::warn!("serving /demo/block, which blocks the runtime on purpose");
-        router = router.merge(seed::demo_blocking_router());
-    }
-    let service = stack
-        .try_service(router)
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string()))?;
-    let drain_timeout = config.server.drain_timeout.get();
-    let background = stack.background();
-
-    let server = server.readiness(&readiness);
-    let bound = if config.server.uds.is_empty() {
-        server
-            .bind(SocketAddr::new(config.server.host, config.server.port))
-            .await?
-    } else {
-        bind_unix(server, &config.server.uds).await?
-    };
-    tracing::info!(
-        "listening on {} (simulated I/O {})",
-        bound.url(),
-        if seed.simulated_io { "on" } else { "off" }
-    );
-
-    // One signal stops both listeners.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    };
-    let admin_task = if config.admin.bind.is_empty() {
-        None
-    } else {
-        let addr: SocketAddr = config.admin.bind.parse().map_err(|err| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("admin.bind: {err}"),
-            )
-        })?;
-        let admin_server = callnext::serve::Server::new().bind(addr).await?;
-        tracing::info!("admin routes on {}", admin_server.url());
-        let service = Stack::new().name("admin").service(admin.router());
-        Some(tokio::spawn(admin_server.serve(service, until_stopped())))
-    };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    let served = bound.serve(service, until_stopped()).await;
-    if let Some(task) = admin_task {
-        task.await.map_err(std::io::Error::other)??;
-    }
-    served?;
-    // Background tasks of the responses sent get the drain timeout too.
-    let cut = background.wait(drain_timeout).await;
-    if cut > 0 {
-        tracing::warn!(
-            cut,
-            "background tasks still running at the drain timeout; cut"
-        );
-    }
-    // Every response sent is in the access log before the process exits.
-    if !tokio::task::spawn_blocking(move || stack.flush(drain_timeout))
-        .await
-        .unwrap_or(false)
-    {
-        tracing::warn!("the access log could not write everything within the drain timeout");
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-#[cfg(unix)]
-async fn bind_unix(server: callnext::serve::Server, path: &str) -> std::io::Result<BoundServer> {
-    server.bind_unix(path).await
-}
-
-#[cfg(not(unix))]
-async fn bind_unix(_: callnext::serve::Server, _: &str) -> std::io::Result<BoundServer> {
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        "Unix sockets need a Unix system",
-    ))
-}
-
-/// Installs the log subscriber; with `[log] non_blocking` (the default), lines are written by a
-/// thread of their own through the access log's kind of queue, so a request never waits on
-/// stdout. (tracing-appender's non-blocking writer did the same with a channel that wakes its
-/// thread for every line: bench/batteries.sh measured it at more CPU per request than writing
-/// to stdout directly.)
-fn init_tracing(config: &Config) -> Option<LogWriter> {
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let lines = config
-        .log
-        .non_blocking
-        .then(|| LogWriter::new(&callnext::middleware::access_log::Sink::Stdout, 65_536));
-    let (writer, log_writer) = if let Some(Ok(lines)) = lines {
-        let writer = lines.clone();
-        (BoxMakeWriter::new(move || writer.clone()), Some(lines))
-    } else {
-        (BoxMakeWriter::new(std::io::stdout), None)
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    log_writer
 }

@@ -44,6 +44,8 @@ pub(crate) mod fields;
 mod registry;
 mod secret;
 mod sections;
+#[cfg(feature = "server")]
+mod serving;
 mod shown;
 mod units;
 
@@ -62,6 +64,8 @@ pub use secret::Secret;
 pub use sections::{
     AdminSettings, LogFormat, LogSettings, ServerSettings, StackSettings, TelemetrySettings,
 };
+#[cfg(feature = "server")]
+pub use serving::Serve;
 pub use units::{Duration, Size};
 
 use crate::{ConfigError, TrustedProxies};
@@ -313,6 +317,9 @@ impl Config {
         #[cfg(feature = "otel")]
         if !self.telemetry.endpoint.is_empty() {
             let _ = self.telemetry_settings()?;
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(self.error("log.level", format!("not a log filter: {err}")));
         }
         if self.stack.blocking_threshold.get().is_zero() {
             return Err(self.error(

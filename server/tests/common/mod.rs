@@ -153,7 +153,11 @@ pub fn serve_then_stop(args: &[&str], requests: &[Vec<u8>]) -> (String, Vec<Vec<
         out.push_str(&line);
         if let Some(at) = line.find("listening on http://") {
             let rest = &line[at + "listening on http://".len()..];
-            break rest.split([' ', '"']).next().unwrap().to_owned();
+            break rest
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .next()
+                .unwrap()
+                .to_owned();
         }
     };
     let answers = requests
