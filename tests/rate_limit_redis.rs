@@ -215,7 +215,8 @@ async fn only_counted_statuses_take_quota_across_instances() {
             .redis(Redis::open(&redis_url()).unwrap())
             .build()
             .unwrap();
-        TestClient::new(Stack::new().hook(limit).service(app()))
+        // Two instances of one app: one scope for their keys, as two servers share them.
+        TestClient::new(Stack::new().hook(limit).service(app())).store_scope(&prefix)
     };
     let (a, b) = (instance(), instance());
     for _ in 0..5 {
@@ -229,4 +230,59 @@ async fn only_counted_statuses_take_quota_across_instances() {
     assert_eq!(refused.status(), 429);
     assert!(refused.header("retry-after").is_some());
     assert_eq!(a.get("/").await.status(), 429);
+}
+
+/// A test whose limiter has a fixed prefix, run again at once (a second `cargo test` within
+/// the window): each `TestClient` scopes its keys, so the second run starts with a full
+/// bucket; clients given one scope share it; `shared_store_keys` leaves the server's keys.
+#[tokio::test]
+async fn a_test_run_twice_at_once_does_not_see_its_first_runs_counts() {
+    let run = || {
+        let limit = RateLimit::builder()
+            .limit("2/minute")
+            .prefix("callnext-test:rerun")
+            .redis(Redis::open(&redis_url()).unwrap())
+            .build()
+            .unwrap();
+        Stack::new().hook(limit).service(app())
+    };
+    for _ in 0..2 {
+        let client = TestClient::new(run());
+        assert_eq!(client.get("/").await.status(), 200);
+        assert_eq!(client.get("/").await.status(), 200);
+        assert_eq!(client.get("/").await.status(), 429);
+    }
+
+    let scope = unique("rerun-scope");
+    let first = TestClient::new(run()).store_scope(&scope);
+    assert_eq!(first.get("/").await.status(), 200);
+    assert_eq!(first.get("/").await.status(), 200);
+    let second = TestClient::new(run()).store_scope(&scope);
+    assert_eq!(second.get("/").await.status(), 429);
+
+    // Unscoped: the key a server writes, `<prefix>:{<caller>}:<policy>`.
+    let prefix = unique("unscoped");
+    let limit = RateLimit::builder()
+        .limit("2/minute")
+        .prefix(&prefix)
+        .redis(Redis::open(&redis_url()).unwrap())
+        .build()
+        .unwrap();
+    let server_like = TestClient::new(Stack::new().hook(limit).service(app())).shared_store_keys();
+    assert_eq!(server_like.get("/").await.status(), 200);
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with(&format!("{prefix}:{{127.0.0.1}}:")),
+        "{keys:?}"
+    );
 }

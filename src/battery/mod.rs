@@ -9,6 +9,7 @@ mod capability;
 mod guard;
 mod observe;
 mod rules;
+mod scope;
 
 pub(crate) use caller::Caller;
 pub use caller::{CallerRule, KeyBy, KeyFn};
@@ -19,3 +20,4 @@ pub use guard::{Refused, StoreGuard};
 pub(crate) use observe::{apply as apply_observers, observe_boxed, Chain, Collecting, Observe};
 pub use observe::{observe, Delivered};
 pub use rules::{is_preflight, PathRules};
+pub use scope::StoreScope;

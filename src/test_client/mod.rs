@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tower::{Service, ServiceExt};
 
+use crate::battery::StoreScope;
 use crate::{Request, Response};
 
 /// An in-process client for tests, like Starlette's `TestClient`.
@@ -53,6 +54,8 @@ pub struct TestClient<S> {
     peer: SocketAddr,
     /// The cookie jar, when [`TestClient::cookies`] turned it on (shared by the clones).
     jar: Option<Arc<Mutex<jar::Jar>>>,
+    /// The scope of its requests' keys in shared stores (shared by the clones).
+    scope: Option<StoreScope>,
 }
 
 impl<S> fmt::Debug for TestClient<S> {
@@ -70,13 +73,33 @@ where
     ///
     /// Its requests come from `127.0.0.1:50000`, as axum's `ConnectInfo<SocketAddr>` (and so
     /// as the [`ClientIp`](crate::ClientIp) a stack sets), unless [`TestClient::peer`] says
-    /// otherwise.
+    /// otherwise. Its requests carry a [`StoreScope`] of their own: the keys they leave in a
+    /// shared store (a Redis rate limit's buckets) are not those of another client, another
+    /// test or another run ([`TestClient::store_scope`], [`TestClient::shared_store_keys`]).
     pub fn new(service: S) -> Self {
         Self {
             service,
             peer: SocketAddr::from(([127, 0, 0, 1], 50000)),
             jar: None,
+            scope: Some(StoreScope::random()),
         }
+    }
+
+    /// Scopes the keys its requests leave in shared stores by `name` instead of a random
+    /// scope: clients given the same name (over two stacks standing for two instances of an
+    /// app, say) share their counters.
+    #[must_use]
+    pub fn store_scope(mut self, name: impl Into<String>) -> Self {
+        self.scope = Some(StoreScope::new(name.into()));
+        self
+    }
+
+    /// Its requests leave the keys a server's would, unscoped: what another process (a
+    /// server under test, `redis-cli`) sees.
+    #[must_use]
+    pub fn shared_store_keys(mut self) -> Self {
+        self.scope = None;
+        self
     }
 
     /// Keeps the cookies answers set, as a browser (and Starlette's `TestClient`) does, and
@@ -155,6 +178,11 @@ where
         let service = self.service.clone();
         if req.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
             req.extensions_mut().insert(ConnectInfo(self.peer));
+        }
+        if let Some(scope) = &self.scope {
+            if req.extensions().get::<StoreScope>().is_none() {
+                req.extensions_mut().insert(scope.clone());
+            }
         }
         let jar = self.jar.clone();
         if let Some(jar) = &jar {

@@ -39,14 +39,15 @@ impl Hook for RateLimit {
         match &shared.store {
             Store::Memory(memory) => {
                 let decision = memory.check(&caller, &shared.rates, cost);
-                match self.settle_charged(decision, caller, cost, false) {
+                match self.settle_charged(decision, caller, None, cost, false) {
                     Ok(decided) => Flow::Continue(decided),
                     Err(res) => Flow::Respond(res),
                 }
             }
             #[cfg(feature = "redis")]
             Store::Redis { store, local } => {
-                Flow::wait(self.check_redis(store, local.as_ref(), caller, cost))
+                let keys = self.redis_keys(&caller, crate::battery::StoreScope::of(req));
+                Flow::wait(self.check_redis(store, local.as_ref(), caller, keys, cost))
             }
         }
     }
@@ -81,7 +82,9 @@ impl Hook for RateLimit {
             Store::Redis { store, .. } => Flow::wait(async move {
                 // A refund the store does not take leaves the charge: the caller is limited
                 // a little early, never late. Its failures are counted by the guard.
-                let keys = self.redis_keys(&charge.caller);
+                let Some(keys) = charge.keys else {
+                    return Ok(());
+                };
                 let _ = store
                     .refund(&keys, &shared.rates, charge.cost, &shared.name)
                     .await;
@@ -109,6 +112,7 @@ impl RateLimit {
         &self,
         decision: Decision,
         caller: Caller,
+        keys: Option<Vec<String>>,
         cost: u64,
         local: bool,
     ) -> Result<Decided, Response> {
@@ -118,21 +122,28 @@ impl RateLimit {
             decision,
             charged.then_some(Charge {
                 caller,
+                keys,
                 cost,
                 local,
             }),
         ))
     }
 
-    /// The caller's keys in Redis, one per policy, sharing the caller's hash tag.
+    /// The caller's keys in Redis, one per policy, sharing the caller's hash tag; after the
+    /// prefix, the request's [`StoreScope`](crate::battery::StoreScope) if it has one (a
+    /// `TestClient`'s).
     #[cfg(feature = "redis")]
-    fn redis_keys(&self, caller: &Caller) -> Vec<String> {
+    fn redis_keys(&self, caller: &Caller, scope: Option<&str>) -> Vec<String> {
         let shared = &self.shared;
         let tag = caller.to_string();
+        let prefix = match scope {
+            Some(scope) => format!("{}:{scope}", shared.prefix),
+            None => shared.prefix.clone(),
+        };
         shared
             .policies
             .iter()
-            .map(|p| format!("{}:{{{tag}}}:{}", shared.prefix, p.name))
+            .map(|p| format!("{prefix}:{{{tag}}}:{}", p.name))
             .collect()
     }
 
@@ -172,10 +183,10 @@ impl RateLimit {
         store: &self::redis::RedisStore,
         local: Option<&MemoryStore>,
         caller: Caller,
+        keys: Vec<String>,
         cost: u64,
     ) -> Result<Decided, Response> {
         let shared = &self.shared;
-        let keys = self.redis_keys(&caller);
         let started = crate::clock::ticks::now();
         let result = store.check(&keys, &shared.rates, cost, &shared.name).await;
         // A call the open breaker refused took no time at the store: not a latency.
@@ -190,7 +201,7 @@ impl RateLimit {
         #[cfg(not(feature = "prometheus"))]
         let _ = started;
         let failed = match result {
-            Ok(decision) => return self.settle_charged(decision, caller, cost, false),
+            Ok(decision) => return self.settle_charged(decision, caller, Some(keys), cost, false),
             Err(err) => err,
         };
         tracing::debug!(
@@ -206,7 +217,7 @@ impl RateLimit {
         match (shared.on_store_error, local) {
             (OnStoreError::Local, Some(memory)) => {
                 let decision = memory.check(&caller, &shared.rates, cost);
-                self.settle_charged(decision, caller, cost, true)
+                self.settle_charged(decision, caller, None, cost, true)
             }
             (OnStoreError::Closed, _) => {
                 let mut res =

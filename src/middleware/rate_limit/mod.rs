@@ -214,6 +214,9 @@ pub struct Decided(Option<Decision>, Option<Charge>);
 #[derive(Debug)]
 pub(crate) struct Charge {
     caller: Caller,
+    /// The caller's keys in Redis, when Redis took the charge.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    keys: Option<Vec<String>>,
     cost: u64,
     /// Taken from the `local` fallback's memory, not from Redis.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
