@@ -8,8 +8,8 @@ use crate::config::{BuiltinFactory, FileError, MiddlewareSettings, Registry};
 use crate::middleware;
 use crate::Entry;
 
-/// Name, rank in the recommended order (DESIGN.md: request id first, then the access log,
-/// CORS, security headers, timeout, concurrency, body limit, rate limits, sessions, auth,
+/// Name, rank in the recommended order (DESIGN.md: request id first, then the access log, the
+/// trusted-host check and the HTTPS redirect, CORS, security headers, timeout, concurrency, body limit, rate limits, sessions, auth,
 /// compression), and factory.
 const BUILTIN: &[(&str, u32, BuiltinFactory)] = &[
     ("request_id", 0, middleware::request_id::config::from_config),
@@ -17,6 +17,16 @@ const BUILTIN: &[(&str, u32, BuiltinFactory)] = &[
         "access_log",
         10,
         middleware::access_log::config::from_config,
+    ),
+    (
+        "trusted_host",
+        12,
+        middleware::trusted_host::config::from_config,
+    ),
+    (
+        "https_redirect",
+        13,
+        middleware::https_redirect::config::from_config,
     ),
     (
         "process_time",

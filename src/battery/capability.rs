@@ -77,6 +77,9 @@ pub(crate) struct Order {
     pub(crate) needs_identity: bool,
     /// Reads the matched route from the response.
     pub(crate) needs_route: bool,
+    /// Refuses requests for hosts the application does not serve: belongs outside
+    /// everything that answers.
+    pub(crate) guards_host: bool,
 }
 
 impl fmt::Debug for Capabilities {
@@ -135,6 +138,14 @@ impl Capabilities {
     pub fn inside_cors(mut self) -> Self {
         self.order.inside_cors = true;
         self.order.answers_early = true;
+        self
+    }
+
+    /// It refuses requests for hosts the application does not serve, so it belongs before
+    /// every entry that answers or acts on the caller (the linter's `trusted-host-outside`);
+    /// the request id and the access log, which only observe, may come first.
+    pub fn guards_host(mut self) -> Self {
+        self.order.guards_host = true;
         self
     }
 

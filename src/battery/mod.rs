@@ -7,6 +7,7 @@
 mod caller;
 mod capability;
 mod guard;
+mod host;
 mod observe;
 mod rules;
 mod scope;
@@ -16,6 +17,7 @@ pub use caller::{CallerRule, KeyBy, KeyFn};
 pub use capability::Capabilities;
 pub(crate) use capability::Order;
 pub use guard::{Refused, StoreGuard};
+pub use host::{authorities, host_of};
 
 pub(crate) use observe::{apply as apply_observers, observe_boxed, Chain, Collecting, Observe};
 pub use observe::{observe, Delivered};

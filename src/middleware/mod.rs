@@ -16,6 +16,8 @@
 //! | compression: gzip, br, zstd; never SSE; streams stay streamed (feature `compression`) | [`compression`] | tower |
 //! | security headers: `api`, `html` (helmet), `strict` (OWASP) presets, HSTS over TLS | [`security_headers`] | hook |
 //! | custom headers: set, append or default, on requests or responses | [`set_header`] | hook |
+//! | trusted hosts: 400 for a host not served, as Starlette's `TrustedHostMiddleware` | [`trusted_host`] | hook |
+//! | HTTPS redirect: 307 from plain HTTP, as Starlette's `HTTPSRedirectMiddleware` | [`https_redirect`] | hook |
 //!
 //! [`Hook`]: crate::Hook
 
@@ -24,6 +26,7 @@ pub mod auth;
 #[cfg(feature = "compression")]
 pub mod compression;
 pub mod cors;
+pub mod https_redirect;
 pub mod limit;
 pub mod process_time;
 pub mod rate_limit;
@@ -32,12 +35,14 @@ pub mod security_headers;
 pub mod session;
 pub mod set_header;
 pub mod timeout;
+pub mod trusted_host;
 
 pub use access_log::AccessLog;
 pub use auth::Auth;
 #[cfg(feature = "compression")]
 pub use compression::Compression;
 pub use cors::Cors;
+pub use https_redirect::HttpsRedirect;
 pub use process_time::ProcessTime;
 pub use rate_limit::RateLimit;
 pub use request_id::{RequestId, SetRequestId};
@@ -45,3 +50,4 @@ pub use security_headers::SecurityHeaders;
 pub use session::Sessions;
 pub use set_header::SetHeaders;
 pub use timeout::Timeout;
+pub use trusted_host::TrustedHost;

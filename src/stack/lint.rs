@@ -31,7 +31,7 @@ pub struct OrderWarning {
 
 impl OrderWarning {
     /// The rule's short name (`request-id-first`, `cors-outside`, `access-log-outside`,
-    /// `limit-after-auth`), or an entry's caution (`jwt-any-audience`; see
+    /// `trusted-host-outside`, `limit-after-auth`), or an entry's caution (`jwt-any-audience`; see
     /// [`Capabilities::caution`](crate::battery::Capabilities::caution)).
     pub fn rule(&self) -> &'static str {
         self.rule
@@ -85,6 +85,21 @@ pub(crate) fn lint(entries: &[Entry]) -> Vec<OrderWarning> {
                 message: format!(
                     "`{}` runs after `{}`, which can answer early: put the access log before it, so those answers are logged",
                     entries[log].name, early.name
+                ),
+            });
+        }
+    }
+    if let Some(guard) = of(|o| o.guards_host) {
+        for early in entries[..guard].iter().filter(|e| {
+            let o = &e.caps.order;
+            o.answers_early || o.cors || o.identifies
+        }) {
+            warnings.push(OrderWarning {
+                order: true,
+                rule: "trusted-host-outside",
+                message: format!(
+                    "`{}` runs after `{}`, which answers or acts on the request: put the host check before it, so a request for another host is refused first",
+                    entries[guard].name, early.name
                 ),
             });
         }

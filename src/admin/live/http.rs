@@ -97,17 +97,11 @@ impl LivePage {
 }
 
 /// Whether the request's effective authority (RFC 9110 §7.2) names this machine's loopback:
-/// the request target's authority (an absolute-form target, or HTTP/2's `:authority`) and
-/// every `Host` field must, when present. A request with neither (HTTP/1.0) passes.
+/// every authority it names ([`authorities`](crate::battery::authorities): the target's, as an
+/// absolute-form target or HTTP/2's `:authority`, and every `Host` field) must. A request with
+/// none (HTTP/1.0) passes.
 fn loopback_authority(req: &Request) -> bool {
-    req.uri()
-        .authority()
-        .is_none_or(|a| loopback_name(a.as_str()))
-        && req
-            .headers()
-            .get_all(header::HOST)
-            .iter()
-            .all(|v| v.to_str().is_ok_and(loopback_name))
+    crate::battery::authorities(req).all(loopback_name)
 }
 
 /// Forwarding headers a trusted proxy did not resolve (no [`ClientIp`] was set from them).
@@ -120,19 +114,15 @@ fn forwarded_unresolved(req: &Request) -> bool {
 }
 
 /// Whether an authority names this machine's loopback: `localhost`, `127.x.x.x`, `[::1]`,
-/// with any port, and no userinfo (`127.0.0.1:80@evil.example` names `evil.example`).
-fn loopback_name(host: &str) -> bool {
-    if host.contains('@') {
-        return false;
-    }
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// with any port, and no userinfo (`127.0.0.1:80@evil.example` names `evil.example`), read as
+/// every battery reads a host ([`host_of`](crate::battery::host_of)).
+fn loopback_name(authority: &str) -> bool {
+    crate::battery::host_of(authority).is_some_and(|name| {
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 /// A browser's request made by a page of another site.
