@@ -56,6 +56,15 @@ struct Args {
     /// Serve on this Unix socket instead of host:port.
     #[arg(long, env = "CALLNEXT_UDS", value_name = "PATH")]
     uds: Option<String>,
+    /// Serve on a listening socket the parent passed: 0 (stdin) or 3, 4, ... (systemd's
+    /// LISTEN_FDS, also taken without this flag when systemd passes one).
+    #[arg(
+        long,
+        env = "CALLNEXT_FD",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    fd: Option<i32>,
     /// Runtime worker threads (default: one per core); 1 runs a current-thread runtime.
     #[arg(long, env = "CALLNEXT_WORKERS")]
     workers: Option<usize>,
@@ -234,6 +243,7 @@ fn configure(args: &Args, matches: &ArgMatches) -> Result<(Config, SeedConfig), 
         host => s.host,
         port => s.port,
         uds => s.uds,
+        fd => s.fd,
         workers => s.workers,
         max_connections => s.max_connections,
         header_read_timeout => s.header_read_timeout,

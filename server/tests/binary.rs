@@ -290,3 +290,124 @@ async fn every_response_sent_before_sigterm_is_in_the_access_log() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A supervisor's restart without refusing a connection: the parent binds, passes the
+/// listening socket to the server it starts (as stdin with `--fd 0`; as systemd's first
+/// socket, descriptor 3 with `LISTEN_FDS`/`LISTEN_PID`, taken without a flag), and connects
+/// while the child is still starting: the connection waits in the socket's backlog and is
+/// answered. A second child on the same socket after the first stops answers too.
+#[cfg(unix)]
+#[test]
+fn a_listening_socket_passed_by_the_parent_is_served_from_the_first_connection() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bin = env!("CARGO_BIN_EXE_callnext");
+    let start = |systemd: bool| {
+        let socket = std::os::fd::OwnedFd::from(listener.try_clone().unwrap());
+        let mut command = if systemd {
+            // The shell moves the socket to descriptor 3 and becomes the server (`exec` keeps
+            // its process id, which LISTEN_PID names).
+            let mut sh = Command::new("sh");
+            sh.args([
+                "-c",
+                "exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+                bin,
+            ]);
+            sh
+        } else {
+            let mut direct = Command::new(bin);
+            direct.args(["--fd", "0"]);
+            direct
+        };
+        command
+            .args([
+                "--no-simulated-io",
+                "--log-format",
+                "json",
+                "--drain-timeout",
+                "5",
+            ])
+            .stdin(Stdio::from(socket))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for systemd in [false, true] {
+        let mut child = start(systemd);
+        // Connected and sent before the child has said anything: the kernel queues it.
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        stream
+            .write_all(b"GET /items/7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{systemd}: {response}"
+        );
+        assert!(
+            response.ends_with(r#"{"item_id":7}"#),
+            "{systemd}: {response}"
+        );
+
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "{out}");
+        let listening = format!("listening on http://{addr}");
+        assert!(out.contains(&listening), "{systemd}: {out}");
+        if systemd {
+            assert!(out.contains("the socket systemd passed"), "{out}");
+        }
+    }
+    // The parent's socket is still open after both children: it never refused anyone.
+    assert!(listener.local_addr().is_ok());
+}
+
+/// Descriptors that were not passed, or are no listening socket, stop the start with a line
+/// that says so.
+#[cfg(unix)]
+#[test]
+fn a_descriptor_not_passed_is_a_clear_error() {
+    for (args, expected) in [
+        (&["--fd", "5"][..], "cannot serve on descriptor 5: not passed"),
+        (&["--fd", "2"][..], "`server.fd`: expected -1 (bind host:port), 0 (stdin) or 3, 4, ... (systemd's LISTEN_FDS), got 2"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_callnext"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Stdin that is a file, not a socket.
+    let out = Command::new(env!("CARGO_BIN_EXE_callnext"))
+        .args(["--fd", "0"])
+        .stdin(Stdio::from(
+            std::fs::File::open(env!("CARGO_BIN_EXE_callnext")).unwrap(),
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot serve on descriptor 0: not a listening TCP or Unix socket"),
+        "{stderr}"
+    );
+}

@@ -294,6 +294,21 @@ impl Config {
                 "`tls_cert` and `tls_key` go together: set both or neither",
             ));
         }
+        if !(self.server.fd == -1 || self.server.fd == 0 || self.server.fd >= 3) {
+            return Err(self.error(
+                "server.fd",
+                format!(
+                    "expected -1 (bind host:port), 0 (stdin) or 3, 4, ... (systemd's LISTEN_FDS), got {}",
+                    self.server.fd
+                ),
+            ));
+        }
+        if self.server.fd >= 0 && !self.server.uds.is_empty() {
+            return Err(self.error(
+                "server.fd",
+                "`fd` and `uds` are two ways to listen: set one",
+            ));
+        }
         if !self.admin.bind.is_empty() && self.admin.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(self.error(
                 "admin.bind",

@@ -55,6 +55,11 @@ pub struct ServerSettings {
     pub reuse_port: bool,
     /// Serve on this Unix socket path instead of `host:port`. Default none.
     pub uds: String,
+    /// Serve on a listening socket the parent process passed: `0` (as stdin, the way inetd,
+    /// launchd and uvicorn's `--fd 0` pass it) or `3`, `4`, ... (systemd's socket activation,
+    /// `LISTEN_FDS`; taken without this setting too when systemd passes one). Default `-1`:
+    /// bind `host:port` or `uds`.
+    pub fd: i32,
 }
 
 impl Default for ServerSettings {
@@ -81,6 +86,7 @@ impl Default for ServerSettings {
             backlog: 1024,
             reuse_port: false,
             uds: String::new(),
+            fd: -1,
         }
     }
 }

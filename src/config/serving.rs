@@ -203,7 +203,12 @@ impl Serve {
         let background = stack.background();
 
         let server = server.readiness(&readiness);
-        let bound = if config.server.uds.is_empty() {
+        let bound = if config.server.fd >= 0 {
+            bind_inherited(server, config.server.fd).await?
+        } else if crate::serve::Server::systemd_socket() {
+            tracing::info!("serving on the socket systemd passed (LISTEN_FDS)");
+            bind_inherited(server, 3).await?
+        } else if config.server.uds.is_empty() {
             server
                 .bind(SocketAddr::new(config.server.host, config.server.port))
                 .await?
@@ -299,11 +304,24 @@ async fn bind_unix(server: crate::serve::Server, path: &str) -> io::Result<Bound
     server.bind_unix(path).await
 }
 
+#[cfg(unix)]
+async fn bind_inherited(server: crate::serve::Server, fd: i32) -> io::Result<BoundServer> {
+    server.bind_inherited(fd).await
+}
+
 #[cfg(not(unix))]
 async fn bind_unix(_: crate::serve::Server, _: &str) -> io::Result<BoundServer> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "Unix sockets need a Unix system",
+    ))
+}
+
+#[cfg(not(unix))]
+async fn bind_inherited(_: crate::serve::Server, _: i32) -> io::Result<BoundServer> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "inherited sockets need a Unix system",
     ))
 }
 

@@ -14,6 +14,8 @@ pub(crate) enum Listener {
     Unix {
         listener: tokio::net::UnixListener,
         path: PathBuf,
+        /// Bound here (the file goes when the server stops), not passed by the parent.
+        owned: bool,
     },
 }
 
@@ -75,6 +77,71 @@ impl Listener {
         Ok(Self::Unix {
             listener,
             path: path.to_owned(),
+            owned: true,
+        })
+    }
+
+    /// A listening socket the parent process passed: `0`, its stdin (inetd, launchd,
+    /// uvicorn's `--fd 0`), or `3 + i`, the `i`-th of systemd's socket activation
+    /// (`LISTEN_FDS`, for this process by `LISTEN_PID`). TCP or Unix, whichever it is; a
+    /// descriptor that is neither a listening TCP nor Unix socket is an error.
+    #[cfg(unix)]
+    pub(crate) fn inherited(fd: i32) -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        let named = |err: io::Error| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot serve on descriptor {fd}: {err}"),
+            )
+        };
+        let unsupported = || {
+            named(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not passed: expected 0 (stdin) or 3, 4, ... from systemd's LISTEN_FDS",
+            ))
+        };
+        let (tcp, unix) = match fd {
+            0 => {
+                // A second descriptor of the same socket, owned: no `unsafe` needed.
+                let owned = io::stdin().as_fd().try_clone_to_owned().map_err(named)?;
+                let tcp = std::net::TcpListener::from(owned);
+                if tcp.local_addr().is_ok() {
+                    (Some(tcp), None)
+                } else {
+                    let owned = std::os::fd::OwnedFd::from(tcp);
+                    (None, Some(std::os::unix::net::UnixListener::from(owned)))
+                }
+            }
+            3.. => {
+                let index = usize::try_from(fd - 3).map_err(|_| unsupported())?;
+                let mut passed = listenfd::ListenFd::from_env();
+                if index >= passed.len() {
+                    return Err(unsupported());
+                }
+                match passed.take_tcp_listener(index) {
+                    Ok(tcp) => (tcp, None),
+                    Err(_) => (None, passed.take_unix_listener(index).map_err(named)?),
+                }
+            }
+            _ => return Err(unsupported()),
+        };
+        if let Some(tcp) = tcp {
+            tcp.set_nonblocking(true).map_err(named)?;
+            return Ok(Self::Tcp(TcpListener::from_std(tcp).map_err(named)?));
+        }
+        let unix = unix.ok_or_else(unsupported)?;
+        let local = unix.local_addr().map_err(|_| {
+            named(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a listening TCP or Unix socket",
+            ))
+        })?;
+        unix.set_nonblocking(true).map_err(named)?;
+        let path = local.as_pathname().map(Path::to_owned).unwrap_or_default();
+        Ok(Self::Unix {
+            listener: tokio::net::UnixListener::from_std(unix).map_err(named)?,
+            path,
+            owned: false,
         })
     }
 
@@ -118,7 +185,10 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         #[cfg(unix)]
-        if let Self::Unix { path, .. } = self {
+        if let Self::Unix {
+            path, owned: true, ..
+        } = self
+        {
             let _ = std::fs::remove_file(&*path);
         }
     }

@@ -248,6 +248,41 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Serves on a listening socket the parent process passed instead of binding one, so a
+    /// supervisor can restart the server without refusing a connection: `fd` 0 is stdin (as
+    /// inetd and launchd pass it, and uvicorn's `--fd 0`), `3 + i` the `i`-th socket of
+    /// systemd's socket activation (`LISTEN_FDS`, for this process by `LISTEN_PID`). TCP or
+    /// Unix, whichever the socket is. [`Server::systemd_socket`] says whether systemd passed
+    /// one.
+    ///
+    /// # Errors
+    ///
+    /// A descriptor that was not passed, or is not a listening TCP or Unix socket.
+    #[cfg(unix)]
+    pub async fn bind_inherited(self, fd: i32) -> io::Result<BoundServer> {
+        let listener = Listener::inherited(fd)?;
+        Ok(BoundServer {
+            listener,
+            config: self,
+        })
+    }
+
+    /// Whether systemd passed this process listening sockets (`LISTEN_FDS`, with
+    /// `LISTEN_PID` naming this process): serve on the first with
+    /// [`bind_inherited(3)`](Server::bind_inherited).
+    pub fn systemd_socket() -> bool {
+        let pid = std::env::var("LISTEN_PID").ok();
+        pid.as_deref()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p == std::process::id())
+            && std::env::var("LISTEN_FDS")
+                .ok()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|n| n >= 1)
+    }
+}
+
 /// A [`Server`] with its socket bound; [`BoundServer::serve`] runs it.
 pub struct BoundServer {
     listener: Listener,
