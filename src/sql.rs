@@ -89,8 +89,53 @@ impl Lazy {
 /// A pool of either database.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
-    Postgres(sqlx::PgPool),
+    Postgres(Pg),
     Sqlite(sqlx::SqlitePool),
+}
+
+/// A query on PostgreSQL, its parameters bound.
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `Pg`'s ways to run a query: on the pool, or behind PgBouncer in a transaction of its own,
+/// since a statement is parsed (one round trip) and then executed (another), and only a
+/// transaction keeps both on one server connection.
+macro_rules! run_on_pg {
+    ($($(#[$doc:meta])* $name:ident -> $out:ty;)*) => {
+        impl Pg {
+            $(
+                $(#[$doc])*
+                pub(crate) async fn $name(&self, query: PgQuery<'_>) -> Result<$out, sqlx::Error> {
+                    if self.persistent {
+                        return query.$name(&self.pool).await;
+                    }
+                    let mut tx = self.pool.begin().await?;
+                    let out = query.persistent(false).$name(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(out)
+                }
+            )*
+        }
+    };
+}
+
+run_on_pg! {
+    /// Every row.
+    fetch_all -> Vec<sqlx::postgres::PgRow>;
+    /// The first row, if any.
+    fetch_optional -> Option<sqlx::postgres::PgRow>;
+    /// What it did.
+    execute -> sqlx::postgres::PgQueryResult;
+}
+
+/// A PostgreSQL pool, and whether its statements may be prepared once per connection and
+/// kept: not behind PgBouncer in transaction mode, where a server connection serves one of our
+/// transactions and then another client's (sqlx names a statement it keeps, and that name
+/// would meet another client's statement on the server), so each query is parsed again,
+/// unnamed.
+#[derive(Debug, Clone)]
+pub(crate) struct Pg {
+    pub(crate) pool: sqlx::PgPool,
+    pub(crate) persistent: bool,
 }
 
 /// What the live page calls the database at `url`: `sqlite` or `postgres`.
@@ -105,7 +150,7 @@ pub(crate) fn kind(url: &str) -> &'static str {
 /// One round trip, `SELECT 1`, on a connection of the pool.
 pub(crate) async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
     match pool {
-        Pool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+        Pool::Postgres(p) => p.execute(sqlx::query("SELECT 1")).await.map(drop),
         Pool::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
     }
 }
@@ -127,7 +172,7 @@ macro_rules! execute {
         match $pool {
             $crate::sql::Pool::Postgres(p) => {
                 let $q = sqlx::query($sql);
-                $bind.execute(p).await.map(|r| r.rows_affected())
+                p.execute($bind).await.map(|r| r.rows_affected())
             }
             $crate::sql::Pool::Sqlite(p) => {
                 let sql = $crate::sql::sqlite($sql);
@@ -156,13 +201,47 @@ pub(crate) async fn connect(url: &str) -> Result<Pool, sqlx::Error> {
                 .await?,
         )
     } else {
-        Pool::Postgres(
-            sqlx::postgres::PgPoolOptions::new()
+        let (url, pgbouncer) = pgbouncer(url);
+        let mut options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        if pgbouncer {
+            // A server connection serves one transaction of ours, then another client's: no
+            // named statement may outlive it (unnamed ones are parsed again each time), and
+            // PgBouncer refuses startup parameters it does not track.
+            options = options.statement_cache_capacity(0).extra_float_digits(None);
+        }
+        Pool::Postgres(Pg {
+            pool: sqlx::postgres::PgPoolOptions::new()
                 .acquire_timeout(Duration::from_secs(2))
-                .connect(url)
+                .connect_with(options)
                 .await?,
-        )
+            persistent: !pgbouncer,
+        })
     })
+}
+
+/// `url` without its `pgbouncer=true` query parameter, and whether it had it: the database is
+/// reached through PgBouncer in transaction mode (or another pooler that hands each
+/// transaction a server connection of its own).
+fn pgbouncer(url: &str) -> (String, bool) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), false);
+    };
+    let mut on = false;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=').unwrap_or((pair, "")) {
+            ("pgbouncer", value) => {
+                on = matches!(value, "true" | "1" | "");
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_owned(), on)
+    } else {
+        (format!("{base}?{}", kept.join("&")), on)
+    }
 }
 
 /// Runs `statements` (`CREATE ... IF NOT EXISTS`). On PostgreSQL, under the advisory lock
@@ -175,13 +254,17 @@ pub(crate) async fn migrate(
 ) -> Result<(), sqlx::Error> {
     match pool {
         Pool::Postgres(p) => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.pool.begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .persistent(p.persistent)
                 .bind(lock)
                 .execute(&mut *tx)
                 .await?;
             for statement in statements {
-                sqlx::query(statement).execute(&mut *tx).await?;
+                sqlx::query(statement)
+                    .persistent(p.persistent)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await
         }
@@ -190,6 +273,30 @@ pub(crate) async fn migrate(
                 sqlx::query(statement).execute(p).await?;
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pgbouncer_parameter_is_read_and_left_out() {
+        let cases = [
+            ("postgres://h/db", "postgres://h/db", false),
+            ("postgres://h/db?pgbouncer=true", "postgres://h/db", true),
+            (
+                "postgres://h/db?sslmode=disable&pgbouncer=1",
+                "postgres://h/db?sslmode=disable",
+                true,
+            ),
+            (
+                "postgres://h/db?pgbouncer=false&application_name=a",
+                "postgres://h/db?application_name=a",
+                false,
+            ),
+        ];
+        for (url, left, on) in cases {
+            assert_eq!(super::pgbouncer(url), (left.to_owned(), on), "{url}");
         }
     }
 }

@@ -206,7 +206,10 @@ async fn the_key_lifecycle(keys: SqlKeyStore) {
     assert!(keys.revoke(&reader.stored.id).await.unwrap());
     assert!(!keys.revoke(&reader.stored.id).await.unwrap());
     let listed = keys.list().await.unwrap();
-    let row = listed.iter().find(|k| k.id == reader.stored.id).unwrap();
+    let row = listed
+        .iter()
+        .find(|k| k.id == reader.stored.id)
+        .unwrap_or_else(|| panic!("{} not in {} keys", reader.stored.id, listed.len()));
     assert!(row.revoked_ms.is_some() && row.digest == reader.stored.digest);
 }
 
@@ -228,6 +231,32 @@ async fn the_key_lifecycle_on_sqlite() {
 #[tokio::test]
 async fn the_key_lifecycle_on_postgres() {
     the_key_lifecycle(postgres()).await;
+}
+
+/// Through PgBouncer in transaction mode (`pgbouncer=true`), where each transaction may land
+/// on another server connection: the same lifecycle.
+#[tokio::test]
+async fn the_key_lifecycle_through_pgbouncer() {
+    let bouncer = common::OwnPgBouncer::start().await;
+    the_key_lifecycle(SqlKeyStore::open(&bouncer.url()).unwrap()).await;
+}
+
+/// Many lookups at once through PgBouncer's two server connections: each is parsed and run
+/// on one of them, none meets another client's statement.
+#[tokio::test]
+async fn concurrent_lookups_through_pgbouncer_all_answer() {
+    let bouncer = common::OwnPgBouncer::start().await;
+    let keys = SqlKeyStore::open(&bouncer.url()).unwrap();
+    let key = keys.create("many", &[]).await.unwrap();
+    let lookups = (0..200).map(|_| {
+        let keys = keys.clone();
+        let id = key.stored.id.clone();
+        tokio::spawn(async move { keys.find(&id).await })
+    });
+    for lookup in futures_util::future::join_all(lookups).await {
+        let found = lookup.unwrap().unwrap();
+        assert_eq!(found.map(|k| k.name), Some("many".to_owned()));
+    }
 }
 
 #[tokio::test]

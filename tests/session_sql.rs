@@ -2,6 +2,7 @@
 //! against PostgreSQL (127.0.0.1:5432, database `test`, unless `DATABASE_URL` says
 //! otherwise); expiry on real time; a database that is down is a 503.
 
+mod common;
 mod session_suite;
 
 use callnext::middleware::session::{Data, Record, SessionStore, Sessions, SqlStore};
@@ -38,6 +39,18 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $name() {
                     session_suite::$name(postgres()).await;
+                }
+            )*
+        }
+        /// Through PgBouncer in transaction mode (`pgbouncer=true`): each transaction may
+        /// land on another server connection, so no prepared statement may outlive one.
+        mod on_pgbouncer {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let bouncer = common::OwnPgBouncer::start().await;
+                    session_suite::$name(SqlStore::open(&bouncer.url()).unwrap()).await;
                 }
             )*
         }

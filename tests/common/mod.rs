@@ -412,3 +412,106 @@ pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
+
+/// A PgBouncer of the test's own in transaction mode, on a free port, in front of the shared
+/// PostgreSQL (`DATABASE_URL`), with a pool of two server connections so that the test's
+/// transactions are handed from one to another. Stopped when dropped.
+pub struct OwnPgBouncer {
+    pub port: u16,
+    db: String,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl OwnPgBouncer {
+    pub async fn start() -> Self {
+        let upstream = database_url();
+        let rest = upstream
+            .split_once("://")
+            .map_or(upstream.as_str(), |(_, r)| r);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let (hostport, db) = rest.split_once('/').unwrap_or((rest, "test"));
+        let db = db.split('?').next().unwrap_or("test");
+        let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "5432"));
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("callnext-pgbouncer-{listen}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ini = dir.join("pgbouncer.ini");
+        let users = dir.join("users.txt");
+        std::fs::write(&users, "\"postgres\" \"\"\n").unwrap();
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n{db} = host={host} port={port} dbname={db}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {listen}\nauth_type = trust\n\
+                 auth_file = {users}\npool_mode = transaction\ndefault_pool_size = 2\n\
+                 max_client_conn = 200\nunix_socket_dir =\n",
+                users = users.display(),
+            ),
+        )
+        .unwrap();
+        // Debian puts it in /usr/sbin, which a user's PATH may not have.
+        let program = if std::path::Path::new("/usr/sbin/pgbouncer").exists() {
+            "/usr/sbin/pgbouncer"
+        } else {
+            "pgbouncer"
+        };
+        let mut command = std::process::Command::new(program);
+        // PgBouncer refuses to run as root: it switches to the database's own user.
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        if root {
+            for file in [&dir, &ini, &users] {
+                let _ = std::process::Command::new("chmod")
+                    .args(["a+rwx", &file.display().to_string()])
+                    .status();
+            }
+            command.args(["-u", "postgres"]);
+        }
+        let child = command
+            .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pgbouncer (Debian's package `pgbouncer`; `.ci/run provision` installs it)");
+        // Owned at once: stopped and reaped on drop, a failed start included.
+        let bouncer = Self {
+            port: listen,
+            db: db.to_owned(),
+            dir,
+            child,
+        };
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .is_ok()
+            {
+                return bouncer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("pgbouncer on port {listen} did not listen");
+    }
+
+    /// The database through PgBouncer, with callnext's `pgbouncer=true`.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}?pgbouncer=true",
+            self.port, self.db
+        )
+    }
+}
+
+impl Drop for OwnPgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

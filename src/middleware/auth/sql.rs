@@ -97,8 +97,8 @@ impl SqlKeyStore {
         let sql = "SELECT id, name, digest, scopes, created_ms, revoked_ms FROM callnext_api_keys \
             ORDER BY created_ms, id";
         let rows = match self.pool().await? {
-            Pool::Postgres(p) => sqlx::query(sql)
-                .fetch_all(p)
+            Pool::Postgres(p) => p
+                .fetch_all(sqlx::query(sql))
                 .await
                 .map_err(failed)?
                 .iter()
@@ -190,7 +190,11 @@ impl KeyStore for SqlKeyStore {
         async move {
             let sql = "SELECT id FROM callnext_api_keys WHERE revoked_ms IS NULL";
             let ids = match self.pool().await? {
-                Pool::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+                Pool::Postgres(p) => p.fetch_all(sqlx::query(sql)).await.map(|rows| {
+                    rows.iter()
+                        .map(|r| sqlx::Row::get::<String, _>(r, 0))
+                        .collect()
+                }),
                 Pool::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
             };
             ids.map_err(failed)
@@ -203,9 +207,8 @@ impl KeyStore for SqlKeyStore {
             let sql = "SELECT id, name, digest, scopes, created_ms, revoked_ms \
                 FROM callnext_api_keys WHERE id = $1";
             let found = match self.pool().await? {
-                Pool::Postgres(p) => sqlx::query(sql)
-                    .bind(id)
-                    .fetch_optional(p)
+                Pool::Postgres(p) => p
+                    .fetch_optional(sqlx::query(sql).bind(id))
                     .await
                     .map_err(failed)?
                     .as_ref()

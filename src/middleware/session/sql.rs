@@ -129,10 +129,8 @@ async fn sweep_batch(pool: &Pool) -> Result<u64, StoreError> {
         (SELECT id FROM callnext_sessions WHERE expires_ms <= $1 LIMIT $2)";
     let now = ms(now_ms());
     let done = match pool {
-        Pool::Postgres(p) => sqlx::query(sql)
-            .bind(now)
-            .bind(SWEEP_ROWS)
-            .execute(p)
+        Pool::Postgres(p) => p
+            .execute(sqlx::query(sql).bind(now).bind(SWEEP_ROWS))
             .await
             .map(|r| r.rows_affected()),
         Pool::Sqlite(p) => sqlx::query(&sqlite(sql))
@@ -181,10 +179,8 @@ impl SqlStore {
             };
         }
         let row = match pool {
-            Pool::Postgres(p) => columns!(sqlx::query(sql)
-                .bind(id)
-                .bind(now)
-                .fetch_optional(p)
+            Pool::Postgres(p) => columns!(p
+                .fetch_optional(sqlx::query(sql).bind(id).bind(now))
                 .await
                 .map_err(failed)?),
             Pool::Sqlite(p) => columns!(sqlx::query(&sqlite(sql))
