@@ -353,9 +353,19 @@ fn main() -> ExitCode {
     }
     let simulated_io = if seed.simulated_io { "on" } else { "off" };
     let demo_blocking = args.demo_blocking;
+    // SIGHUP (and POST /admin/reload with the admin token) reads the file again, with the
+    // environment and flags over it as at the start.
+    let reread = {
+        let matches = matches.clone();
+        move || {
+            let args = Args::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+            configure(&args, &matches).map(|(config, _)| config)
+        }
+    };
     let served = config
         .serve(router)
         .registry(registry)
+        .reload(reread)
         .on_listening(move |_| {
             tracing::info!("seed: simulated I/O {simulated_io}");
             if demo_blocking {

@@ -41,7 +41,11 @@ mod assemble;
 mod built;
 mod error;
 pub(crate) mod fields;
+#[cfg(feature = "server")]
+mod log_init;
 mod registry;
+#[cfg(feature = "server")]
+mod reload;
 mod secret;
 mod sections;
 #[cfg(feature = "server")]

@@ -6,18 +6,18 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, PoisonError};
 
-use super::{Config, FileError, LogFormat, Registry};
+use super::log_init::{init_tracing, log_dropped};
+use super::reload::{self, Reread};
+use super::{Config, FileError, Registry};
 use crate::admin::{Admin, Readiness};
-use crate::middleware::access_log::{LineWriter, Sink};
+use crate::middleware::access_log::LineWriter;
 use crate::serve::{shutdown_signal, BoundServer};
 use crate::Stack;
 
 type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 type OnListening = Box<dyn FnOnce(&str) + Send>;
-
-/// Lines the log thread holds before it drops (and counts) them.
-const LOG_QUEUE: usize = 65_536;
 
 impl Config {
     /// Serves `app` with everything the file says: `[server]` (address or Unix socket, TLS,
@@ -54,6 +54,7 @@ impl Config {
             shutdown: None,
             on_listening: None,
             logging: true,
+            reread: None,
         }
     }
 }
@@ -69,6 +70,7 @@ pub struct Serve {
     shutdown: Option<Shutdown>,
     on_listening: Option<OnListening>,
     logging: bool,
+    reread: Option<Reread>,
 }
 
 impl fmt::Debug for Serve {
@@ -99,6 +101,32 @@ impl Serve {
     /// once its listener is bound: the port chosen for `port = 0`, say.
     pub fn on_listening(mut self, f: impl FnOnce(&str) + Send + 'static) -> Self {
         self.on_listening = Some(Box::new(f));
+        self
+    }
+
+    /// Reload without a restart: on SIGHUP, and on `POST /admin/reload` from a bearer of
+    /// `[admin] token` when one is set, `reread` gives the configuration again (the file read
+    /// anew, with whatever overrides it) and the stack it builds serves new requests, while
+    /// requests in flight finish on the old one. A mistake keeps the running configuration
+    /// and is logged in one line with its file, line and key; `[server]`, `[admin]`, `[log]`
+    /// and `[telemetry]` changes wait for a restart (the log line names them), except the
+    /// trusted proxies, which the stack applies.
+    ///
+    /// ```no_run
+    /// use callnext::config::Config;
+    ///
+    /// # async fn run(app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+    /// Config::load("app.toml", &[])?
+    ///     .serve(app)
+    ///     .reload(|| Config::load("app.toml", &[]))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reload(
+        mut self,
+        reread: impl Fn() -> Result<Config, FileError> + Send + Sync + 'static,
+    ) -> Self {
+        self.reread = Some(Arc::new(reread));
         self
     }
 
@@ -162,9 +190,12 @@ impl Serve {
             shutdown,
             on_listening,
             logging: _,
+            reread,
         } = self;
         let invalid = |err: FileError| io::Error::new(io::ErrorKind::InvalidInput, err);
         let mut stack = config.stack(&registry).map_err(invalid)?;
+        #[cfg(feature = "prometheus")]
+        let mut recorded = None;
         let server = config.server().map_err(invalid)?;
         let readiness = Readiness::new();
         let mut admin = Admin::new().readiness(&readiness);
@@ -176,16 +207,25 @@ impl Serve {
                 .metrics(&metrics)
                 .metrics_path(&config.admin.metrics_path)
                 .map_err(|err| invalid(config.error("admin.metrics_path", err)))?;
+            recorded = Some(metrics);
         }
-        if let Some(page) = config.live_page().map_err(invalid)? {
-            stack = stack.live(&page);
-            admin = admin.live_page(&page);
+        let page = config.live_page().map_err(invalid)?;
+        if let Some(page) = &page {
+            stack = stack.live(page);
+            admin = admin.live_page(page);
             tracing::info!(path = %page.path(), "live stack page on");
+        }
+        let reloads = reread.is_some().then(reload::channel);
+        let mut admin_routes = admin.router();
+        if let Some((trigger, _)) = &reloads {
+            if !config.admin.token.is_empty() {
+                admin_routes = admin_routes.merge(reload::route(&config.admin.token, trigger));
+            }
         }
         let mut app = app;
         let admin_addr = if config.admin.bind.is_empty() {
             // Inside the stack, so its middlewares protect the admin routes too.
-            app = app.merge(admin.router());
+            app = app.merge(admin_routes.clone());
             None
         } else {
             let addr: SocketAddr = config.admin.bind.parse().map_err(|err| {
@@ -197,7 +237,7 @@ impl Serve {
             tracing::info!(index = entry.index, name = %entry.name, kind = %entry.kind, "middleware");
         }
         let service = stack
-            .try_service(app)
+            .try_service(app.clone())
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
         let drain_timeout = config.server.drain_timeout.get();
         let background = stack.background();
@@ -234,7 +274,7 @@ impl Serve {
             Some(addr) => {
                 let admin_server = crate::serve::Server::new().bind(addr).await?;
                 tracing::info!("admin routes on {}", admin_server.url());
-                let service = Stack::new().name("admin").service(admin.router());
+                let service = Stack::new().name("admin").service(admin_routes);
                 Some(tokio::spawn(admin_server.serve(service, until_stopped())))
             }
         };
@@ -243,14 +283,45 @@ impl Serve {
             signal.await;
             let _ = stop.send(true);
         });
-        let served = bound.serve(service, until_stopped()).await;
+        let reloaded = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let served = match (reread, reloads) {
+            (Some(reread), Some((trigger, requests))) => {
+                let current = Arc::new(arc_swap::ArcSwap::from_pointee(service));
+                let reloader = reload::Reloader {
+                    reread,
+                    registry,
+                    app,
+                    #[cfg(feature = "prometheus")]
+                    metrics: recorded,
+                    page,
+                    current: Arc::clone(&current),
+                    running: std::sync::Mutex::new(config.clone()),
+                    stacks: Arc::clone(&reloaded),
+                };
+                let tasks = reload::spawn(Arc::new(reloader), trigger, requests);
+                let served = bound
+                    .serve(reload::Swappable(current), until_stopped())
+                    .await;
+                for task in tasks {
+                    task.abort();
+                }
+                served
+            }
+            _ => bound.serve(service, until_stopped()).await,
+        };
         stopper.abort();
         if let Some(task) = admin_task {
             task.await.map_err(io::Error::other)??;
         }
         served?;
-        // Background tasks of the responses sent get the drain timeout too.
-        let cut = background.wait(drain_timeout).await;
+        // Background tasks of the responses sent get the drain timeout too, on every stack a
+        // reload swapped in.
+        let mut stacks = vec![stack];
+        stacks.append(&mut reloaded.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut cut = background.wait(drain_timeout).await;
+        for later in &stacks[1..] {
+            cut += later.background().wait(drain_timeout).await;
+        }
         if cut > 0 {
             tracing::warn!(
                 cut,
@@ -258,9 +329,16 @@ impl Serve {
             );
         }
         // Every response sent is in the access log before this returns.
-        if !tokio::task::spawn_blocking(move || stack.flush(drain_timeout))
-            .await
-            .unwrap_or(false)
+        if !tokio::task::spawn_blocking(move || {
+            // Every stack flushed, whether or not an earlier one made it in time.
+            stacks
+                .iter()
+                .filter(|stack| !stack.flush(drain_timeout))
+                .count()
+                == 0
+        })
+        .await
+        .unwrap_or(false)
         {
             tracing::warn!("the access log could not write everything within the drain timeout");
         }
@@ -292,13 +370,6 @@ impl IntoFuture for Serve {
     }
 }
 
-fn log_dropped(log: &LineWriter) {
-    let dropped = log.dropped();
-    if dropped > 0 {
-        tracing::warn!(dropped, "log lines dropped: the log writer fell behind");
-    }
-}
-
 #[cfg(unix)]
 async fn bind_unix(server: crate::serve::Server, path: &str) -> io::Result<BoundServer> {
     server.bind_unix(path).await
@@ -323,46 +394,4 @@ async fn bind_inherited(_: crate::serve::Server, _: i32) -> io::Result<BoundServ
         io::ErrorKind::Unsupported,
         "inherited sockets need a Unix system",
     ))
-}
-
-/// Installs the `[log]` subscriber as the global one, if none is set yet. With
-/// `non_blocking` (the default), lines are written by a thread of their own through the access
-/// log's kind of queue, so a request never waits on stdout. (tracing-appender's non-blocking
-/// writer did the same with a channel that wakes its thread for every line: bench/batteries.sh
-/// measured it at more CPU per request than writing to stdout directly.)
-fn init_tracing(config: &Config) -> Option<LineWriter> {
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let lines = config
-        .log
-        .non_blocking
-        .then(|| LineWriter::new(&Sink::Stdout, LOG_QUEUE).ok())
-        .flatten();
-    let writer = match &lines {
-        Some(lines) => {
-            let lines = lines.clone();
-            BoxMakeWriter::new(move || lines.clone())
-        }
-        None => BoxMakeWriter::new(io::stdout),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stdout()));
-    let installed = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-    if installed.is_err() {
-        // The application's own subscriber stays; this writer's thread is not needed.
-        if let Some(lines) = lines {
-            lines.close();
-        }
-        tracing::debug!("a log subscriber is already set: [log] is left to it");
-        return None;
-    }
-    lines
 }

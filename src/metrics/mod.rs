@@ -233,6 +233,17 @@ impl Metrics {
         }
     }
 
+    /// Lets a new stack take `name` over from the one that has it (a configuration reload:
+    /// the old stack finishes its requests into the same series).
+    #[cfg(all(feature = "config", feature = "server"))]
+    pub(crate) fn hand_over_stack(&self, name: &str) {
+        self.inner
+            .stacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(n, _)| n != name);
+    }
+
     pub(crate) fn counter(&self, name: &'static str, labels: &Labels) -> metrics::Counter {
         self.inner
             .recorder
