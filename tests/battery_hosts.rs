@@ -150,14 +150,7 @@ async fn the_authority_of_a_real_request_is_checked_in_http1_and_http2() {
     .await;
     assert!(absolute.starts_with("HTTP/1.1 400"), "{absolute}");
 
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = common::http2(addr).await;
     for (authority, host, expected) in [
         ("example.com", None, 200),
         ("evil.example", None, 400),

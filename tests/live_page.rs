@@ -704,14 +704,7 @@ async fn loopback_mode_decides_on_the_effective_authority() {
     }
 
     // HTTP/2 (cleartext, prior knowledge): the `:authority` is the host asked for.
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = common::http2(addr).await;
     for (authority, expected) in [("127.0.0.1", 200), ("evil.example", 404)] {
         let req = http::Request::get(format!("http://{authority}{path}"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())

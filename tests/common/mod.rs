@@ -515,3 +515,18 @@ impl Drop for OwnPgBouncer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// An HTTP/2 connection (cleartext, prior knowledge) to `addr`, driven in the background.
+pub async fn http2(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
