@@ -3,7 +3,8 @@
 //!
 //! The tasks run one after the other, in the order they were added, once the response body has
 //! been sent in full, or dropped because the client left (they still run). A task that fails
-//! or panics is logged with the request's id; the others still run. At shutdown,
+//! or panics is logged with the request's id, and, as in Starlette, the tasks queued after it
+//! do not run (logged with their number). At shutdown,
 //! [`Stack::background`](crate::Stack::background) gives a handle that waits for running and
 //! queued tasks up to a deadline and says how many were cut.
 //!
@@ -141,8 +142,8 @@ impl Background {
     }
 }
 
-/// Runs `tasks` in order on a task of their own; failures and panics are logged with
-/// `request_id`.
+/// Runs `tasks` in order on a task of their own; a failure or panic is logged with
+/// `request_id` and ends the run.
 pub(crate) fn run(tracker: &Arc<Tracker>, tasks: Vec<Task>, request_id: Option<String>) {
     if tasks.is_empty() {
         return;
@@ -155,22 +156,39 @@ pub(crate) fn run(tracker: &Arc<Tracker>, tasks: Vec<Task>, request_id: Option<S
         return;
     };
     handle.spawn(async move {
-        for task in tasks {
+        let mut tasks = tasks.into_iter();
+        while let Some(task) = tasks.next() {
             let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
             let id = request_id.as_deref().unwrap_or("-");
-            match outcome {
-                Ok(Ok(())) => {}
+            let failed = match outcome {
+                Ok(Ok(())) => false,
                 Ok(Err(error)) => {
                     tracing::error!(request_id = id, %error, "background task failed");
+                    true
                 }
-                Err(payload) => tracing::error!(
+                Err(payload) => {
+                    tracing::error!(
+                        request_id = id,
+                        panic = crate::stack::panic_message(&*payload),
+                        "background task panicked"
+                    );
+                    true
+                }
+            };
+            // As Starlette's: a failed task stops the ones queued after it.
+            let skipped = if failed { tasks.len() } else { 0 };
+            if skipped > 0 {
+                tracing::error!(
                     request_id = id,
-                    panic = crate::stack::panic_message(&*payload),
-                    "background task panicked"
-                ),
+                    skipped,
+                    "background tasks queued after the failed one not run"
+                );
             }
-            if tracker.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if tracker.pending.fetch_sub(1 + skipped, Ordering::AcqRel) == 1 + skipped {
                 tracker.idle.notify_waiters();
+            }
+            if failed {
+                break;
             }
         }
     });

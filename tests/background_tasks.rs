@@ -1,5 +1,6 @@
 //! Background tasks run after the response body has been sent, in order, also when the client
-//! has gone; failures and panics are logged with the request id; the wait at shutdown says
+//! has gone; failures and panics are logged with the request id and stop the tasks queued
+//! after them; the wait at shutdown says
 //! how many were cut.
 
 mod common;
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, Notify};
 type Events = Arc<Mutex<Vec<String>>>;
 
 fn app(events: Events, gate: Arc<Notify>) -> Router {
-    let (e1, e2, e3) = (events.clone(), events.clone(), events);
+    let (e1, e2, e3, e4) = (events.clone(), events.clone(), events.clone(), events);
     Router::new()
         .route(
             "/ordered",
@@ -31,8 +32,21 @@ fn app(events: Events, gate: Arc<Notify>) -> Router {
                         .add_fallible_task(async {
                             Err::<(), _>("smtp down for battery_background")
                         })
+                        .add_task(async move { b.lock().unwrap().push("task 3".into()) });
+                    (tasks, "ok")
+                }
+            }),
+        )
+        .route(
+            "/panicking",
+            get(move || {
+                let events = e4.clone();
+                async move {
+                    let tasks = BackgroundTasks::new()
                         .add_task(async { panic!("task panicked for battery_background") })
-                        .add_task(async move { b.lock().unwrap().push("task 4".into()) });
+                        .add_task(
+                            async move { events.lock().unwrap().push("after the panic".into()) },
+                        );
                     (tasks, "ok")
                 }
             }),
@@ -81,7 +95,15 @@ async fn tasks_run_in_order_after_the_body_and_failures_are_logged() {
     let res = client.get("/ordered").header("x-request-id", "bg-1").await;
     assert_eq!(res.text(), "ok");
     assert_eq!(background.wait(Duration::from_secs(10)).await, 0);
-    assert_eq!(*events.lock().unwrap(), ["handler", "task 1", "task 4"]);
+    // As Starlette's: the failed task stops the one queued after it.
+    assert_eq!(*events.lock().unwrap(), ["handler", "task 1"]);
+    let skipped = logs.lines_with("queued after the failed one not run");
+    assert!(
+        skipped
+            .iter()
+            .any(|l| l.contains("bg-1") && l.contains("skipped=1")),
+        "{skipped:?}"
+    );
     let failed = logs.lines_with("smtp down for battery_background");
     assert!(
         failed
@@ -89,6 +111,13 @@ async fn tasks_run_in_order_after_the_body_and_failures_are_logged() {
             .any(|l| l.contains("request_id=\"bg-1\"") || l.contains("request_id=bg-1")),
         "{failed:?}"
     );
+    let res = client
+        .get("/panicking")
+        .header("x-request-id", "bg-2")
+        .await;
+    assert_eq!(res.text(), "ok");
+    assert_eq!(background.wait(Duration::from_secs(10)).await, 0);
+    assert_eq!(*events.lock().unwrap(), ["handler", "task 1"]);
     let panicked = logs.lines_with("task panicked for battery_background");
     assert!(
         panicked
