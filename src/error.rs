@@ -165,6 +165,14 @@ pub(crate) fn internal_error() -> Response {
     )
 }
 
+/// What debug mode shows of a panic as a page (see `finish::debug_page`).
+#[derive(Debug, Clone)]
+pub(crate) struct DebugPanicPage {
+    pub(crate) entry: Box<str>,
+    pub(crate) message: Box<str>,
+    pub(crate) location: Option<Box<str>>,
+}
+
 /// The 500's body in debug mode.
 #[derive(Serialize)]
 pub(crate) struct DebugPanic<'a> {

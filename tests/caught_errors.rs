@@ -120,7 +120,38 @@ async fn debug_mode_shows_the_panic_and_where_it_happened() {
             }
         });
     let client = TestClient::new(stack.service(app()));
-    let body: serde_json::Value = client.get("/panic").await.json();
+    // As Starlette's `ServerErrorMiddleware(debug=True)`: plain text for a client that does not
+    // ask for HTML (curl, a test client), an HTML page for a browser.
+    let res = client.get("/panic").await;
+    assert_eq!(res.status(), 500);
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let text = res.text();
+    assert!(
+        text.starts_with("500 Server Error\n\nA panic in `app` at tests/caught_errors.rs:"),
+        "{text}"
+    );
+    assert!(text.ends_with(":\nthe kettle broke\n"), "{text}");
+    let res = client
+        .get("/panic")
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .await;
+    assert_eq!(res.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = res.text();
+    assert!(html.contains("<h1>500 Server Error</h1>"), "{html}");
+    assert!(html.contains("<pre>the kettle broke</pre>"), "{html}");
+    assert_eq!(
+        res.header("content-length"),
+        Some(html.len().to_string().as_str())
+    );
+    // A client that asks for JSON keeps the JSON body, with the same facts.
+    let body: serde_json::Value = client
+        .get("/panic")
+        .header("accept", "application/json")
+        .await
+        .json();
     assert_eq!(body["detail"], "Internal Server Error");
     assert_eq!(body["panic"], "the kettle broke");
     assert_eq!(body["entry"], "app");
@@ -131,7 +162,11 @@ async fn debug_mode_shows_the_panic_and_where_it_happened() {
             .starts_with("tests/caught_errors.rs:"),
         "{body}"
     );
-    let body: serde_json::Value = client.get("/hook").await.json();
+    let body: serde_json::Value = client
+        .get("/hook")
+        .header("accept", "application/json")
+        .await
+        .json();
     assert_eq!(body["panic"], "hook went wrong");
     assert_eq!(body["entry"], "boom");
 

@@ -137,6 +137,13 @@ pub(crate) fn panic_response(
     } else {
         internal_error()
     };
+    if debug {
+        res.extensions_mut().insert(crate::error::DebugPanicPage {
+            entry: name.into(),
+            message: message.into(),
+            location: location.map(Into::into),
+        });
+    }
     res.extensions_mut().insert(crate::Panicked {
         entry: name.into(),
         message: message.into(),

@@ -195,6 +195,7 @@ pub(crate) fn compile<S: HttpService>(
         shared_ctx,
         trusted_proxies: Arc::clone(&settings.trusted_proxies),
         background: Arc::clone(stack.background),
+        debug: settings.debug,
         #[cfg(feature = "otel")]
         telemetry: settings.telemetry.clone(),
     }))

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use super::Stack;
 
 impl Stack {
-    /// Debug mode: a panic's message (and, with [`install_panic_location_hook`], where it
-    /// happened) is written into its 500's JSON, as `"panic"` and `"location"` beside
-    /// `"detail"`. Never in production: it shows the server's internals to clients. Defaults
-    /// to off.
+    /// Debug mode: a panic's 500 shows its message, the entry it happened in and (with
+    /// [`install_panic_location_hook`]) where, as Starlette's
+    /// `ServerErrorMiddleware(debug=True)` does: an HTML page for a browser
+    /// (`Accept: text/html`), plain text otherwise, and for a client that asks for JSON the
+    /// JSON body with `"panic"`, `"entry"` and `"location"` beside `"detail"`. Never in
+    /// production: it shows the server's internals to clients. Defaults to off.
     ///
     /// [`install_panic_location_hook`]: crate::install_panic_location_hook
     ///
@@ -19,7 +21,9 @@ impl Stack {
     ///
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let app = Router::new().route("/", get(|| async { panic!("boom"); #[allow(unreachable_code)] "" }));
-    /// let res = TestClient::new(Stack::new().debug(true).service(app)).get("/").await;
+    /// let client = TestClient::new(Stack::new().debug(true).service(app));
+    /// assert!(client.get("/").await.text().contains("A panic in `app`"));
+    /// let res = client.get("/").header("accept", "application/json").await;
     /// let body: serde_json::Value = res.json();
     /// assert_eq!(body["detail"], "Internal Server Error");
     /// assert_eq!(body["panic"], "boom");

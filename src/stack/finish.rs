@@ -67,3 +67,74 @@ impl<F: FnOnce()> Drop for RunOnDrop<F> {
         }
     }
 }
+
+/// What a person reading a panic's 500 in debug mode gets, as Starlette's
+/// `ServerErrorMiddleware(debug=True)` answers: HTML for a browser (`Accept: text/html`), plain
+/// text otherwise (curl, a test client); a client that asks for JSON keeps the JSON body.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Page {
+    Html,
+    Json,
+    Text,
+}
+
+impl Page {
+    /// The page the request's `Accept` asks for.
+    pub(super) fn wanted(headers: &http::HeaderMap) -> Self {
+        let accept = headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accept.contains("text/html") {
+            Self::Html
+        } else if accept.contains("application/json") {
+            Self::Json
+        } else {
+            Self::Text
+        }
+    }
+
+    /// The 500 of a panic, as this page; any other response as it is.
+    #[cold]
+    pub(super) fn debug(self, res: &mut Response) {
+        let Some(panic) = res
+            .extensions_mut()
+            .remove::<crate::error::DebugPanicPage>()
+        else {
+            return;
+        };
+        let location = panic.location.as_deref().unwrap_or("an unknown place");
+        let (body, content_type) = match self {
+            Self::Json => return,
+            Self::Html => {
+                let escape = crate::admin::live::http::html_escape;
+                let html = format!(
+                    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>500 Server Error</title></head>\n\
+                     <body><h1>500 Server Error</h1>\n<p>A panic in <code>{}</code> at <code>{}</code>:</p>\n\
+                     <pre>{}</pre>\n<p>Debug mode: never in production.</p></body></html>\n",
+                    escape(&panic.entry),
+                    escape(location),
+                    escape(&panic.message),
+                );
+                (html, "text/html; charset=utf-8")
+            }
+            Self::Text => {
+                let text = format!(
+                    "500 Server Error\n\nA panic in `{}` at {location}:\n{}\n",
+                    panic.entry, panic.message
+                );
+                (text, "text/plain; charset=utf-8")
+            }
+        };
+        let headers = res.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+        *res.body_mut() = Body::from(body);
+    }
+}

@@ -28,6 +28,7 @@ mod entry;
 mod erased;
 mod error_settings;
 mod finish;
+mod future;
 pub(crate) mod handlers;
 mod hook;
 mod hook_group;
@@ -46,11 +47,12 @@ pub use self::tower::NextService;
 pub(crate) use boundary::panic_message;
 pub use builder::Stack;
 pub use entry::{Entry, EntryInfo, MiddlewareKind};
+pub use future::ResponseFuture;
 pub use hook::{AnsweredBy, Flow, Hook, HookOutcome, Waiting};
 pub use lint::OrderWarning;
 pub use middleware::{Middleware, MiddlewareFn, MiddlewareFnWithState};
 pub use next::Next;
-pub use service::{ResponseFuture, StackService};
+pub use service::StackService;
 
 use crate::Request;
 

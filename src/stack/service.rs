@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,10 +14,11 @@ use tower::{BoxError, Service};
 
 use super::chain::Chain;
 use super::finish::{after_body, without_forbidden_body};
+use super::future::ResponseFuture;
 use super::next::Next;
 use crate::instrument::body::TimedBody;
 use crate::instrument::report::StackReport;
-use crate::instrument::request::{Ctx, RequestCtx, StackPoll};
+use crate::instrument::request::{Ctx, RequestCtx};
 use crate::instrument::BlockingStats;
 use crate::{BlockingReport, Request, Response};
 
@@ -32,6 +32,8 @@ pub(crate) struct StackInner {
     pub(crate) trusted_proxies: Arc<crate::TrustedProxies>,
     /// Where the responses' background tasks are counted.
     pub(crate) background: Arc<crate::background::Tracker>,
+    /// Debug mode: a panic's 500 as a page for people (see `finish::debug_page`).
+    pub(crate) debug: bool,
     /// Traces exported over OTLP.
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
@@ -228,6 +230,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
             .map(|t| t.start(&mut req, &inner.trusted_proxies));
         let report: &StackReport = &inner.chain.report;
         let method = req.method().clone();
+        let page = inner
+            .debug
+            .then(|| super::finish::Page::wanted(req.headers()));
         // With no subscriber, or none listening at INFO, no span at all (making a disabled one
         // is not free).
         let span = if tracing::dispatcher::has_been_set()
@@ -303,6 +308,9 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
         let live_uri = unfinished.live.take();
         let recorded = live_uri.is_some();
         without_forbidden_body(&ctx.method, &mut res);
+        if let Some(page) = page {
+            page.debug(&mut res);
+        }
         if let Some(tasks) = res.extensions_mut().remove::<crate::BackgroundTasks>() {
             after_body(&res, tasks, &inner.background, &mut observers);
         }
@@ -358,26 +366,6 @@ fn drive(inner: Arc<StackInner>, req: Request) -> impl Future<Output = Response>
                 .record(&ctx.method, route, res.status(), elapsed);
         }
         res
-    }
-}
-
-/// The future of one request through a [`StackService`].
-pub struct ResponseFuture(Pin<Box<dyn Future<Output = Response> + Send>>);
-
-impl Future for ResponseFuture {
-    type Output = Result<Response, Infallible>;
-
-    #[inline]
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // A stack polled inside another stack's boundary keeps its time out of that boundary.
-        let _poll = StackPoll::begin();
-        self.0.as_mut().poll(cx).map(Ok)
-    }
-}
-
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 

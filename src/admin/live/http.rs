@@ -199,7 +199,7 @@ fn html(page: LivePage, _req: Request) -> Response {
     res
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -53,7 +53,7 @@
 //! [`ClientIp`]: crate::ClientIp
 
 mod histogram;
-mod http;
+pub(crate) mod http;
 pub(crate) mod record;
 mod snapshot;
 
