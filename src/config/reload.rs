@@ -49,7 +49,9 @@ pub(crate) struct Reloader {
     pub(crate) page: Option<crate::admin::LivePage>,
     pub(crate) current: Arc<ArcSwap<StackService>>,
     pub(crate) running: Mutex<Config>,
-    pub(crate) stacks: Arc<Mutex<Vec<Stack>>>,
+    /// The stacks a reload built, each beside the service it serves through; one whose service
+    /// is gone (no request left on it) is flushed and let go at the next reload.
+    pub(crate) stacks: Arc<Mutex<Vec<Served>>>,
 }
 
 impl Reloader {
@@ -81,11 +83,17 @@ impl Reloader {
                 return false;
             }
         };
-        self.current.store(Arc::new(service));
-        self.stacks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(stack);
+        let service = Arc::new(service);
+        let serving = Arc::downgrade(&service);
+        self.current.store(service);
+        {
+            let mut stacks = self.stacks.lock().unwrap_or_else(PoisonError::into_inner);
+            // Stacks no request runs on any more: their access logs written, then dropped.
+            stacks.retain(|(stack, service)| {
+                service.strong_count() > 0 || !stack.flush(std::time::Duration::from_secs(5))
+            });
+            stacks.push((stack, serving));
+        }
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let fixed = needs_restart(&running, &config);
         *running = config;
@@ -115,6 +123,16 @@ impl Reloader {
         }
         Ok(stack)
     }
+}
+
+/// A stack a reload built, and the service it serves through.
+pub(crate) type Served = (Stack, std::sync::Weak<StackService>);
+
+/// The stacks the reloads built, for the drain at shutdown.
+pub(crate) fn take_stacks(stacks: &Mutex<Vec<Served>>) -> impl Iterator<Item = Stack> {
+    std::mem::take(&mut *stacks.lock().unwrap_or_else(PoisonError::into_inner))
+        .into_iter()
+        .map(|(stack, _)| stack)
 }
 
 /// The settings that differ between `old` and `new` and that only a restart applies: the

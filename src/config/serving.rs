@@ -6,7 +6,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use super::log_init::{init_tracing, log_dropped};
 use super::reload::{self, Reread};
@@ -317,7 +317,7 @@ impl Serve {
         // Background tasks of the responses sent get the drain timeout too, on every stack a
         // reload swapped in.
         let mut stacks = vec![stack];
-        stacks.append(&mut reloaded.lock().unwrap_or_else(PoisonError::into_inner));
+        stacks.extend(reload::take_stacks(&reloaded));
         let mut cut = background.wait(drain_timeout).await;
         for later in &stacks[1..] {
             cut += later.background().wait(drain_timeout).await;
