@@ -286,3 +286,27 @@ async fn a_test_run_twice_at_once_does_not_see_its_first_runs_counts() {
         "{keys:?}"
     );
 }
+
+/// Stacks built with one registry (the first one and each configuration reload's) share one
+/// client per Redis URL: a reload that keeps the URL keeps the connection.
+#[tokio::test]
+async fn stacks_built_with_one_registry_share_their_redis_connection() {
+    let own = OwnRedis::start().await;
+    let registry = callnext::config::Registry::new();
+    let text = format!(
+        "[middleware.rate_limit]\nstore = \"{}\"\nlimit = \"100/minute\"\n",
+        own.url()
+    );
+    let config = callnext::config::Config::parse(&text, "app.toml", &[]).unwrap();
+    // All three alive at once, as an old stack finishing its requests beside a new one.
+    let mut alive = Vec::new();
+    for _ in 0..3 {
+        let stack = config.stack(&registry).unwrap();
+        let client = TestClient::new(stack.service(app()));
+        assert_eq!(client.get("/").await.status(), 200);
+        alive.push(client);
+    }
+    // The stacks' one connection, and redis-cli's own.
+    let clients = own.cli(&["CLIENT", "LIST"]);
+    assert_eq!(clients.lines().count(), 2, "{clients}");
+}

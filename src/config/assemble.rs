@@ -78,8 +78,6 @@ impl Config {
         }
         let mut lines = Vec::new();
         let mut tables = BTreeMap::new();
-        #[cfg(feature = "redis")]
-        let redis = std::cell::RefCell::default();
         for (index, planned) in self.plan(registry)?.into_iter().enumerate() {
             let middleware = MiddlewareSettings {
                 name: planned.name,
@@ -87,7 +85,7 @@ impl Config {
                 table: planned.table,
                 config: self,
                 #[cfg(feature = "redis")]
-                redis: &redis,
+                redis: &registry.redis,
                 keys: std::cell::Cell::new(&[]),
                 shown: std::cell::RefCell::default(),
             };

@@ -60,6 +60,10 @@ pub(super) struct Kind {
 #[derive(Clone)]
 pub struct Registry {
     pub(super) kinds: Vec<Arc<Kind>>,
+    /// The Redis clients of the stacks built with this registry, one per URL: a configuration
+    /// reload that keeps a URL keeps its client (and its connection).
+    #[cfg(feature = "redis")]
+    pub(super) redis: Arc<std::sync::Mutex<Vec<crate::backends::Redis>>>,
 }
 
 impl fmt::Debug for Registry {
@@ -91,7 +95,11 @@ impl Registry {
                 })
             })
             .collect();
-        Self { kinds }
+        Self {
+            kinds,
+            #[cfg(feature = "redis")]
+            redis: Arc::default(),
+        }
     }
 
     /// A kind that `[middleware.<name>]` tables can name with `kind = "..."`. Without an
@@ -163,7 +171,7 @@ pub struct MiddlewareSettings<'a> {
     pub(super) table: Option<&'a toml::Table>,
     pub(super) config: &'a Config,
     #[cfg(feature = "redis")]
-    pub(super) redis: &'a std::cell::RefCell<Vec<crate::backends::Redis>>,
+    pub(super) redis: &'a std::sync::Mutex<Vec<crate::backends::Redis>>,
     /// The keys of the settings type [`parse`](Self::parse) read the table as.
     pub(super) keys: std::cell::Cell<&'static [&'static str]>,
     /// The table as [`parse_shown`](Self::parse_shown) read it, secrets by their type.
@@ -171,15 +179,18 @@ pub struct MiddlewareSettings<'a> {
 }
 
 impl MiddlewareSettings<'_> {
-    /// The Redis at `url`, shared with every other entry of this stack that names the same
-    /// URL (one client per server).
+    /// The Redis at `url`, shared with every other entry that names the same URL, in this
+    /// stack and in those a configuration reload builds (one client per server).
     ///
     /// # Errors
     ///
     /// A URL the `redis` crate cannot read, at `key`.
     #[cfg(feature = "redis")]
     pub fn redis(&self, key: &str, url: &str) -> Result<crate::backends::Redis, FileError> {
-        let mut clients = self.redis.borrow_mut();
+        let mut clients = self
+            .redis
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let redis = crate::backends::Redis::open(url).map_err(|err| self.error(key, err))?;
         if let Some(shared) = clients.iter().find(|r| r.url() == redis.url()) {
             return Ok(shared.clone());
