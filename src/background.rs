@@ -94,6 +94,38 @@ impl BackgroundTasks {
         self
     }
 
+    /// Puts these tasks on `res`, after any tasks already on it: an outer middleware adds
+    /// its own to those of the handler and of the middlewares inside it, and all of them run
+    /// (inner ones first).
+    ///
+    /// ```
+    /// use callnext::{BackgroundTasks, Next, Request, Response, Stack, TestClient};
+    /// use axum::{routing::get, Router};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let ran = Arc::new(Mutex::new(Vec::new()));
+    /// let (a, b) = (ran.clone(), ran.clone());
+    /// let app = Router::new().route("/", get(move || {
+    ///     let a = a.clone();
+    ///     async move { (BackgroundTasks::new().add_task(async move { a.lock().unwrap().push("handler") }), "ok") }
+    /// }));
+    /// let stack = Stack::new().on_response("audit", move |res: &mut Response| {
+    ///     let b = b.clone();
+    ///     BackgroundTasks::new()
+    ///         .add_task(async move { b.lock().unwrap().push("middleware") })
+    ///         .add_to(res);
+    /// });
+    /// let background = stack.background();
+    /// TestClient::new(stack.service(app)).get("/").await;
+    /// background.wait(std::time::Duration::from_secs(5)).await;
+    /// assert_eq!(*ran.lock().unwrap(), ["handler", "middleware"]);
+    /// # });
+    /// ```
+    pub fn add_to(self, res: &mut crate::Response) {
+        add(res.extensions_mut(), self);
+    }
+
     pub(crate) fn take(&self) -> Vec<Task> {
         std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -103,8 +135,26 @@ impl IntoResponseParts for BackgroundTasks {
     type Error = std::convert::Infallible;
 
     fn into_response_parts(self, mut res: ResponseParts) -> Result<ResponseParts, Self::Error> {
-        res.extensions_mut().insert(self);
+        add(res.extensions_mut(), self);
         Ok(res)
+    }
+}
+
+/// `tasks` after those already in `extensions`, never instead of them.
+fn add(extensions: &mut http::Extensions, tasks: BackgroundTasks) {
+    match extensions.get_mut::<BackgroundTasks>() {
+        Some(earlier) if !Arc::ptr_eq(&earlier.tasks, &tasks.tasks) => {
+            let later = tasks.take();
+            earlier
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(later);
+        }
+        Some(_) => {}
+        None => {
+            extensions.insert(tasks);
+        }
     }
 }
 

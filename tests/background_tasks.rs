@@ -187,3 +187,60 @@ async fn the_wait_at_shutdown_counts_what_was_cut() {
     assert_eq!(background.wait(Duration::from_secs(10)).await, 0);
     assert_eq!(*events.lock().unwrap(), ["slow done"]);
 }
+
+/// Ten middlewares each add a task to the response `call_next` gave them (five with
+/// `add_to`, five by returning `(tasks, response)` as a handler would): all ten run, after the
+/// handler's, innermost first, as Starlette runs each middleware's own.
+#[tokio::test]
+async fn every_middlewares_tasks_run_beside_the_handlers() {
+    async fn returning(
+        state: &(usize, Events),
+        req: callnext::Request,
+        next: callnext::Next<'_>,
+    ) -> callnext::Response {
+        use axum::response::IntoResponse;
+        let (n, ran) = (state.0, state.1.clone());
+        let res = next.run(req).await;
+        let tasks = BackgroundTasks::new()
+            .add_task(async move { ran.lock().unwrap().push(format!("middleware {n}")) });
+        (tasks, res).into_response()
+    }
+    let ran = Events::default();
+    let handler_ran = ran.clone();
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let ran = handler_ran.clone();
+            async move {
+                let tasks = BackgroundTasks::new()
+                    .add_task(async move { ran.lock().unwrap().push("handler".into()) });
+                (tasks, "ok")
+            }
+        }),
+    );
+    let mut stack = Stack::new();
+    for n in (0..10).rev() {
+        if n % 2 == 0 {
+            stack = stack.push(
+                callnext::Entry::func_with_state((n, ran.clone()), returning)
+                    .named(format!("m{n}")),
+            );
+        } else {
+            let ran = ran.clone();
+            stack = stack.on_response(format!("m{n}"), move |res: &mut callnext::Response| {
+                let ran = ran.clone();
+                BackgroundTasks::new()
+                    .add_task(async move { ran.lock().unwrap().push(format!("middleware {n}")) })
+                    .add_to(res);
+            });
+        }
+    }
+    let background = stack.background();
+    let res = TestClient::new(stack.service(app)).get("/").await;
+    assert_eq!(res.text(), "ok");
+    assert_eq!(background.wait(Duration::from_secs(10)).await, 0);
+    let expected: Vec<String> = std::iter::once("handler".to_owned())
+        .chain((0..10).map(|n| format!("middleware {n}")))
+        .collect();
+    assert_eq!(*ran.lock().unwrap(), expected);
+}
