@@ -362,10 +362,12 @@ fn main() -> ExitCode {
             configure(&args, &matches).map(|(config, _)| config)
         }
     };
-    let served = config
-        .serve(router)
-        .registry(registry)
-        .reload(reread)
+    let mut serve = config.serve(router).registry(registry);
+    // Without a file there is nothing to read again (and no swap to pay for per request).
+    if args.config.is_some() {
+        serve = serve.reload(reread);
+    }
+    let served = serve
         .on_listening(move |_| {
             tracing::info!("seed: simulated I/O {simulated_io}");
             if demo_blocking {

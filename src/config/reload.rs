@@ -34,7 +34,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
-        StackService::clone(&self.0.load()).call(req)
+        self.0.load().call_shared(req)
     }
 }
 

@@ -120,6 +120,17 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
+        self.call_shared(req)
+    }
+}
+
+impl StackService {
+    /// [`Service::call`] on a shared service: what a request needs of it is behind its `Arc`.
+    pub(crate) fn call_shared<B>(&self, req: http::Request<B>) -> ResponseFuture
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let mut req = req.map(Body::new);
         #[cfg(feature = "server")]
         crate::serve::body_deadline::apply(&mut req);
