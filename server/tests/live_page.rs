@@ -157,8 +157,17 @@ async fn the_page_in_the_seed_server() {
         Some("app"),
         "{printed:?}"
     );
-    let mut server =
-        Server::start(&["--config", &config, "--no-simulated-io", "--demo-blocking"]).await;
+    // A threshold far above a scheduler's preemption on a busy 2-core machine (a rate-limit
+    // poll once measured 10 ms there), and a demo block far above the threshold.
+    let mut server = Server::start(&[
+        "--config",
+        &config,
+        "--no-simulated-io",
+        "--demo-blocking",
+        "--blocking-threshold-ms",
+        "150",
+    ])
+    .await;
     // The server logs its stack at start: the same entries as --print-stack.
     server
         .wait_for(|l| l["message"] == "live stack page on" && l["path"] == "/_callnext")
@@ -175,7 +184,7 @@ async fn the_page_in_the_seed_server() {
         statuses.push(get(&server.url("/items/1")).await.0.status.as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
-    let (parts, body) = get(&server.url("/demo/block?ms=60")).await;
+    let (parts, body) = get(&server.url("/demo/block?ms=300")).await;
     assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
     let request_id = parts.headers["x-request-id"].to_str().unwrap().to_owned();
 
