@@ -172,79 +172,19 @@ impl Backend {
 }
 
 #[cfg(feature = "redis")]
-mod redis_client {
-    use std::sync::Arc;
-    use std::time::Duration;
+mod redis_client;
 
-    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
-    use crate::ConfigError;
-
-    /// A Redis server: its client and, once a request needed it, its connection manager
-    /// (one multiplexed connection that reconnects by itself). Cheap to clone.
-    #[derive(Clone)]
-    pub struct Redis {
-        inner: Arc<Inner>,
-    }
-
-    struct Inner {
-        client: redis::Client,
-        shown: String,
-        connection: tokio::sync::OnceCell<ConnectionManager>,
-    }
-
-    impl std::fmt::Debug for Redis {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_tuple("Redis").field(&self.inner.shown).finish()
-        }
-    }
-
-    impl Redis {
-        /// A handle on the Redis at `url` (`redis://host:port/db`, `rediss://…`,
-        /// `redis+unix://…`). Connects on first use.
-        ///
-        /// # Errors
-        ///
-        /// A URL the `redis` crate cannot read.
-        pub fn open(url: &str) -> Result<Self, ConfigError> {
-            let client = redis::Client::open(url).map_err(|err| {
-                ConfigError::invalid(
-                    "store",
-                    format!("`{}`: {err}", crate::redact::redact_urls(url)),
-                )
-            })?;
-            Ok(Self {
-                inner: Arc::new(Inner {
-                    client,
-                    shown: crate::redact::redact_urls(url),
-                    connection: tokio::sync::OnceCell::new(),
-                }),
-            })
-        }
-
-        /// The URL, with any password replaced by `***` (for logs and error messages).
-        pub fn url(&self) -> &str {
-            &self.inner.shown
-        }
-
-        /// The connection, connecting first if no request has yet.
-        pub(crate) async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-            self.inner
-                .connection
-                .get_or_try_init(|| {
-                    // Reconnects are quick and few: the batteries' circuit breakers decide
-                    // when to try again, not a long backoff inside the connection.
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Duration::from_secs(1))
-                        .set_number_of_retries(2)
-                        .set_factor(10)
-                        .set_max_delay(200);
-                    ConnectionManager::new_with_config(self.inner.client.clone(), config)
-                })
-                .await
-                .cloned()
-        }
-    }
+/// Whether `url` names a Redis deployment `Redis::open` reads (by its scheme).
+pub(crate) fn is_redis_url(url: &str) -> bool {
+    [
+        "redis://",
+        "rediss://",
+        "redis+unix://",
+        "redis+cluster://",
+        "redis+sentinel://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
 }
 
 /// What the unit tests of the batteries' backends share: where the real stores are, a port

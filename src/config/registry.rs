@@ -192,7 +192,7 @@ impl MiddlewareSettings<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let redis = crate::backends::Redis::open(url).map_err(|err| self.error(key, err))?;
-        if let Some(shared) = clients.iter().find(|r| r.url() == redis.url()) {
+        if let Some(shared) = clients.iter().find(|r| r.opened_with(url)) {
             return Ok(shared.clone());
         }
         clients.push(redis.clone());

@@ -392,12 +392,16 @@ pub async fn an_idle_session_expires(store: impl SessionStore) {
 }
 
 /// A router whose one route writes to the session, for stores that are made to fail.
+/// `POST /` writes `k = "v"` into the session; `GET /` reads it back.
 pub fn writer() -> Router {
     Router::new().route(
         "/",
         post(|s: Session| async move {
             s.insert("k", "v").await?;
             Ok::<_, HttpError>("ok")
+        })
+        .get(|s: Session| async move {
+            Ok::<_, HttpError>(format!("{:?}", s.get::<String>("k").await?))
         }),
     )
 }

@@ -129,10 +129,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
     }
     match s.store.as_str() {
         "memory" => {}
-        url if url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://") =>
-        {
+        url if crate::backends::is_redis_url(url) => {
             #[cfg(feature = "redis")]
             {
                 builder = builder.redis(settings.redis("store", url)?);

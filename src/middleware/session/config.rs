@@ -68,10 +68,7 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
     let builder = match s.store.as_str() {
         "memory" => builder.store(MemoryStore::new(s.max_sessions)),
         #[cfg(feature = "redis")]
-        url if url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+unix://") =>
-        {
+        url if crate::backends::is_redis_url(url) => {
             let redis = settings.redis("store", url)?;
             builder.store(crate::middleware::session::RedisStore::new(redis).prefix(s.prefix))
         }
