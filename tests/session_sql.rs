@@ -142,3 +142,42 @@ async fn the_sweeper_deletes_expired_rows_and_keeps_live_ones() {
         .unwrap();
     assert_eq!(left, [format!("{tag}-live")]);
 }
+
+/// Stacks built from one registry (a configuration reload builds a second beside the first)
+/// share one session store per URL: one pool, not one per stack.
+#[tokio::test]
+async fn stacks_built_with_one_registry_share_their_database_pool() {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let name = format!("callnext-shared-{}", std::process::id());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}application_name={name}");
+    let text = format!(
+        "[middleware.session]\nstore = \"{url}\"\nsecret = \"{}\"\n",
+        "s".repeat(64)
+    );
+    let config = callnext::config::Config::parse(&text, "app.toml", &[]).unwrap();
+    let registry = callnext::config::Registry::new();
+    let pool = sqlx::PgPool::connect(&base).await.unwrap();
+    let connections = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut alive = Vec::new();
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let stack = config.stack(&registry).unwrap();
+        let client = TestClient::new(stack.service(session_suite::writer()));
+        assert_eq!(client.post("/").await.status(), 200);
+        alive.push(client);
+        counts.push(connections().await);
+    }
+    // The second and third stacks open no connection of their own.
+    assert!(counts[0] > 0, "{counts:?}");
+    assert_eq!(counts, [counts[0]; 3]);
+}

@@ -86,6 +86,7 @@ impl Config {
                 config: self,
                 #[cfg(feature = "redis")]
                 redis: &registry.redis,
+                stores: &registry.stores,
                 keys: std::cell::Cell::new(&[]),
                 shown: std::cell::RefCell::default(),
             };

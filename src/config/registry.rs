@@ -64,7 +64,18 @@ pub struct Registry {
     /// reload that keeps a URL keeps its client (and its connection).
     #[cfg(feature = "redis")]
     pub(super) redis: Arc<std::sync::Mutex<Vec<crate::backends::Redis>>>,
+    /// The SQL stores (and their pools) of the stacks built with this registry, one per type
+    /// and URL, kept the same way.
+    pub(super) stores: Arc<std::sync::Mutex<Vec<SharedStore>>>,
 }
+
+/// A store shared by the stacks of one registry: its type, the URL it was opened with, and
+/// the store.
+pub(super) type SharedStore = (
+    std::any::TypeId,
+    String,
+    Box<dyn std::any::Any + Send + Sync>,
+);
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -99,6 +110,7 @@ impl Registry {
             kinds,
             #[cfg(feature = "redis")]
             redis: Arc::default(),
+            stores: Arc::default(),
         }
     }
 
@@ -172,6 +184,7 @@ pub struct MiddlewareSettings<'a> {
     pub(super) config: &'a Config,
     #[cfg(feature = "redis")]
     pub(super) redis: &'a std::sync::Mutex<Vec<crate::backends::Redis>>,
+    pub(super) stores: &'a std::sync::Mutex<Vec<SharedStore>>,
     /// The keys of the settings type [`parse`](Self::parse) read the table as.
     pub(super) keys: std::cell::Cell<&'static [&'static str]>,
     /// The table as [`parse_shown`](Self::parse_shown) read it, secrets by their type.
@@ -197,6 +210,32 @@ impl MiddlewareSettings<'_> {
         }
         clients.push(redis.clone());
         Ok(redis)
+    }
+
+    /// The store of type `T` at `url`: opened by `open` the first time a stack built with this
+    /// registry asks for it, then the same store (a clone, sharing its pool) for every later
+    /// stack, as a configuration reload that keeps the URL builds.
+    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
+    pub(crate) fn shared_store<T: Clone + Send + Sync + 'static>(
+        &self,
+        url: &str,
+        open: impl FnOnce() -> Result<T, FileError>,
+    ) -> Result<T, FileError> {
+        let mut stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kind = std::any::TypeId::of::<T>();
+        let found = stores
+            .iter()
+            .filter(|(k, u, _)| *k == kind && u == url)
+            .find_map(|(_, _, store)| store.downcast_ref::<T>());
+        if let Some(store) = found {
+            return Ok(store.clone());
+        }
+        let store = open()?;
+        stores.push((kind, url.to_owned(), Box::new(store.clone())));
+        Ok(store)
     }
 
     /// The entry's name (its `[middleware.<name>]` table, or its name in `order`).

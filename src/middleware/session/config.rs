@@ -77,8 +77,11 @@ pub(crate) fn from_config(settings: &MiddlewareSettings<'_>) -> Result<Entry, Fi
             || url.starts_with("postgresql://")
             || url.starts_with("sqlite:") =>
         {
-            let store = crate::middleware::session::SqlStore::open(url)
-                .map_err(|err| settings.error("store", err))?;
+            // One store (one pool, one sweeper) per URL for every stack of the registry.
+            let store = settings.shared_store(url, || {
+                crate::middleware::session::SqlStore::open(url)
+                    .map_err(|err| settings.error("store", err))
+            })?;
             builder.store(store)
         }
         other => {
