@@ -174,7 +174,9 @@ impl Backend {
 #[cfg(feature = "redis")]
 mod redis_client;
 
-/// Whether `url` names a Redis deployment `Redis::open` reads (by its scheme).
+/// Whether `url` names a Redis deployment `Redis::open` reads (by its scheme): the
+/// configuration file's store settings ask.
+#[cfg(feature = "config")]
 pub(crate) fn is_redis_url(url: &str) -> bool {
     [
         "redis://",

@@ -45,6 +45,7 @@ pub struct Redis {
 
 struct Inner {
     /// The URL as given, to tell handles apart (two passwords are two clients).
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     given: String,
     /// The URL with any password replaced by `***`.
     shown: String,
@@ -129,6 +130,7 @@ impl Redis {
     }
 
     /// Whether `url` is the URL this handle was opened with.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn opened_with(&self, url: &str) -> bool {
         self.inner.given == url
     }
