@@ -270,3 +270,56 @@ async fn json_extractor_content_types() {
         r#"{"detail":"Expected request with `Content-Type: application/json`"}"#
     );
 }
+
+/// Starlette: a middleware wraps `receive` and raises `HTTPException` part-way through the
+/// body; the endpoint reading it fails with that exception, and the client gets its status
+/// and detail. Here the middleware's body stream ends with an `HttpError`, and callnext's
+/// extractors answer with it (axum's own `Bytes` extractor would answer 400).
+#[tokio::test]
+async fn an_error_raised_by_a_wrapped_body_reaches_the_client_as_itself() {
+    async fn checksum(req: Request, next: Next<'_>) -> Response {
+        let (parts, body) = req.into_parts();
+        let stream = futures_util::stream::unfold(Some(body), |state| async move {
+            let mut body = state?;
+            match body.frame().await {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.windows(3).any(|w| w == b"bad") => Some((
+                        Err(HttpError::new(
+                            http::StatusCode::UNPROCESSABLE_ENTITY,
+                            "Checksum mismatch",
+                        )),
+                        None,
+                    )),
+                    Ok(data) => Some((Ok(data), Some(body))),
+                    Err(_) => Some((Ok(Bytes::new()), Some(body))),
+                },
+                Some(Err(_)) | None => None,
+            }
+        });
+        next.run(Request::from_parts(parts, Body::from_stream(stream)))
+            .await
+    }
+    let app = Router::new().route(
+        "/items",
+        post(
+            |callnext::extract::Json(v): callnext::extract::Json<serde_json::Value>| async move {
+                v.to_string()
+            },
+        ),
+    );
+    let client = TestClient::new(Stack::new().func(checksum).service(app));
+    let ok = client
+        .post("/items")
+        .json(&serde_json::json!({"name": "good"}))
+        .await;
+    assert_eq!(
+        (ok.status().as_u16(), ok.text()),
+        (200, r#"{"name":"good"}"#.to_owned())
+    );
+    let res = client
+        .post("/items")
+        .json(&serde_json::json!({"name": "bad"}))
+        .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(res.text(), r#"{"detail":"Checksum mismatch"}"#);
+}

@@ -116,3 +116,48 @@ async fn query_and_path_constraints() {
     let res = client().get("/items/x").await;
     assert_eq!(res.json::<Value>()["detail"][0]["type"], "int_parsing");
 }
+
+static FIXED: callnext::extract::Pattern = callnext::extract::Pattern::new("^fixedquery$");
+
+fn fixed(q: &str) -> Result<(), validator::ValidationError> {
+    FIXED.check(q)
+}
+
+/// FastAPI's tutorial `q: str | None = Query(default=None, min_length=3, max_length=50,
+/// pattern="^fixedquery$")`, and its test's requests and answers.
+#[derive(Deserialize, Validate)]
+struct FixedQuery {
+    #[validate(length(min = 3, max = 50), custom(function = "fixed"))]
+    q: Option<String>,
+}
+
+#[tokio::test]
+async fn a_query_pattern_is_reported_as_fastapi_does() {
+    let app = Router::new().route(
+        "/items/",
+        get(|Valid(Query(f)): Valid<Query<FixedQuery>>| async move {
+            let mut body = json!({"items": [{"item_id": "Foo"}, {"item_id": "Bar"}]});
+            if let Some(q) = f.q {
+                body["q"] = json!(q);
+            }
+            axum::Json(body)
+        }),
+    );
+    let client = TestClient::new(Stack::new().service(app));
+    let res = client.get("/items/").await;
+    assert_eq!(res.status(), 200);
+    let res = client.get("/items/?q=fixedquery").await;
+    assert_eq!(res.json::<Value>()["q"], "fixedquery");
+    let res = client.get("/items/?q=nonregexquery").await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(
+        res.json::<Value>(),
+        json!({"detail": [{
+            "type": "string_pattern_mismatch",
+            "loc": ["query", "q"],
+            "msg": "String should match pattern '^fixedquery$'",
+            "input": "nonregexquery",
+            "ctx": {"pattern": "^fixedquery$"}
+        }]})
+    );
+}

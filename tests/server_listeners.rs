@@ -196,6 +196,69 @@ async fn http2_max_concurrent_streams_is_enforced() {
     assert!(h2_peak_concurrency(8).await > 1);
 }
 
+/// Starlette's handler that waits and asks `await request.is_disconnected()`: here a client
+/// that gives up (closes its connection) while its HTTP/1.1 request is in flight cancels the
+/// handler at its next `.await` (hyper drops the request's future), so the work stops without
+/// asking; work spawned off the request learns it with `Disconnect::wait`.
+#[tokio::test]
+async fn a_client_that_gives_up_cancels_its_waiting_handler() {
+    use callnext::serve::Disconnect;
+    /// Says whether the handler got past its wait when dropped.
+    struct Finish(
+        tokio::sync::mpsc::UnboundedSender<(&'static str, bool)>,
+        bool,
+    );
+    impl Drop for Finish {
+        fn drop(&mut self) {
+            let _ = self.0.send(("handler", self.1));
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, bool)>();
+    let app = Router::new().route(
+        "/slow",
+        get(move |disconnect: Disconnect| {
+            let tx = tx.clone();
+            async move {
+                let spawned = tx.clone();
+                let watcher = disconnect.clone();
+                tokio::spawn(async move {
+                    watcher.wait().await;
+                    let _ = spawned.send(("spawned", watcher.is_disconnected()));
+                });
+                let _ = tx.send(("started", disconnect.is_disconnected()));
+                let mut finish = Finish(tx, false);
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                finish.1 = true;
+                "too late"
+            }
+        }),
+    );
+    let running = common::spawn(Server::new(), Stack::new().service(app)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Running, with its client there.
+    let started = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the handler runs")
+        .unwrap();
+    assert_eq!(started, ("started", false));
+    drop(stream);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the client's leaving is seen");
+        seen.push(event.unwrap());
+    }
+    seen.sort_unstable();
+    // The handler was dropped in its wait; the spawned work saw the disconnect.
+    assert_eq!(seen, [("handler", false), ("spawned", true)]);
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn work_can_learn_that_the_client_has_gone() {
     use callnext::serve::Disconnect;

@@ -7,11 +7,15 @@
 
 mod json;
 mod lax;
+#[cfg(feature = "validator")]
+mod pattern;
 mod query;
 #[cfg(feature = "validator")]
 mod valid;
 
 pub use json::{Json, JsonWithoutContentType, StrictJson};
+#[cfg(feature = "validator")]
+pub use pattern::Pattern;
 pub use query::Query;
 #[cfg(feature = "validator")]
 pub use valid::Valid;

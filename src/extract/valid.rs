@@ -262,12 +262,20 @@ fn issue(err: &validator::ValidationError, loc: Vec<Value>) -> ValidationIssue {
                 .input(input)
         }
         "regex" => {
-            return ValidationIssue::new(
-                "string_pattern_mismatch",
-                loc,
-                "String should match pattern",
-            )
-            .input(input)
+            // A `Pattern` names its pattern; `validator`'s own `regex` rule does not.
+            return match param("pattern") {
+                Some(Value::String(p)) => with(
+                    "string_pattern_mismatch",
+                    format!("String should match pattern '{p}'"),
+                    json!({ "pattern": p }),
+                ),
+                _ => ValidationIssue::new(
+                    "string_pattern_mismatch",
+                    loc,
+                    "String should match pattern",
+                )
+                .input(input),
+            };
         }
         _ => {}
     }
