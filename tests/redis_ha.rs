@@ -89,13 +89,7 @@ async fn a_cluster_spreads_callers_over_its_masters_and_two_handles_share_limits
     let (first, second) = (sessions(&a), sessions(&b));
     let written = first.post("/").await;
     assert_eq!(written.status(), 200);
-    let cookie = written
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = cookie(&written);
     let read = second.get("/").header("cookie", cookie).send().await;
     assert_eq!(read.text(), "Some(\"v\")");
 }
@@ -243,15 +237,37 @@ fn report(deployment: &str, open: &Seen, closed: &Seen, killed: Duration) {
     );
 }
 
+/// A 10/minute limiter for `victim`, six of its ten taken: acknowledged before a kill.
+async fn six_of_ten(redis: &Redis) -> TestClient<StackService> {
+    let counted = limited(redis, "10/minute", OnStoreError::Closed).store_scope("ha-ack");
+    for _ in 0..6 {
+        assert_eq!(status_of(&counted, "victim").await, 200);
+    }
+    counted
+}
+
+/// The six requests replicated before the kill still count after the failover.
+async fn still_counted(counted: &TestClient<StackService>) {
+    let after = counted.get("/").header("x-caller", "victim").send().await;
+    assert_eq!(
+        remaining(&after),
+        3,
+        "the six replicated requests still count"
+    );
+}
+
+/// `id=...` of a response's `Set-Cookie`.
+fn cookie(res: &callnext::TestResponse) -> String {
+    let header = res.header("set-cookie").expect("a session cookie");
+    header.split(';').next().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn a_cluster_master_killed_under_load() {
     let mut cluster = OwnCluster::start().await;
     let redis = Redis::open(&cluster.url()).unwrap();
     // Acknowledged and replicated before the kill: six of ten taken.
-    let counted = limited(&redis, "10/minute", OnStoreError::Closed).store_scope("ha-ack");
-    for _ in 0..6 {
-        assert_eq!(status_of(&counted, "victim").await, 200);
-    }
+    let counted = six_of_ten(&redis).await;
     // Keys carry the caller in hex.
     let pattern = format!("*{}*", hex("victim"));
     let victim = cluster.master_holding(&pattern);
@@ -263,41 +279,19 @@ async fn a_cluster_master_killed_under_load() {
     let (open, closed, killed) = through_a_failover(&redis, failover).await;
     report("cluster", &open, &closed, killed);
     assert_ne!(cluster.master_holding(&pattern), victim);
-    let after = counted.get("/").header("x-caller", "victim").send().await;
-    assert_eq!(
-        remaining(&after),
-        3,
-        "the six replicated requests still count"
-    );
+    still_counted(&counted).await;
 }
 
 #[tokio::test]
 async fn a_sentinel_master_killed_under_load() {
     let mut sentinels = OwnSentinels::start().await;
     let redis = Redis::open(&sentinels.url()).unwrap();
-    let counted = limited(&redis, "10/minute", OnStoreError::Closed).store_scope("ha-ack");
-    for _ in 0..6 {
-        assert_eq!(status_of(&counted, "victim").await, 200);
-    }
+    let counted = six_of_ten(&redis).await;
     sentinels.replicate().await;
     let replica = sentinels.replica_port();
-    let failover = async {
-        sentinels.kill_master();
-        redis_ha::wait_until(
-            "the sentinels name the replica",
-            Duration::from_secs(60),
-            || sentinels.named_master() == Some(replica),
-        )
-        .await;
-    };
-    let (open, closed, killed) = through_a_failover(&redis, failover).await;
+    let (open, closed, killed) = through_a_failover(&redis, sentinels.fail_over()).await;
     report("sentinel", &open, &closed, killed);
-    let after = counted.get("/").header("x-caller", "victim").send().await;
-    assert_eq!(
-        remaining(&after),
-        3,
-        "the six replicated requests still count"
-    );
+    still_counted(&counted).await;
     // The promoted replica holds the keys now.
     assert!(redis_ha::cli(replica, &["role"]).starts_with("master"));
 }
@@ -315,22 +309,9 @@ async fn sessions_through_sentinels_survive_a_failover() {
         .unwrap();
     let client = TestClient::new(Stack::new().hook(sessions).service(session_suite::writer()));
     let written = client.post("/").await;
-    let cookie = written
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = cookie(&written);
     sentinels.replicate().await;
-    let replica = sentinels.replica_port();
-    sentinels.kill_master();
-    redis_ha::wait_until(
-        "the sentinels name the replica",
-        Duration::from_secs(60),
-        || sentinels.named_master() == Some(replica),
-    )
-    .await;
+    sentinels.fail_over().await;
     // The first requests after the kill may meet the dead connection (503); then the session
     // is read from the new master.
     let started = Instant::now();

@@ -427,9 +427,16 @@ impl OwnSentinels {
         replicate(self.master.port).await;
     }
 
-    /// Kills the master (SIGKILL).
-    pub fn kill_master(&mut self) {
+    /// Kills the master (SIGKILL) and waits until the sentinels name the replica.
+    pub async fn fail_over(&mut self) {
         self.master.kill();
+        let replica = self.replica.port;
+        wait_until(
+            "the sentinels name the replica",
+            Duration::from_secs(60),
+            || self.named_master() == Some(replica),
+        )
+        .await;
     }
 }
 
