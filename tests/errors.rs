@@ -400,3 +400,16 @@ async fn a_huge_method_token_is_cut_in_every_log_line() {
         assert!(line.contains("more bytes]"), "{line}");
     }
 }
+
+/// `str(HTTPException(status_code=404))` is `404: Not Found`; with a detail, `404: <detail>`.
+#[test]
+fn an_http_error_reads_as_str_of_an_http_exception() {
+    let plain = callnext::HttpError::new(http::StatusCode::NOT_FOUND, "Not Found");
+    assert_eq!(plain.to_string(), "404: Not Found");
+    let detailed = callnext::HttpError::not_found("Item not found");
+    assert_eq!(detailed.to_string(), "404: Item not found");
+    assert_eq!(
+        callnext::HttpError::new(http::StatusCode::IM_A_TEAPOT, "I'm a Teapot").to_string(),
+        "418: I'm a Teapot"
+    );
+}
