@@ -315,8 +315,11 @@ pub const MASTER_NAME: &str = "mymaster";
 impl OwnSentinels {
     pub async fn start() -> Self {
         let dir = scratch("sentinel");
+        // The master writes its snapshot for the replica's full sync into `--dir`.
         let data = |port: u16| {
             vec![
+                "--dir".to_owned(),
+                dir.display().to_string(),
                 "--port".to_owned(),
                 port.to_string(),
                 "--bind".to_owned(),
