@@ -99,25 +99,79 @@ async fn one_round_trip_per_request() {
         client.get("/").await;
     }
     let stats = own.cli(&["INFO", "commandstats"]);
-    let calls = |cmd: &str| {
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-            .map_or(0, |rest| {
-                rest.split(',').next().unwrap().parse::<u64>().unwrap()
-            })
-    };
-    // The client sent 20 EVALSHAs; GET and SET ran inside them; nothing else was sent (the
-    // RESETSTAT itself and the INFO reading this are the only other entries).
+    let calls = |cmd: &str| calls(&stats, cmd);
+    // The client sent 20 EVALSHAs; MGET and SET ran inside them (both policies' keys read at
+    // once); nothing else was sent (the RESETSTAT itself and the INFO reading this are the
+    // only other entries).
     assert_eq!(calls("evalsha"), 20, "{stats}");
     assert_eq!(calls("script"), 0, "{stats}");
     assert_eq!(calls("eval"), 0, "{stats}");
-    assert_eq!(calls("get"), 40, "{stats}");
+    assert_eq!(calls("mget"), 20, "{stats}");
+    assert_eq!(calls("get"), 0, "{stats}");
     // State is the TAT, kept only until the bucket is full again.
     let keys = own.cli(&["--scan", "--pattern", "trips:*"]);
     let key = keys.lines().next().expect("a key");
     let ttl_ms: u64 = own.cli(&["PTTL", key]).trim().parse().unwrap();
     assert!(ttl_ms > 0 && ttl_ms <= 12_000 * 21, "{key}: {ttl_ms}");
+}
+
+/// Calls of `cmd` in `INFO commandstats`.
+fn calls(stats: &str, cmd: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .map_or(0, |rest| {
+            rest.split(',').next().unwrap().parse::<u64>().unwrap()
+        })
+}
+
+/// Requests that arrive together are checked in one call, each decided as if it had been
+/// alone, in the order they came: three callers, two policies, costs of 0 to 3, the same
+/// answers as the memory store gives to the same requests one after another.
+#[tokio::test]
+async fn concurrent_checks_share_a_call_and_decide_as_one_by_one() {
+    let own = OwnRedis::start().await;
+    let build = |prefix: &str| limiter(prefix).limit("8/hour");
+    let memory = client(build("unused").build().unwrap());
+    let redis = Redis::open(&own.url()).unwrap();
+    let shared = client(build("together").redis(redis).build().unwrap());
+    // Loads the script, from a fourth caller.
+    shared
+        .clone()
+        .peer("192.0.2.9:1".parse().unwrap())
+        .get("/")
+        .await;
+    own.cli(&["CONFIG", "RESETSTAT"]);
+
+    let costs = [1u32, 1, 2, 0, 1, 3, 1, 0, 2, 1, 1, 1, 2, 1, 0, 1, 1, 3];
+    let send = |client: &TestClient<callnext::StackService>| {
+        let requests = costs.iter().enumerate().map(|(i, cost)| {
+            let peer = format!("192.0.2.{}:1", i % 3).parse().unwrap();
+            let client = client.clone().peer(peer);
+            async move {
+                let res = client
+                    .get("/")
+                    .header("x-cost", cost.to_string())
+                    .send()
+                    .await;
+                (res.status().as_u16(), reported(&res).0)
+            }
+        });
+        futures_util::future::join_all(requests)
+    };
+    let alone = send(&memory).await;
+    let together = send(&shared).await;
+    assert_eq!(together, alone);
+    assert!(alone.iter().any(|(status, _)| *status == 429), "{alone:?}");
+
+    let stats = own.cli(&["INFO", "commandstats"]);
+    assert!(calls(&stats, "evalsha") <= 2, "{stats}");
+    // One read of every key, one write per key charged.
+    assert_eq!(calls(&stats, "mget"), calls(&stats, "evalsha"), "{stats}");
+    assert!(
+        calls(&stats, "set") <= 2 * 3 * calls(&stats, "evalsha"),
+        "{stats}"
+    );
 }
 
 #[tokio::test]

@@ -129,6 +129,11 @@ impl Redis {
         &self.inner.shown
     }
 
+    /// Whether this is a Redis Cluster: a script's keys must then share one hash slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.inner.topology, Topology::Cluster { .. })
+    }
+
     /// Whether `url` is the URL this handle was opened with.
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
     pub(crate) fn opened_with(&self, url: &str) -> bool {

@@ -294,7 +294,7 @@ impl RateLimitBuilder {
         #[cfg(feature = "redis")]
         let store = match self.redis {
             Some(redis) => Store::Redis {
-                store: self::redis::RedisStore::new(redis, self.store_timeout),
+                store: Box::new(self::redis::RedisStore::new(redis, self.store_timeout)),
                 local: (self.on_store_error == OnStoreError::Local).then(memory),
             },
             None => Store::Memory(memory()),

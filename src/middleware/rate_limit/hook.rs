@@ -134,16 +134,24 @@ impl RateLimit {
     /// `TestClient`'s).
     #[cfg(feature = "redis")]
     fn redis_keys(&self, caller: &Caller, scope: Option<&str>) -> Vec<String> {
+        use std::fmt::Write as _;
         let shared = &self.shared;
-        let tag = caller.to_string();
-        let prefix = match scope {
-            Some(scope) => format!("{}:{scope}", shared.prefix),
-            None => shared.prefix.clone(),
-        };
+        // Each key written into one allocation of its own (no copies of the prefix or the
+        // caller's text first: a request's keys are on the Redis store's path).
         shared
             .policies
             .iter()
-            .map(|p| format!("{prefix}:{{{tag}}}:{}", p.name))
+            .map(|p| {
+                let mut key = String::with_capacity(shared.prefix.len() + 64 + p.name.len());
+                key.push_str(&shared.prefix);
+                if let Some(scope) = scope {
+                    key.push(':');
+                    key.push_str(scope);
+                }
+                let _ = write!(key, ":{{{caller}}}:");
+                key.push_str(&p.name);
+                key
+            })
             .collect()
     }
 
@@ -188,7 +196,9 @@ impl RateLimit {
     ) -> Result<Decided, Response> {
         let shared = &self.shared;
         let started = crate::clock::ticks::now();
-        let result = store.check(&keys, &shared.rates, cost, &shared.name).await;
+        // The keys go with the check; a copy stays only when the charge may be given back.
+        let kept = (!shared.count_statuses.is_empty()).then(|| keys.clone());
+        let result = store.check(keys, &shared.rates, cost, &shared.name).await;
         // A call the open breaker refused took no time at the store: not a latency.
         #[cfg(feature = "prometheus")]
         if let Some(metrics) = shared.metrics.get() {
@@ -201,7 +211,7 @@ impl RateLimit {
         #[cfg(not(feature = "prometheus"))]
         let _ = started;
         let failed = match result {
-            Ok(decision) => return self.settle_charged(decision, caller, Some(keys), cost, false),
+            Ok(decision) => return self.settle_charged(decision, caller, kept, cost, false),
             Err(err) => err,
         };
         tracing::debug!(

@@ -13,9 +13,10 @@
 //!   [`UserId`] an earlier middleware put on the request, a request header, or a function.
 //!   A request without the key (or with one over 128 bytes) is keyed by its address.
 //! - **Stores**: memory (bounded: at most `max_keys` callers, entries dropped once their bucket
-//!   is full again, no task per key) or Redis (feature `redis`): one Lua script per request,
-//!   atomic over every policy, on Redis's own clock (`TIME`), so instances whose clocks differ
-//!   still agree; keys of one caller share a hash tag for Redis Cluster.
+//!   is full again, no task per key) or Redis (feature `redis`): a Lua script, atomic over every
+//!   policy, on Redis's own clock (`TIME`), so instances whose clocks differ still agree; the
+//!   checks of requests that arrive while a call is at Redis share the next call; keys of one
+//!   caller share a hash tag for Redis Cluster.
 //! - **When the store fails** (no answer within `store_timeout`, 50 ms by default), the
 //!   request is allowed (`open`, the default), refused with 503 (`closed`), or decided by a
 //!   memory store (`local`). After three failures in a row a circuit breaker stops asking for
@@ -149,7 +150,7 @@ enum Store {
     Memory(MemoryStore),
     #[cfg(feature = "redis")]
     Redis {
-        store: self::redis::RedisStore,
+        store: Box<self::redis::RedisStore>,
         local: Option<MemoryStore>,
     },
 }
