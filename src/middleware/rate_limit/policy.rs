@@ -195,10 +195,18 @@ impl Rendered {
         };
         match self.mode {
             Headers::Draft => {
-                if let Ok(v) = HeaderValue::from_str(&format!(
-                    "\"{}\";r={remaining};t={reset}",
-                    policies[i].name
-                )) {
+                // `"name";r=remaining;t=reset` written straight into the value's own allocation:
+                // no formatter and no second copy on every limited request.
+                let name = policies[i].name.as_bytes();
+                let mut int = itoa::Buffer::new();
+                let mut value = Vec::with_capacity(name.len() + 48);
+                value.push(b'"');
+                value.extend_from_slice(name);
+                value.extend_from_slice(b"\";r=");
+                value.extend_from_slice(int.format(remaining).as_bytes());
+                value.extend_from_slice(b";t=");
+                value.extend_from_slice(int.format(reset).as_bytes());
+                if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
                     headers.insert(RATELIMIT, v);
                 }
             }
