@@ -3,7 +3,10 @@
 # binary, contenders interleaved; and Redis round trips per request from INFO commandstats.
 #
 # run with: bench/rate_limit.sh     (ROUNDS=3 DURATION=8 by default; needs wrk, taskset and
-#                                    redis-server; REDIS_URL for another Redis than a fresh one)
+#                                    redis-server, and starts a Redis of its own)
+#           BEFORE=path/to/callnext bench/rate_limit.sh   (adds `redis_before`: that binary, an
+#                                    earlier commit's `--profile perf` build, on the same Redis,
+#                                    interleaved with the others)
 #
 # Server on CPU 0, wrk (-t1 -c64, GET /items/1, simulated I/O off) and Redis on CPU 1. Every
 # request is allowed (1,000,000/s), so each one runs the whole check.
@@ -30,11 +33,11 @@ printf '[middleware.rate_limit]\nlimit = "1000000/s"\n' >"$WORK/memory.toml"
 printf '[middleware.rate_limit]\nlimit = "1000000/s"\nstore = "redis://127.0.0.1:%s"\n' \
   "$REDIS_PORT" >"$WORK/redis.toml"
 
-# run NAME CONFIG: prints "NAME requests_per_second evalsha_per_request"
+# run NAME CONFIG [BINARY]: prints "NAME requests_per_second evalsha_per_request"
 run() {
-  local name=$1 config=$2 port pid out rps requests calls
+  local name=$1 config=$2 bin=${3:-$BIN} port pid out rps requests calls
   port=$(free_port)
-  taskset -c 0 "$BIN" --port "$port" --no-simulated-io --workers 1 --log-level warn \
+  taskset -c 0 "$bin" --port "$port" --no-simulated-io --workers 1 --log-level warn \
     --config "$config" >/dev/null 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/items/1" && break; sleep 0.1; done
@@ -52,6 +55,7 @@ run() {
 for round in $(seq "$ROUNDS"); do
   run memory "$WORK/memory.toml"
   run redis "$WORK/redis.toml"
+  if [ -n "${BEFORE:-}" ]; then run redis_before "$WORK/redis.toml" "$BEFORE"; fi
 done | tee "$WORK/results"
 echo
 echo "| store | requests/s (median of $ROUNDS) | EVALSHA per request | vs memory |"
