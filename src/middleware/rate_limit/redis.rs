@@ -173,11 +173,7 @@ impl RedisStore {
             Some(batcher) => self.guard.call(limiter, batcher.check(check, self)).await,
             None => {
                 let call = async {
-                    let mut connection = self.redis.connection().await?;
-                    let checks = std::slice::from_ref(&check);
-                    let reply = invocation(&self.script, checks)
-                        .invoke_async::<Vec<i64>>(&mut connection)
-                        .await?;
+                    let reply = call(&self.redis, &self.script, [&check].into_iter()).await?;
                     decision(&reply, &mut 0, &check).ok_or_else(unexpected)
                 };
                 self.guard.call(limiter, call).await
@@ -209,20 +205,23 @@ impl RedisStore {
     }
 }
 
-/// The script's call over `checks`, in order.
-fn invocation<'a, 'c>(
-    script: &'a Script,
-    checks: impl IntoIterator<Item = &'c Check> + Clone,
-) -> redis::ScriptInvocation<'a> {
+/// One call of the script over `checks`, in order: its reply, every check's part after the
+/// other's.
+async fn call<'c>(
+    redis: &Redis,
+    script: &Script,
+    checks: impl ExactSizeIterator<Item = &'c Check>,
+) -> redis::RedisResult<Vec<i64>> {
     let mut invocation = script.prepare_invoke();
-    invocation.arg(checks.clone().into_iter().count());
+    invocation.arg(checks.len());
     for check in checks {
         invocation.arg(check.keys.len()).arg(check.cost);
         for (key, rate) in check.keys.iter().zip(&check.rates) {
             invocation.key(key).arg(rate.interval_us).arg(rate.burst);
         }
     }
-    invocation
+    let mut connection = redis.connection().await?;
+    invocation.invoke_async(&mut connection).await
 }
 
 /// The decision of `check`, whose part of the script's reply starts at `at` (moved past it);

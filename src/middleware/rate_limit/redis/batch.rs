@@ -15,7 +15,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::{RedisError, Script};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{decision, invocation, unexpected, Check};
+use super::{call, decision, unexpected, Check};
 use crate::backends::Redis;
 use crate::middleware::rate_limit::gcra::Decision;
 
@@ -120,20 +120,14 @@ async fn run(mut queue: mpsc::Receiver<Job>, redis: Redis, script: Script, timeo
                 let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
                 let (redis, script) = (&redis, &script);
                 calls.push(async move {
-                    let reply = tokio::time::timeout(timeout, call(redis, script, &batch)).await;
+                    let checks = batch.iter().map(|job| &job.check);
+                    let reply = tokio::time::timeout(timeout, call(redis, script, checks)).await;
                     answer(batch, reply.unwrap_or_else(|_| Err(timed_out(timeout))));
                 });
             }
         }
     }
     while calls.next().await.is_some() {}
-}
-
-async fn call(redis: &Redis, script: &Script, jobs: &[Job]) -> Result<Vec<i64>, RedisError> {
-    let mut connection = redis.connection().await?;
-    invocation(script, jobs.iter().map(|job| &job.check))
-        .invoke_async(&mut connection)
-        .await
 }
 
 /// Each job's part of the reply, or the call's error, to its caller.
