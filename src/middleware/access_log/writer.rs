@@ -19,9 +19,9 @@ struct Pending {
     bytes: Vec<u8>,
     /// How many lines `bytes` holds.
     lines: usize,
-    /// Flushes asked for: whom to tell, and by when (what an HTTP sink cannot send by then it
-    /// gives up on).
-    flushes: Vec<(mpsc::Sender<()>, std::time::Instant)>,
+    /// Flushes asked for: whom to tell (whether every line reached the sink), and by when
+    /// (what an HTTP sink cannot send by then it gives up on).
+    flushes: Vec<(mpsc::Sender<bool>, std::time::Instant)>,
     stop: bool,
 }
 
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Queue {
 /// What the writer took from the queue.
 struct Taken {
     lines: usize,
-    flushes: Vec<(mpsc::Sender<()>, std::time::Instant)>,
+    flushes: Vec<(mpsc::Sender<bool>, std::time::Instant)>,
     stop: bool,
 }
 
@@ -173,7 +173,9 @@ impl Queue {
         self.unsent.load(Ordering::Relaxed)
     }
 
-    /// Waits (blocking, at most `timeout`) until everything queued before is written.
+    /// Waits (blocking, at most `timeout`) until everything queued before is written;
+    /// `false` if that took longer or some of it could not be written (an HTTP sink that gave
+    /// up at the deadline answers just after it, so the answer says which, not the clock).
     pub(super) fn flush(&self, timeout: Duration) -> bool {
         let (ack, done) = mpsc::channel();
         {
@@ -186,7 +188,7 @@ impl Queue {
                 .push((ack, std::time::Instant::now() + timeout));
         }
         self.wake.notify_one();
-        done.recv_timeout(timeout).is_ok()
+        done.recv_timeout(timeout).unwrap_or(false)
     }
 
     /// Writes what is queued, stops the writer and waits for it.
@@ -239,18 +241,20 @@ impl Queue {
         let mut batch = Vec::new();
         loop {
             let taken = self.take(&mut batch, TICK);
+            let mut ok = true;
             if taken.lines > 0 {
                 self.room.notify_waiters();
-                if out.write_all(&batch).is_ok() {
+                ok = out.write_all(&batch).is_ok();
+                if ok {
                     self.written
                         .fetch_add(taken.lines as u64, Ordering::Relaxed);
                 }
                 batch.clear();
             }
             self.note_dropped(&mut out);
-            let _ = out.flush();
+            ok &= out.flush().is_ok();
             for (ack, _) in taken.flushes {
-                let _ = ack.send(());
+                let _ = ack.send(ok);
             }
             if taken.stop {
                 break;
@@ -270,6 +274,7 @@ impl Queue {
         loop {
             let wait = shipper.due_in().map_or(TICK, |due| due.min(TICK));
             let taken = self.take(&mut batch, wait);
+            let missed = shipper.missed;
             if taken.lines > 0 {
                 self.room.notify_waiters();
                 shipper.add(&batch, taken.lines, &self.written, &dropped);
@@ -292,7 +297,7 @@ impl Queue {
             shipper.send_due(all, deadline, &self.written, &dropped);
             self.unsent.store(shipper.unsent, Ordering::Relaxed);
             for (ack, _) in taken.flushes {
-                let _ = ack.send(());
+                let _ = ack.send(shipper.missed == missed);
             }
             if taken.stop {
                 if shipper.unsent > 0 {

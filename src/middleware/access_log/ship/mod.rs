@@ -57,6 +57,9 @@ pub(super) struct Shipper {
     since: Option<Instant>,
     /// Records given up on since the start.
     pub(super) unsent: u64,
+    /// Records the receiver did not get since the start: given up on, or kept only in the
+    /// fallback file.
+    pub(super) missed: u64,
 }
 
 /// Why an attempt failed, and whether another may succeed.
@@ -141,6 +144,7 @@ impl Shipper {
                 );
                 // The note goes with the next batch, counting these too.
                 dropped.0.fetch_add(lost, Ordering::Relaxed);
+                self.missed += count as u64;
                 if !kept {
                     self.unsent += count as u64;
                     dropped.add(count as u64);

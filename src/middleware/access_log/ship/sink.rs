@@ -223,6 +223,7 @@ impl HttpSink {
             lines: 0,
             since: None,
             unsent: 0,
+            missed: 0,
         })
     }
 }
