@@ -113,8 +113,9 @@ async fn a_request_longer_than_the_drain_timeout_is_cut_and_serve_returns() {
     running.stop().await;
     let took = start.elapsed();
     assert!(took >= drain, "returned before the drain timeout: {took:?}");
+    // Bounded (a busy machine adds its scheduling to the drain, never a wait on the client).
     assert!(
-        took < drain + Duration::from_secs(1),
+        took < drain + Duration::from_secs(5),
         "serve returned {took:?} after the signal"
     );
     // The cut connection is closed without a response.

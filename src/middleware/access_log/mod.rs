@@ -320,8 +320,8 @@ pub struct AccessLogHandle {
 
 impl AccessLogHandle {
     /// Waits (blocking the thread, at most `timeout`) until every record queued so far is
-    /// written; `false` if that took longer or some of them could not be written (for an HTTP
-    /// sink: records given up on or kept only in the fallback file).
+    /// written; `false` if that took longer or some records could not be written since the
+    /// last flush answered (for an HTTP sink: given up on, or kept only in the fallback file).
     pub fn flush(&self, timeout: Duration) -> bool {
         self.queue.flush(timeout)
     }

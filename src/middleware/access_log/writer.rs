@@ -174,8 +174,9 @@ impl Queue {
     }
 
     /// Waits (blocking, at most `timeout`) until everything queued before is written;
-    /// `false` if that took longer or some of it could not be written (an HTTP sink that gave
-    /// up at the deadline answers just after it, so the answer says which, not the clock).
+    /// `false` if that took longer or some records could not be written since the last flush
+    /// answered (an HTTP sink that gave up at the deadline answers just after it, so the answer
+    /// says which, not the clock).
     pub(super) fn flush(&self, timeout: Duration) -> bool {
         let (ack, done) = mpsc::channel();
         {
@@ -271,10 +272,11 @@ impl Queue {
         let dropped = super::ship::Dropped(&self.dropped, &self.dropped_total);
         let mut batch = Vec::new();
         let mut last_deadline = None;
+        // Records missed when the last flush was answered.
+        let mut reported = 0;
         loop {
             let wait = shipper.due_in().map_or(TICK, |due| due.min(TICK));
             let taken = self.take(&mut batch, wait);
-            let missed = shipper.missed;
             if taken.lines > 0 {
                 self.room.notify_waiters();
                 shipper.add(&batch, taken.lines, &self.written, &dropped);
@@ -296,8 +298,14 @@ impl Queue {
             };
             shipper.send_due(all, deadline, &self.written, &dropped);
             self.unsent.store(shipper.unsent, Ordering::Relaxed);
-            for (ack, _) in taken.flushes {
-                let _ = ack.send(shipper.missed == missed);
+            if !taken.flushes.is_empty() {
+                // Records missed since the last flush answered, whenever they were missed (a
+                // batch whose wait ran out just before this flush was asked counts too).
+                let ok = shipper.missed == reported;
+                reported = shipper.missed;
+                for (ack, _) in taken.flushes {
+                    let _ = ack.send(ok);
+                }
             }
             if taken.stop {
                 if shipper.unsent > 0 {
