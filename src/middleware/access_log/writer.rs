@@ -240,22 +240,27 @@ impl Queue {
     fn run_writer(&self, out: Box<dyn Write + Send>) {
         let mut out = BufWriter::with_capacity(64 * 1024, out);
         let mut batch = Vec::new();
+        // Whether a write failed since the last flush was answered (as the HTTP sink counts).
+        let mut failed = false;
         loop {
             let taken = self.take(&mut batch, TICK);
-            let mut ok = true;
             if taken.lines > 0 {
                 self.room.notify_waiters();
-                ok = out.write_all(&batch).is_ok();
-                if ok {
+                if out.write_all(&batch).is_ok() {
                     self.written
                         .fetch_add(taken.lines as u64, Ordering::Relaxed);
+                } else {
+                    failed = true;
                 }
                 batch.clear();
             }
             self.note_dropped(&mut out);
-            ok &= out.flush().is_ok();
-            for (ack, _) in taken.flushes {
-                let _ = ack.send(ok);
+            failed |= out.flush().is_err();
+            if !taken.flushes.is_empty() {
+                for (ack, _) in taken.flushes {
+                    let _ = ack.send(!failed);
+                }
+                failed = false;
             }
             if taken.stop {
                 break;
